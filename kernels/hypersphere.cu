@@ -1,0 +1,1015 @@
+// Fused hyperspherical normalization (SimbaV2, nGPT): row normalization with explicit eps
+// conventions, normalize-lerp-normalize, in-place weight projection; forward and backward.
+//
+// Organisation (quack-style tiers): a row segment of `len` elements is owned by a team of TPS
+// threads chosen by the host from `len`. Register tiers keep the whole segment in registers, so
+// every input is read from memory once; the streaming tier (one block of SK_STREAM_THREADS per
+// segment) re-reads rows too long for registers. VEC is the number of elements per 16-byte
+// access, or 1 for rows whose length or alignment rules out vector access.
+//
+// Robustness: every row is first computed in f32; when a sum of squares or a dot product leaves
+// the range where f32 is exact enough (see sumsq_trusted), the row is recomputed in f64 from the
+// same inputs. The decision is uniform across the team, and nothing is stored before it.
+#include "common.cuh"
+
+namespace sk {
+namespace hs {
+
+// ---- per-row scalar math --------------------------------------------------------------------
+
+template <class A>
+__device__ __forceinline__ A fma_acc(A a, A b, A c) {
+    return fma(a, b, c);
+}
+
+// The clamp test n < eps, written without a square root as ss < eps^2 (n >= 0).
+template <class A>
+__device__ __forceinline__ bool below_eps(A ss, A eps) {
+    return ss < eps * eps;
+}
+
+// r in y = x * r for a row with sum of squares ss. NaN propagates: a NaN row never takes the
+// clamp branch (NaN < eps^2 is false), so it cannot turn into finite garbage.
+template <class A>
+__device__ __forceinline__ A inv_norm(uint32_t mode, A eps, A ss) {
+    switch (mode) {
+        case SK_EPS_CLAMP: return below_eps(ss, eps) ? recip_acc(eps) : rsqrt_acc(ss);
+        case SK_EPS_ADD: return recip_acc(sqrt_acc(ss) + eps);
+        case SK_EPS_INSIDE: return rsqrt_acc(ss + eps);
+        default: return rsqrt_acc(ss);
+    }
+}
+
+// Backward of yhat = x * r(x): dx = r * (g - c * yhat), with g the gradient at yhat and
+// dot = <x, g>. Derivations (n = ||x||, t = <yhat, g> = r * dot):
+//   none, inside:  dx = r (g - yhat t)                       -> c = t
+//   clamp, n>=eps: same as none; n < eps: r = 1/eps constant -> c = 0
+//   add:           dx = r g - yhat t / n = r (g - yhat t (n + eps) / n) -> c = t (1 + eps / n),
+//                  and c = 0 at n = 0, where yhat = 0.
+// The clamp tie n == eps takes the normalizing branch, as torch's clamp_min backward does.
+template <class A>
+struct GradCoef {
+    A r, c;
+};
+
+template <class A>
+__device__ __forceinline__ GradCoef<A> grad_coef(uint32_t mode, A eps, A ss, A dot) {
+    A r, kappa;
+    switch (mode) {
+        case SK_EPS_CLAMP:
+            if (below_eps(ss, eps)) {
+                r = recip_acc(eps);
+                kappa = A(0);
+            } else {
+                r = rsqrt_acc(ss);
+                kappa = A(1);
+            }
+            break;
+        case SK_EPS_ADD: {
+            const A rn = rsqrt_acc(ss);  // 1/n; inf at n = 0
+            r = recip_acc(sqrt_acc(ss) + eps);
+            kappa = ss > A(0) ? fma_acc(eps, rn, A(1)) : A(0);
+            break;
+        }
+        case SK_EPS_INSIDE:
+            r = rsqrt_acc(ss + eps);
+            kappa = A(1);
+            break;
+        default:
+            r = rsqrt_acc(ss);
+            kappa = A(1);
+            break;
+    }
+    return {r, kappa * (r * dot)};
+}
+
+// The lerp of normalize-lerp-normalize, one fma so that recomputing it gives the same bits.
+template <class A>
+__device__ __forceinline__ A lerp_z(A a, A b, A alpha) {
+    return fma_acc(alpha, b - a, a);
+}
+
+template <class A, int VEC>
+__device__ __forceinline__ A sum_lanes(const A (&v)[VEC]) {
+    if constexpr (VEC == 1) {
+        return v[0];
+    } else {
+        A half[VEC / 2];
+#pragma unroll
+        for (int i = 0; i < VEC / 2; ++i) half[i] = v[2 * i] + v[2 * i + 1];
+        return sum_lanes<A, VEC / 2>(half);
+    }
+}
+
+// ---- register tiles -------------------------------------------------------------------------
+// Chunk k of lane l covers elements [(k * TPS + l) * VEC, +VEC): consecutive lanes touch
+// consecutive 16-byte words, so every access is coalesced. With VEC > 1 the host guarantees
+// len % VEC == 0, so a chunk is either wholly inside the segment or wholly outside.
+
+// Chunks per thread of a register tier whose op keeps ELEMS elements per thread. Scalar tiers
+// (VEC == 1, one element per chunk) keep a quarter as many: each element is then a separate
+// load and a separate register of the f64 retry's unrolled reloads.
+template <uint32_t ELEMS, int VEC>
+__host__ __device__ constexpr int tile_chunks() {
+    return VEC == 1 ? static_cast<int>(ELEMS) / 4 : static_cast<int>(ELEMS) / VEC;
+}
+
+template <int TPS, int VEC>
+__device__ __forceinline__ uint32_t chunk_col(int k, int lane) {
+    return (static_cast<uint32_t>(k) * TPS + static_cast<uint32_t>(lane)) * VEC;
+}
+
+template <class T, int TPS, int VEC, int CH>
+__device__ __forceinline__ void load_tile(const T *base, int lane, uint32_t len,
+                                          float (&v)[CH][VEC]) {
+#pragma unroll
+    for (int k = 0; k < CH; ++k) {
+        const uint32_t col = chunk_col<TPS, VEC>(k, lane);
+        if (col < len) {
+            load_vec<T, VEC>(base + col, v[k]);
+        } else {
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) v[k][e] = 0.0f;
+        }
+    }
+}
+
+template <int CH, int VEC>
+__device__ __forceinline__ void fill_tile(float (&v)[CH][VEC], float value) {
+#pragma unroll
+    for (int k = 0; k < CH; ++k)
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) v[k][e] = value;
+}
+
+// The segments a worker visits: w, w + W, w + 2W, ... as (row, group) pairs, advanced without
+// 64-bit division (which compiles to a subroutine call). The host keeps W and the groups per row
+// below 2^31.
+struct SegCursor {
+    uint64_t row;
+    uint32_t j;  // group index within the row
+    uint32_t gpr;
+    uint32_t row_step, j_step;
+    __device__ __forceinline__ SegCursor(uint32_t w, uint32_t workers, uint32_t groups_per_row)
+        : row(w / groups_per_row),
+          j(w % groups_per_row),
+          gpr(groups_per_row),
+          row_step(workers / groups_per_row),
+          j_step(workers % groups_per_row) {}
+    __device__ __forceinline__ void next() {
+        row += row_step;
+        j += j_step;
+        if (j >= gpr) {
+            j -= gpr;
+            ++row;
+        }
+    }
+    template <class T>
+    __device__ __forceinline__ const T *in(const void *base, uint64_t stride, uint32_t group) const {
+        return static_cast<const T *>(base) + row * stride + static_cast<uint64_t>(j) * group;
+    }
+    template <class T>
+    __device__ __forceinline__ T *out(void *base, uint64_t stride, uint32_t group) const {
+        return static_cast<T *>(base) + row * stride + static_cast<uint64_t>(j) * group;
+    }
+};
+
+// ---- sources and sinks ----------------------------------------------------------------------
+// A finisher visits the chunks a lane owns with for_chunks: register tiers pass CH > 0 (exactly
+// CH chunks, unrolled, so k is a constant and register arrays stay in registers), the streaming
+// tier passes CH = 0 (as many chunks as the segment has). Inputs come from a source: a register
+// tile, read from memory once before the finisher, or memory itself, re-read on every pass (the
+// streaming tier, and the f64 retry of the register tiers, which thereby keeps no f64 copy of the
+// tile alive). Column sums (dscale, dp) go to a sink: registers, or a partial row in memory.
+
+template <int TPS, int VEC, int CH, class F>
+__device__ __forceinline__ void for_chunks(int lane, uint32_t len, F &&f) {
+    if constexpr (CH > 0) {
+#pragma unroll
+        for (int k = 0; k < CH; ++k) {
+            const uint32_t col = chunk_col<TPS, VEC>(k, lane);
+            if (col < len) f(k, col);
+        }
+    } else {
+#pragma unroll 4
+        for (uint32_t col = static_cast<uint32_t>(lane) * VEC; col < len; col += TPS * VEC) {
+            f(0, col);
+        }
+    }
+}
+
+template <int VEC>
+struct TileSource {
+    const float (*v)[VEC];
+    __device__ __forceinline__ void operator()(int k, uint32_t, float (&out)[VEC]) const {
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) out[e] = v[k][e];
+    }
+};
+
+template <class T, int VEC>
+struct MemSource {
+    const T *base;
+    __device__ __forceinline__ void operator()(int, uint32_t col, float (&out)[VEC]) const {
+        load_vec<T, VEC>(base + col, out);
+    }
+};
+
+// A per-channel scale in memory, or 1 where there is none.
+template <class T, int VEC>
+struct ScaleSource {
+    const T *base;  // may be null
+    __device__ __forceinline__ void operator()(int, uint32_t col, float (&out)[VEC]) const {
+        if (base != nullptr) {
+            load_vec<T, VEC>(base + col, out);
+        } else {
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) out[e] = 1.0f;
+        }
+    }
+};
+
+template <int VEC>
+struct RegSink {
+    double (*acc)[VEC];
+    bool enabled;
+    __device__ __forceinline__ void add(int k, uint32_t, int e, double v) const {
+        if (enabled) acc[k][e] += v;
+    }
+};
+
+// A worker's partial row in the workspace, updated in place by the one thread owning each column
+// (`first`: the worker's first row, which overwrites instead of adding). With `vector` false the
+// sink sums everything into `scalar` instead (scalar p).
+struct MemSink {
+    double *part;  // may be null: nothing wanted
+    bool first;
+    bool vector;
+    double scalar;
+    __device__ __forceinline__ void add(int, uint32_t col, int e, double v) {
+        if (part == nullptr) return;
+        if (vector) {
+            part[col + e] = first ? v : part[col + e] + v;
+        } else {
+            scalar += v;
+        }
+    }
+};
+
+// ============================================================================================
+// normalize, forward: y = s * x * r
+// ============================================================================================
+
+template <class A, int TPS, int VEC, int CH, class T, class XS, class SS>
+__device__ bool norm_fwd_finish(Team<TPS> &team, const sk_normalize_params &p, const XS &xs,
+                                const SS &scale, T *y) {
+    A acc[VEC];
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) acc[e] = A(0);
+    for_chunks<TPS, VEC, CH>(team.lane, p.group, [&](int k, uint32_t col) {
+        float v[VEC];
+        xs(k, col, v);
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) acc[e] = fma_acc(A(v[e]), A(v[e]), acc[e]);
+    });
+    const A ss = team.sum(sum_lanes<A, VEC>(acc));
+    if (!sumsq_trusted(ss)) return false;
+    const A r = inv_norm<A>(p.eps_mode, A(p.eps), ss);
+    for_chunks<TPS, VEC, CH>(team.lane, p.group, [&](int k, uint32_t col) {
+        float v[VEC], sv[VEC];
+        xs(k, col, v);
+        scale(k, col, sv);
+        A out[VEC];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) out[e] = A(v[e]) * r * A(sv[e]);
+        store_vec<T, VEC, A>(y + col, out);
+    });
+    return true;
+}
+
+template <class T, int TPS, int VEC>
+__device__ void norm_fwd_tile(const sk_normalize_params &p) {
+    constexpr int CH = tile_chunks<SK_NORM_FWD_ELEMS, VEC>();
+    SK_EXPECT(blockDim.x == Team<TPS>::BLOCK);
+    SK_EXPECT(p.group <= static_cast<uint32_t>(CH * TPS * VEC));
+    Team<TPS> team;
+    const T *scale = static_cast<const T *>(p.scale);
+#pragma unroll 1
+    for (SegCursor c(team.worker(), team.workers(), p.cols / p.group); c.row < p.rows; c.next()) {
+        const T *x = c.in<T>(p.x, p.x_stride, p.group);
+        T *y = c.out<T>(p.out, p.out_stride, p.group);
+        const ScaleSource<T, VEC> s{scale ? scale + static_cast<uint64_t>(c.j) * p.group : nullptr};
+        float v[CH][VEC];
+        load_tile<T, TPS, VEC, CH>(x, team.lane, p.group, v);
+        if (!norm_fwd_finish<float, TPS, VEC, CH>(team, p, TileSource<VEC>{v}, s, y)) {
+            norm_fwd_finish<double, TPS, VEC, CH>(team, p, MemSource<T, VEC>{x}, s, y);
+        }
+    }
+}
+
+template <class T, int VEC>
+__device__ void norm_fwd_stream(const sk_normalize_params &p) {
+    constexpr int TPS = SK_STREAM_THREADS;
+    SK_EXPECT(blockDim.x == TPS);
+    Team<TPS> team;
+    const T *scale = static_cast<const T *>(p.scale);
+#pragma unroll 1
+    for (SegCursor c(team.worker(), team.workers(), p.cols / p.group); c.row < p.rows; c.next()) {
+        const MemSource<T, VEC> x{c.in<T>(p.x, p.x_stride, p.group)};
+        T *y = c.out<T>(p.out, p.out_stride, p.group);
+        const ScaleSource<T, VEC> s{scale ? scale + static_cast<uint64_t>(c.j) * p.group : nullptr};
+        if (!norm_fwd_finish<float, TPS, VEC, 0>(team, p, x, s, y)) {
+            norm_fwd_finish<double, TPS, VEC, 0>(team, p, x, s, y);
+        }
+    }
+}
+
+// ============================================================================================
+// normalize, backward: dx = r (g - c yhat), g = s * dy, dscale = sum over rows of dy * yhat
+// ============================================================================================
+// Workers (teams) of a backward launch are a multiple of the groups per row (the host sizes
+// the grid so), so worker w only ever sees group j = w % groups_per_row: its channels and its
+// scale values are fixed, and its dscale partial sums can stay in registers until the end.
+
+template <class A, int TPS, int VEC, int CH, class T, class XS, class GS, class SS, class Sink>
+__device__ bool norm_bwd_finish(Team<TPS> &team, const sk_normalize_params &p, const XS &xs,
+                                const GS &dys, const SS &scale, T *dx, Sink &sink) {
+    Pair<A> acc = {A(0), A(0)};
+    for_chunks<TPS, VEC, CH>(team.lane, p.group, [&](int k, uint32_t col) {
+        float x[VEC], dy[VEC], sv[VEC];
+        xs(k, col, x);
+        dys(k, col, dy);
+        scale(k, col, sv);
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+            acc.a = fma_acc(A(x[e]), A(x[e]), acc.a);
+            acc.b = fma_acc(A(x[e]), A(dy[e]) * A(sv[e]), acc.b);
+        }
+    });
+    acc = team.sum(acc);
+    if (!sumsq_trusted(acc.a) || !dot_trusted(acc.b)) return false;
+    const GradCoef<A> cf = grad_coef<A>(p.eps_mode, A(p.eps), acc.a, acc.b);
+    for_chunks<TPS, VEC, CH>(team.lane, p.group, [&](int k, uint32_t col) {
+        float x[VEC], dy[VEC], sv[VEC];
+        xs(k, col, x);
+        dys(k, col, dy);
+        scale(k, col, sv);
+        A out[VEC];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+            const A yhat = A(x[e]) * cf.r;
+            out[e] = cf.r * (A(dy[e]) * A(sv[e]) - cf.c * yhat);
+            sink.add(k, col, e, static_cast<double>(A(dy[e]) * yhat));
+        }
+        store_vec<T, VEC, A>(dx + col, out);
+    });
+    return true;
+}
+
+template <class T, int TPS, int VEC>
+__device__ void norm_bwd_tile(const sk_normalize_params &p) {
+    constexpr int CH = tile_chunks<SK_NORM_BWD_ELEMS, VEC>();
+    SK_EXPECT(blockDim.x == Team<TPS>::BLOCK);
+    SK_EXPECT(p.group <= static_cast<uint32_t>(CH * TPS * VEC));
+    Team<TPS> team;
+    const uint32_t gpr = p.cols / p.group;
+    SK_EXPECT(team.workers() % gpr == 0);
+    const uint32_t w = team.worker();
+    const uint32_t j = w % gpr;
+    const T *scale =
+        p.scale ? static_cast<const T *>(p.scale) + static_cast<uint64_t>(j) * p.group : nullptr;
+
+    float sv[CH][VEC];
+    if (scale != nullptr) {
+        load_tile<T, TPS, VEC, CH>(scale, team.lane, p.group, sv);
+    } else {
+        fill_tile(sv, 1.0f);
+    }
+    double ds[CH][VEC];
+#pragma unroll
+    for (int k = 0; k < CH; ++k)
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) ds[k][e] = 0.0;
+    RegSink<VEC> sink{ds, p.partial != nullptr};
+
+#pragma unroll 1
+    for (SegCursor c(w, team.workers(), gpr); c.row < p.rows; c.next()) {
+        const T *xp = c.in<T>(p.x, p.x_stride, p.group);
+        const T *dyp = c.in<T>(p.dy, p.dy_stride, p.group);
+        T *dx = c.out<T>(p.out, p.out_stride, p.group);
+        float x[CH][VEC], dy[CH][VEC];
+        load_tile<T, TPS, VEC, CH>(xp, team.lane, p.group, x);
+        load_tile<T, TPS, VEC, CH>(dyp, team.lane, p.group, dy);
+        if (!norm_bwd_finish<float, TPS, VEC, CH>(team, p, TileSource<VEC>{x}, TileSource<VEC>{dy},
+                                                  TileSource<VEC>{sv}, dx, sink)) {
+            norm_bwd_finish<double, TPS, VEC, CH>(team, p, MemSource<T, VEC>{xp},
+                                                  MemSource<T, VEC>{dyp},
+                                                  ScaleSource<T, VEC>{scale}, dx, sink);
+        }
+    }
+    if (p.partial != nullptr) {
+        double *part = p.partial + static_cast<uint64_t>(w) * p.group;
+        for_chunks<TPS, VEC, CH>(team.lane, p.group, [&](int k, uint32_t col) {
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) part[col + e] = ds[k][e];
+        });
+    }
+}
+
+template <class T, int VEC>
+__device__ void norm_bwd_stream(const sk_normalize_params &p) {
+    constexpr int TPS = SK_STREAM_THREADS;
+    SK_EXPECT(blockDim.x == TPS);
+    Team<TPS> team;
+    const uint32_t gpr = p.cols / p.group;
+    SK_EXPECT(team.workers() % gpr == 0);
+    const uint32_t w = team.worker();
+    const uint64_t j = w % gpr;
+    const ScaleSource<T, VEC> s{p.scale ? static_cast<const T *>(p.scale) + j * p.group : nullptr};
+    MemSink sink{p.partial ? p.partial + static_cast<uint64_t>(w) * p.group : nullptr, true, true,
+                 0.0};
+#pragma unroll 1
+    for (SegCursor c(w, team.workers(), gpr); c.row < p.rows; c.next()) {
+        const MemSource<T, VEC> x{c.in<T>(p.x, p.x_stride, p.group)};
+        const MemSource<T, VEC> dy{c.in<T>(p.dy, p.dy_stride, p.group)};
+        T *dx = c.out<T>(p.out, p.out_stride, p.group);
+        if (!norm_bwd_finish<float, TPS, VEC, 0>(team, p, x, dy, s, dx, sink)) {
+            norm_bwd_finish<double, TPS, VEC, 0>(team, p, x, dy, s, dx, sink);
+        }
+        sink.first = false;
+    }
+    if (sink.part != nullptr && sink.first) {
+        // This worker had no segment: its partial row must still read as zeros.
+        for (uint32_t col = static_cast<uint32_t>(team.lane); col < p.group; col += TPS)
+            sink.part[col] = 0.0;
+    }
+}
+
+// ============================================================================================
+// lerp_normalize: a = N(h) or h, b = N(u), alpha = c p or |c p|, z = a + alpha (b - a),
+// y = N(z). Whole rows (no groups); p is per channel (p_len == cols) or one scalar.
+// ============================================================================================
+
+// alpha and d alpha / d p for one channel.
+struct Alpha {
+    float alpha, dalpha_dp;
+};
+
+__device__ __forceinline__ Alpha alpha_of(float pv, float c, bool absolute) {
+    const float cp = c * pv;
+    if (!absolute) return {cp, c};
+    // d|cp|/dp = c sign(cp), with sign(0) = 0 (torch's abs backward).
+    const float sign = cp > 0.0f ? 1.0f : (cp < 0.0f ? -1.0f : 0.0f);
+    return {fabsf(cp), c * sign};
+}
+
+// alpha from p in memory (per channel, or the scalar broadcast).
+template <class T, int VEC>
+struct AlphaMem {
+    const sk_lerp_params *p;
+    __device__ __forceinline__ void operator()(int, uint32_t col, float (&al)[VEC],
+                                               float (&dal)[VEC]) const {
+        const bool absolute = (p->flags & SK_LERP_ABS_ALPHA) != 0;
+        float pv[VEC];
+        if (p->p_len == 1) {
+            const float s = Elem<T>::to_f32(static_cast<const T *>(p->p)[0]);
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) pv[e] = s;
+        } else {
+            load_vec<T, VEC>(static_cast<const T *>(p->p) + col, pv);
+        }
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+            const Alpha a = alpha_of(pv[e], p->c, absolute);
+            al[e] = a.alpha;
+            dal[e] = a.dalpha_dp;
+        }
+    }
+};
+
+// alpha of the channels a thread owns, computed once per worker (rows have no groups, so a
+// worker's channels never change).
+template <int VEC>
+struct AlphaTile {
+    const float (*al)[VEC];
+    const float (*dal)[VEC];
+    __device__ __forceinline__ void operator()(int k, uint32_t, float (&a)[VEC],
+                                               float (&d)[VEC]) const {
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+            a[e] = al[k][e];
+            d[e] = dal[k][e];
+        }
+    }
+};
+
+template <class T, int TPS, int VEC, int CH>
+__device__ __forceinline__ void load_alpha_tile(const sk_lerp_params &p, int lane,
+                                                float (&al)[CH][VEC], float (&dal)[CH][VEC]) {
+    const AlphaMem<T, VEC> mem{&p};
+#pragma unroll
+    for (int k = 0; k < CH; ++k) {
+        const uint32_t col = chunk_col<TPS, VEC>(k, lane);
+        if (col < p.cols) {
+            mem(k, col, al[k], dal[k]);
+        } else {
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) al[k][e] = dal[k][e] = 0.0f;
+        }
+    }
+}
+
+template <class A, int TPS, int VEC, int CH, class T, class HS, class US, class AS>
+__device__ bool lerp_fwd_finish(Team<TPS> &team, const sk_lerp_params &p, const HS &hs,
+                                const US &us, const AS &alphas, T *y) {
+    const bool renorm = (p.flags & SK_LERP_RENORM_H) != 0;
+    const A eps = A(p.eps);
+    Pair<A> ss = {A(0), A(0)};
+    for_chunks<TPS, VEC, CH>(team.lane, p.cols, [&](int k, uint32_t col) {
+        float h[VEC], u[VEC];
+        hs(k, col, h);
+        us(k, col, u);
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+            ss.a = fma_acc(A(h[e]), A(h[e]), ss.a);
+            ss.b = fma_acc(A(u[e]), A(u[e]), ss.b);
+        }
+    });
+    ss = team.sum(ss);
+    if (!sumsq_trusted(ss.b) || (renorm && !sumsq_trusted(ss.a))) return false;
+    const A rh = renorm ? inv_norm<A>(p.eps_mode, eps, ss.a) : A(1);
+    const A ru = inv_norm<A>(p.eps_mode, eps, ss.b);
+    A zz = A(0);
+    for_chunks<TPS, VEC, CH>(team.lane, p.cols, [&](int k, uint32_t col) {
+        float h[VEC], u[VEC], al[VEC], dal[VEC];
+        hs(k, col, h);
+        us(k, col, u);
+        alphas(k, col, al, dal);
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+            const A z = lerp_z(A(h[e]) * rh, A(u[e]) * ru, A(al[e]));
+            zz = fma_acc(z, z, zz);
+        }
+    });
+    zz = team.sum(zz);
+    if (!sumsq_trusted(zz)) return false;
+    const A rz = inv_norm<A>(p.eps_mode, eps, zz);
+    for_chunks<TPS, VEC, CH>(team.lane, p.cols, [&](int k, uint32_t col) {
+        float h[VEC], u[VEC], al[VEC], dal[VEC];
+        hs(k, col, h);
+        us(k, col, u);
+        alphas(k, col, al, dal);
+        A out[VEC];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) out[e] = lerp_z(A(h[e]) * rh, A(u[e]) * ru, A(al[e])) * rz;
+        store_vec<T, VEC, A>(y + col, out);
+    });
+    return true;
+}
+
+template <class T, int TPS, int VEC>
+__device__ void lerp_fwd_tile(const sk_lerp_params &p) {
+    constexpr int CH = tile_chunks<SK_LERP_FWD_ELEMS, VEC>();
+    SK_EXPECT(blockDim.x == Team<TPS>::BLOCK);
+    SK_EXPECT(p.cols <= static_cast<uint32_t>(CH * TPS * VEC));
+    Team<TPS> team;
+    float al[CH][VEC], dal[CH][VEC];
+    load_alpha_tile<T, TPS, VEC, CH>(p, team.lane, al, dal);
+#pragma unroll 1
+    for (uint64_t row = team.worker(); row < p.rows; row += team.workers()) {
+        const T *hp = static_cast<const T *>(p.h) + row * p.h_stride;
+        const T *up = static_cast<const T *>(p.u) + row * p.u_stride;
+        T *y = static_cast<T *>(p.out) + row * p.out_stride;
+        float h[CH][VEC], u[CH][VEC];
+        load_tile<T, TPS, VEC, CH>(hp, team.lane, p.cols, h);
+        load_tile<T, TPS, VEC, CH>(up, team.lane, p.cols, u);
+        if (!lerp_fwd_finish<float, TPS, VEC, CH>(team, p, TileSource<VEC>{h}, TileSource<VEC>{u},
+                                                  AlphaTile<VEC>{al, dal}, y)) {
+            lerp_fwd_finish<double, TPS, VEC, CH>(team, p, MemSource<T, VEC>{hp},
+                                                  MemSource<T, VEC>{up}, AlphaMem<T, VEC>{&p}, y);
+        }
+    }
+}
+
+template <class T, int VEC>
+__device__ void lerp_fwd_stream(const sk_lerp_params &p) {
+    constexpr int TPS = SK_STREAM_THREADS;
+    SK_EXPECT(blockDim.x == TPS);
+    Team<TPS> team;
+    const AlphaMem<T, VEC> alphas{&p};
+#pragma unroll 1
+    for (uint64_t row = team.worker(); row < p.rows; row += team.workers()) {
+        const MemSource<T, VEC> h{static_cast<const T *>(p.h) + row * p.h_stride};
+        const MemSource<T, VEC> u{static_cast<const T *>(p.u) + row * p.u_stride};
+        T *y = static_cast<T *>(p.out) + row * p.out_stride;
+        if (!lerp_fwd_finish<float, TPS, VEC, 0>(team, p, h, u, alphas, y)) {
+            lerp_fwd_finish<double, TPS, VEC, 0>(team, p, h, u, alphas, y);
+        }
+    }
+}
+
+// Backward, with a = N(h) (renorm) or h, b = N(u), z = a + alpha (b - a), y = N(z):
+//   gz = r_z (dy - c_z yhat_z)                (normalize backward at z, g = dy)
+//   d alpha = gz (b - a)  -> dp += d alpha * d alpha / d p
+//   gb = alpha gz,  du = r_u (gb - c_u b)     (normalize backward at u, g = gb)
+//   ga = (1 - alpha) gz,  dh = renorm ? r_h (ga - c_h a) : ga
+// Three dependent team reductions: (|h|^2, |u|^2), (|z|^2, <z, dy>), (<u, gb>, <h, ga>).
+template <class A>
+struct LerpGrad {
+    A a, b, alpha, gz;
+};
+
+template <class A>
+__device__ __forceinline__ LerpGrad<A> lerp_grad(A h, A u, A dy, A alpha, A rh, A ru,
+                                                 GradCoef<A> cz) {
+    const A a = h * rh, b = u * ru;
+    const A z = lerp_z(a, b, alpha);
+    return {a, b, alpha, cz.r * (dy - cz.c * (z * cz.r))};
+}
+
+template <class A, int TPS, int VEC, int CH, class T, class HS, class US, class GS, class AS,
+          class Sink>
+__device__ bool lerp_bwd_finish(Team<TPS> &team, const sk_lerp_params &p, const HS &hs,
+                                const US &us, const GS &dys, const AS &alphas, T *dh, T *du,
+                                Sink &sink) {
+    const bool renorm = (p.flags & SK_LERP_RENORM_H) != 0;
+    const A eps = A(p.eps);
+    Pair<A> ss = {A(0), A(0)};
+    for_chunks<TPS, VEC, CH>(team.lane, p.cols, [&](int k, uint32_t col) {
+        float h[VEC], u[VEC];
+        hs(k, col, h);
+        us(k, col, u);
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+            ss.a = fma_acc(A(h[e]), A(h[e]), ss.a);
+            ss.b = fma_acc(A(u[e]), A(u[e]), ss.b);
+        }
+    });
+    ss = team.sum(ss);
+    if (!sumsq_trusted(ss.b) || (renorm && !sumsq_trusted(ss.a))) return false;
+    const A rh = renorm ? inv_norm<A>(p.eps_mode, eps, ss.a) : A(1);
+    const A ru = inv_norm<A>(p.eps_mode, eps, ss.b);
+
+    Pair<A> zr = {A(0), A(0)};  // (|z|^2, <z, dy>)
+    for_chunks<TPS, VEC, CH>(team.lane, p.cols, [&](int k, uint32_t col) {
+        float h[VEC], u[VEC], dy[VEC], al[VEC], dal[VEC];
+        hs(k, col, h);
+        us(k, col, u);
+        dys(k, col, dy);
+        alphas(k, col, al, dal);
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+            const A z = lerp_z(A(h[e]) * rh, A(u[e]) * ru, A(al[e]));
+            zr.a = fma_acc(z, z, zr.a);
+            zr.b = fma_acc(z, A(dy[e]), zr.b);
+        }
+    });
+    zr = team.sum(zr);
+    if (!sumsq_trusted(zr.a) || !dot_trusted(zr.b)) return false;
+    const GradCoef<A> cz = grad_coef<A>(p.eps_mode, eps, zr.a, zr.b);
+
+    Pair<A> dots = {A(0), A(0)};  // (<u, gb>, <h, ga>)
+    for_chunks<TPS, VEC, CH>(team.lane, p.cols, [&](int k, uint32_t col) {
+        float h[VEC], u[VEC], dy[VEC], al[VEC], dal[VEC];
+        hs(k, col, h);
+        us(k, col, u);
+        dys(k, col, dy);
+        alphas(k, col, al, dal);
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+            const LerpGrad<A> q = lerp_grad(A(h[e]), A(u[e]), A(dy[e]), A(al[e]), rh, ru, cz);
+            dots.a = fma_acc(A(u[e]), q.alpha * q.gz, dots.a);
+            dots.b = fma_acc(A(h[e]), (A(1) - q.alpha) * q.gz, dots.b);
+        }
+    });
+    dots = team.sum(dots);
+    if (!dot_trusted(dots.a) || !dot_trusted(dots.b)) return false;
+    const GradCoef<A> cu = grad_coef<A>(p.eps_mode, eps, ss.b, dots.a);
+    const GradCoef<A> ch =
+        renorm ? grad_coef<A>(p.eps_mode, eps, ss.a, dots.b) : GradCoef<A>{A(1), A(0)};
+
+    for_chunks<TPS, VEC, CH>(team.lane, p.cols, [&](int k, uint32_t col) {
+        float h[VEC], u[VEC], dy[VEC], al[VEC], dal[VEC];
+        hs(k, col, h);
+        us(k, col, u);
+        dys(k, col, dy);
+        alphas(k, col, al, dal);
+        A oh[VEC], ou[VEC];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+            const LerpGrad<A> q = lerp_grad(A(h[e]), A(u[e]), A(dy[e]), A(al[e]), rh, ru, cz);
+            const A gb = q.alpha * q.gz, ga = (A(1) - q.alpha) * q.gz;
+            ou[e] = cu.r * (gb - cu.c * (A(u[e]) * cu.r));
+            oh[e] = renorm ? ch.r * (ga - ch.c * (A(h[e]) * ch.r)) : ga;
+            sink.add(k, col, e, static_cast<double>(q.gz * (q.b - q.a) * A(dal[e])));
+        }
+        store_vec<T, VEC, A>(du + col, ou);
+        store_vec<T, VEC, A>(dh + col, oh);
+    });
+    return true;
+}
+
+template <class T, int TPS, int VEC>
+__device__ void lerp_bwd_tile(const sk_lerp_params &p) {
+    constexpr int CH = tile_chunks<SK_LERP_BWD_ELEMS, VEC>();
+    SK_EXPECT(blockDim.x == Team<TPS>::BLOCK);
+    SK_EXPECT(p.cols <= static_cast<uint32_t>(CH * TPS * VEC));
+    Team<TPS> team;
+    float al[CH][VEC], dal[CH][VEC];
+    load_alpha_tile<T, TPS, VEC, CH>(p, team.lane, al, dal);
+    double dp[CH][VEC];
+#pragma unroll
+    for (int k = 0; k < CH; ++k)
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) dp[k][e] = 0.0;
+    RegSink<VEC> sink{dp, p.partial != nullptr};
+
+    const uint32_t w = team.worker();
+#pragma unroll 1
+    for (uint64_t row = w; row < p.rows; row += team.workers()) {
+        const T *hp = static_cast<const T *>(p.h) + row * p.h_stride;
+        const T *up = static_cast<const T *>(p.u) + row * p.u_stride;
+        const T *dyp = static_cast<const T *>(p.dy) + row * p.dy_stride;
+        T *dh = static_cast<T *>(p.out) + row * p.out_stride;
+        T *du = static_cast<T *>(p.out_u) + row * p.out_u_stride;
+        float h[CH][VEC], u[CH][VEC], dy[CH][VEC];
+        load_tile<T, TPS, VEC, CH>(hp, team.lane, p.cols, h);
+        load_tile<T, TPS, VEC, CH>(up, team.lane, p.cols, u);
+        load_tile<T, TPS, VEC, CH>(dyp, team.lane, p.cols, dy);
+        if (!lerp_bwd_finish<float, TPS, VEC, CH>(team, p, TileSource<VEC>{h}, TileSource<VEC>{u},
+                                                  TileSource<VEC>{dy}, AlphaTile<VEC>{al, dal},
+                                                  dh, du, sink)) {
+            lerp_bwd_finish<double, TPS, VEC, CH>(team, p, MemSource<T, VEC>{hp},
+                                                  MemSource<T, VEC>{up}, MemSource<T, VEC>{dyp},
+                                                  AlphaMem<T, VEC>{&p}, dh, du, sink);
+        }
+    }
+    if (p.partial == nullptr) return;
+    if (p.p_len == 1) {
+        // Scalar p: the worker's partial is the sum over all its channels.
+        double t = 0.0;
+#pragma unroll
+        for (int k = 0; k < CH; ++k)
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) t += dp[k][e];
+        t = team.sum(t);
+        if (team.lane == 0) p.partial[w] = t;
+    } else {
+        double *part = p.partial + static_cast<uint64_t>(w) * p.cols;
+        for_chunks<TPS, VEC, CH>(team.lane, p.cols, [&](int k, uint32_t col) {
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) part[col + e] = dp[k][e];
+        });
+    }
+}
+
+template <class T, int VEC>
+__device__ void lerp_bwd_stream(const sk_lerp_params &p) {
+    constexpr int TPS = SK_STREAM_THREADS;
+    SK_EXPECT(blockDim.x == TPS);
+    Team<TPS> team;
+    const uint32_t w = team.worker();
+    const AlphaMem<T, VEC> alphas{&p};
+    MemSink sink{p.partial ? p.partial + static_cast<uint64_t>(w) * p.p_len : nullptr, true,
+                 p.p_len != 1, 0.0};
+#pragma unroll 1
+    for (uint64_t row = w; row < p.rows; row += team.workers()) {
+        const MemSource<T, VEC> h{static_cast<const T *>(p.h) + row * p.h_stride};
+        const MemSource<T, VEC> u{static_cast<const T *>(p.u) + row * p.u_stride};
+        const MemSource<T, VEC> dy{static_cast<const T *>(p.dy) + row * p.dy_stride};
+        T *dh = static_cast<T *>(p.out) + row * p.out_stride;
+        T *du = static_cast<T *>(p.out_u) + row * p.out_u_stride;
+        // The sink changes only in the last phase, after every check, so a failed f32 attempt
+        // leaves nothing behind for the f64 one.
+        if (!lerp_bwd_finish<float, TPS, VEC, 0>(team, p, h, u, dy, alphas, dh, du, sink)) {
+            lerp_bwd_finish<double, TPS, VEC, 0>(team, p, h, u, dy, alphas, dh, du, sink);
+        }
+        sink.first = false;
+    }
+    if (sink.part == nullptr) return;
+    if (!sink.vector) {
+        const double t = team.sum(sink.scalar);
+        if (team.lane == 0) sink.part[0] = t;
+    } else if (sink.first) {
+        for (uint32_t col = static_cast<uint32_t>(team.lane); col < p.cols; col += TPS)
+            sink.part[col] = 0.0;
+    }
+}
+
+// ============================================================================================
+// Deterministic column sums of the backward partials (dscale, dp).
+// ============================================================================================
+
+template <class T>
+__device__ void colsum(const sk_colsum_params &p) {
+    // 32 channels x 32 worker lanes; lane ty sums workers j + (ty + 32 i) * groups_per_row in
+    // increasing order, then lane 0 adds the 32 lane sums in increasing order: the same bits
+    // on every run for the same partials.
+    __shared__ double lanes[32][33];
+    SK_EXPECT(blockDim.x == 1024);
+    const uint32_t tx = threadIdx.x % 32, ty = threadIdx.x / 32;
+    // Channels are < 2^31 (the host checks), so 32-bit division suffices.
+    const uint32_t total = p.group * p.groups_per_row;
+    const uint32_t ch = blockIdx.x * 32 + tx;
+    double acc = 0.0;
+    if (ch < total) {
+        const uint32_t j = ch / p.group;
+        const uint32_t c = ch % p.group;
+        for (uint64_t w = j + static_cast<uint64_t>(ty) * p.groups_per_row; w < p.workers;
+             w += 32ull * p.groups_per_row) {
+            acc += p.partial[w * p.group + c];  // w is 64-bit
+        }
+    }
+    lanes[ty][tx] = acc;
+    __syncthreads();
+    if (ty == 0 && ch < total) {
+        double t = 0.0;
+        for (int i = 0; i < 32; ++i) t += lanes[i][tx];
+        static_cast<T *>(p.out)[ch] = to_storage<T>(t);
+    }
+}
+
+// ============================================================================================
+// In-place projection of weight matrices (batched, mixed shapes and axes).
+// ============================================================================================
+
+// Row axis: one warp per row, two passes over the row (the second usually hits L1/L2).
+template <class A, class T, int VEC>
+__device__ bool project_row_pass(Team<32> &warp, T *w, uint32_t cols, uint32_t mode, float eps) {
+    A acc[VEC];
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) acc[e] = A(0);
+#pragma unroll 4
+    for (uint32_t col = static_cast<uint32_t>(warp.lane) * VEC; col < cols; col += 32 * VEC) {
+        float v[VEC];
+        load_vec<T, VEC>(w + col, v);
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) acc[e] = fma_acc(A(v[e]), A(v[e]), acc[e]);
+    }
+    const A ss = warp.sum(sum_lanes<A, VEC>(acc));
+    if (!sumsq_trusted(ss)) return false;
+    const A r = inv_norm<A>(mode, A(eps), ss);
+#pragma unroll 4
+    for (uint32_t col = static_cast<uint32_t>(warp.lane) * VEC; col < cols; col += 32 * VEC) {
+        float v[VEC];
+        load_vec<T, VEC>(w + col, v);
+        A out[VEC];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) out[e] = A(v[e]) * r;
+        store_vec<T, VEC, A>(w + col, out);
+    }
+    return true;
+}
+
+template <class T, int VEC>
+__device__ void project_rows(const sk_project_matrix &m, uint32_t local_block, uint32_t mode,
+                             float eps) {
+    Team<32> warp;
+    const uint64_t row = static_cast<uint64_t>(local_block) * SK_PROJECT_ROWS_PER_BLOCK +
+                         threadIdx.x / 32;
+    if (row >= m.rows) return;  // no block barrier in the row path: idle warps may leave
+    T *w = static_cast<T *>(m.w) + row * m.stride;
+    if (!project_row_pass<float, T, VEC>(warp, w, m.cols, mode, eps)) {
+        project_row_pass<double, T, VEC>(warp, w, m.cols, mode, eps);
+    }
+}
+
+// One shared buffer for every instantiation of the column pass (a __shared__ array inside the
+// template would be allocated once per instantiation): 8 row lanes x 256 f64.
+__device__ __forceinline__ double *project_scratch() {
+    __shared__ double scratch[(SK_PROJECT_THREADS / SK_PROJECT_COL_LANES) * SK_PROJECT_COL_LANES * 8];
+    return scratch;
+}
+
+// Column axis: a block owns 32 * VEC consecutive columns; thread (tx, ty) reads VEC columns of
+// rows ty, ty + 8, ... (coalesced along rows), the 8 partial sums meet in shared memory.
+template <class A, class T, int VEC>
+__device__ bool project_col_pass(const sk_project_matrix &m, uint32_t c0, uint32_t mode,
+                                 float eps) {
+    constexpr uint32_t YS = SK_PROJECT_THREADS / SK_PROJECT_COL_LANES;
+    A(*red)[SK_PROJECT_COL_LANES * 8] =
+        reinterpret_cast<A(*)[SK_PROJECT_COL_LANES * 8]>(project_scratch());
+    const uint32_t tx = threadIdx.x % SK_PROJECT_COL_LANES, ty = threadIdx.x / SK_PROJECT_COL_LANES;
+    const bool active = c0 < m.cols;
+    T *w = static_cast<T *>(m.w);
+    A acc[VEC];
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) acc[e] = A(0);
+    if (active) {
+        for (uint64_t row = ty; row < m.rows; row += YS) {
+            float v[VEC];
+            load_vec<T, VEC>(w + row * m.stride + c0, v);
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) acc[e] = fma_acc(A(v[e]), A(v[e]), acc[e]);
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) red[ty][tx * VEC + e] = acc[e];
+    __syncthreads();
+    A r[VEC];
+    bool trusted = true;
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) {
+        A ss = A(0);
+        for (uint32_t i = 0; i < YS; ++i) ss += red[i][tx * VEC + e];
+        trusted = trusted && (!active || sumsq_trusted(ss));
+        r[e] = inv_norm<A>(mode, A(eps), ss);
+    }
+    // Every thread must be past its reads of `red` before a possible f64 retry rewrites it.
+    if (__syncthreads_or(trusted ? 0 : 1)) return false;
+    if (!active) return true;
+    for (uint64_t row = ty; row < m.rows; row += YS) {
+        float v[VEC];
+        T *dst = w + row * m.stride + c0;
+        load_vec<T, VEC>(dst, v);
+        A out[VEC];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) out[e] = A(v[e]) * r[e];
+        store_vec<T, VEC, A>(dst, out);
+    }
+    return true;
+}
+
+template <class T, int VEC>
+__device__ void project_cols(const sk_project_matrix &m, uint32_t local_block, uint32_t mode,
+                             float eps) {
+    const uint32_t c0 = (local_block * SK_PROJECT_COL_LANES + threadIdx.x % SK_PROJECT_COL_LANES) * VEC;
+    if (!project_col_pass<float, T, VEC>(m, c0, mode, eps)) {
+        project_col_pass<double, T, VEC>(m, c0, mode, eps);
+    }
+}
+
+template <class T>
+__device__ void project(const sk_project_params &p) {
+    SK_EXPECT(blockDim.x == SK_PROJECT_THREADS);
+    SK_EXPECT(gridDim.x == p.total_blocks);
+    // The matrix of this block: the last one whose first block is <= blockIdx.x.
+    uint32_t lo = 0, hi = p.count - 1;
+    while (lo < hi) {
+        const uint32_t mid = (lo + hi + 1) / 2;
+        if (p.m[mid].block_start <= blockIdx.x) lo = mid; else hi = mid - 1;
+    }
+    const sk_project_matrix m = p.m[lo];
+    const uint32_t local = blockIdx.x - m.block_start;
+    constexpr int V = Elem<T>::VEC;
+    if (m.axis == SK_AXIS_ROWS) {
+        if (m.vectorized) project_rows<T, V>(m, local, p.eps_mode, p.eps);
+        else project_rows<T, 1>(m, local, p.eps_mode, p.eps);
+    } else {
+        if (m.vectorized) project_cols<T, V>(m, local, p.eps_mode, p.eps);
+        else project_cols<T, 1>(m, local, p.eps_mode, p.eps);
+    }
+}
+
+}  // namespace hs
+}  // namespace sk
+
+// ============================================================================================
+// Entry points. Names: sk_<op>_<dtype>_<v|s><tier>, v = 16-byte vector access, s = scalar,
+// tier = threads per segment or "stream". src/hypersphere/gpu.rs holds the same tier lists.
+// ============================================================================================
+
+// Register budget per op (see SK_MIN_BLOCKS), from the ptxas report: the smallest budget at
+// which the tiers of the op do not spill.
+#define SK_REGS_norm_fwd 96u
+#define SK_REGS_norm_bwd 168u
+#define SK_REGS_lerp_fwd 128u
+#define SK_REGS_lerp_bwd 168u
+
+#define SK_HS_TILE(op, Params, DT, T, V, VECN, TPS)                                       \
+    SK_KERNEL(sk_##op##_##DT##_##V##TPS, Params, sk::Team<TPS>::BLOCK,                    \
+              SK_MIN_BLOCKS(sk::Team<TPS>::BLOCK, SK_REGS_##op),                          \
+              sk::hs::op##_tile<T, TPS, VECN>(p))
+#define SK_HS_STREAM(op, Params, DT, T, V, VECN)                                          \
+    SK_KERNEL(sk_##op##_##DT##_##V##stream, Params, SK_STREAM_THREADS,                    \
+              SK_MIN_BLOCKS(SK_STREAM_THREADS, SK_REGS_##op), sk::hs::op##_stream<T, VECN>(p))
+
+// Vector tiers common to every op: 2 .. 512 threads per segment; scalar tiers 8, 32, 128, 512.
+#define SK_HS_TIERS(op, Params, DT, T)                                        \
+    SK_HS_TILE(op, Params, DT, T, v, sk::Elem<T>::VEC, 2)                     \
+    SK_HS_TILE(op, Params, DT, T, v, sk::Elem<T>::VEC, 4)                     \
+    SK_HS_TILE(op, Params, DT, T, v, sk::Elem<T>::VEC, 8)                     \
+    SK_HS_TILE(op, Params, DT, T, v, sk::Elem<T>::VEC, 16)                    \
+    SK_HS_TILE(op, Params, DT, T, v, sk::Elem<T>::VEC, 32)                    \
+    SK_HS_TILE(op, Params, DT, T, v, sk::Elem<T>::VEC, 64)                    \
+    SK_HS_TILE(op, Params, DT, T, v, sk::Elem<T>::VEC, 128)                   \
+    SK_HS_TILE(op, Params, DT, T, v, sk::Elem<T>::VEC, 256)                   \
+    SK_HS_TILE(op, Params, DT, T, v, sk::Elem<T>::VEC, 512)                   \
+    SK_HS_TILE(op, Params, DT, T, s, 1, 8)                                    \
+    SK_HS_TILE(op, Params, DT, T, s, 1, 32)                                   \
+    SK_HS_TILE(op, Params, DT, T, s, 1, 128)                                  \
+    SK_HS_TILE(op, Params, DT, T, s, 1, 512)                                  \
+    SK_HS_STREAM(op, Params, DT, T, v, sk::Elem<T>::VEC)                      \
+    SK_HS_STREAM(op, Params, DT, T, s, 1)
+
+#define SK_HS_DTYPE(DT, T)                                                    \
+    SK_HS_TIERS(norm_fwd, sk_normalize_params, DT, T)                         \
+    SK_HS_TIERS(norm_bwd, sk_normalize_params, DT, T)                         \
+    SK_HS_TIERS(lerp_fwd, sk_lerp_params, DT, T)                              \
+    SK_HS_TIERS(lerp_bwd, sk_lerp_params, DT, T)                              \
+    SK_KERNEL(sk_colsum_##DT, sk_colsum_params, 1024, 1, sk::hs::colsum<T>(p))                   \
+    SK_KERNEL(sk_project_##DT, sk_project_params, SK_PROJECT_THREADS, 1, sk::hs::project<T>(p))
+
+SK_HS_DTYPE(f32, float)
+SK_HS_DTYPE(f16, __half)
+SK_HS_DTYPE(bf16, __nv_bfloat16)

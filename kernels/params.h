@@ -1,0 +1,119 @@
+/*
+ * Kernel parameter layouts: the one source of truth shared by the CUDA kernels and the Rust
+ * launch code. Plain C (stdint types, no CUDA headers) so that bindgen can read it;
+ * src/params.rs is generated from this file by scripts/gen_params.sh and a test
+ * (tests/params_layout.rs) fails when the two drift apart.
+ *
+ * Every struct is passed to its kernel by value. Pointers are device addresses (host
+ * addresses under the CPU emulator). Strides and lengths count elements, not bytes.
+ */
+#ifndef SPHEREKIT_PARAMS_H
+#define SPHEREKIT_PARAMS_H
+
+#include <stdint.h>
+
+/* ---- eps conventions of a row normalization r = 1 / norm(x) ---------------------------- */
+#define SK_EPS_NONE 0u   /* r = 1 / ||x||                                    */
+#define SK_EPS_CLAMP 1u  /* r = 1 / max(||x||, eps)   (torch F.normalize)   */
+#define SK_EPS_ADD 2u    /* r = 1 / (||x|| + eps)                            */
+#define SK_EPS_INSIDE 3u /* r = (sum x^2 + eps)^(-1/2)                       */
+
+/* ---- launch geometry shared by host and device ------------------------------------------ */
+/* Teams of up to 32 threads (one team per row segment) are packed into blocks of this many
+ * threads. Teams of more than 32 threads are one block each. */
+#define SK_SUBWARP_BLOCK_THREADS 128u
+/* Threads of the streaming tier (rows too long to keep in registers). */
+#define SK_STREAM_THREADS 512u
+/* Elements each thread keeps in registers, per op, in the register-resident tiers. */
+#define SK_NORM_FWD_ELEMS 32u
+#define SK_NORM_BWD_ELEMS 16u
+#define SK_LERP_FWD_ELEMS 16u
+#define SK_LERP_BWD_ELEMS 8u
+
+/* lerp_normalize flags */
+#define SK_LERP_RENORM_H 1u  /* a = N(h) instead of a = h             */
+#define SK_LERP_ABS_ALPHA 2u /* alpha = |c p| instead of alpha = c p   */
+
+/* Row normalization, forward and backward.
+ * The rows are split into segments of `group` consecutive channels (group == cols when the
+ * whole row is normalized); segment s covers row s / (cols / group), channels
+ * (s % (cols / group)) * group .. + group. */
+typedef struct sk_normalize_params {
+    const void *x;     /* [rows, x_stride] input rows                                    */
+    const void *dy;    /* backward: [rows, dy_stride] upstream gradient; forward: NULL      */
+    const void *scale; /* [cols] per-channel scale s, or NULL for s = 1                    */
+    void *out;         /* forward: y = s * N(x); backward: dx                              */
+    double *partial;   /* backward with dscale: [workers, group] partial column sums, else NULL */
+    uint64_t rows;
+    uint64_t x_stride;
+    uint64_t dy_stride;
+    uint64_t out_stride;
+    uint32_t cols;
+    uint32_t group;
+    uint32_t eps_mode; /* SK_EPS_* */
+    float eps;
+} sk_normalize_params;
+
+/* Normalize-lerp-normalize: y = N(a + alpha (N(u) - a)), a = N(h) or h, alpha = c p or |c p|,
+ * p a vector of `cols` entries or one scalar (p_len == 1). */
+typedef struct sk_lerp_params {
+    const void *h;     /* [rows, h_stride]                                                */
+    const void *u;     /* [rows, u_stride]                                                */
+    const void *dy;    /* backward: [rows, dy_stride]; forward: NULL                      */
+    const void *p;     /* [p_len]                                                         */
+    void *out;         /* forward: y; backward: dh                                        */
+    void *out_u;       /* backward: du; forward: NULL                                     */
+    double *partial;   /* backward with dp: [workers, p_len] partial sums, else NULL       */
+    uint64_t rows;
+    uint64_t h_stride;
+    uint64_t u_stride;
+    uint64_t dy_stride;
+    uint64_t out_stride;
+    uint64_t out_u_stride;
+    uint32_t cols;
+    uint32_t p_len;    /* cols or 1                                                       */
+    uint32_t eps_mode; /* SK_EPS_*, used by all three normalizations                      */
+    float eps;
+    float c;
+    uint32_t flags;    /* SK_LERP_*                                                       */
+} sk_lerp_params;
+
+/* Deterministic column sums of backward partials:
+ * out[j * group + c] = sum over workers w with w % groups_per_row == j, in increasing w,
+ * of partial[w * group + c]. */
+typedef struct sk_colsum_params {
+    const double *partial;
+    void *out;
+    uint32_t workers;
+    uint32_t group;
+    uint32_t groups_per_row;
+    uint32_t reserved;
+} sk_colsum_params;
+
+/* In-place projection of weight matrices onto the unit sphere along rows or columns. */
+#define SK_AXIS_ROWS 0u /* normalize every row (each output unit's weights in (out, in)) */
+#define SK_AXIS_COLS 1u /* normalize every column                                       */
+#define SK_PROJECT_MAX_MATRICES 112u
+#define SK_PROJECT_THREADS 256u
+#define SK_PROJECT_ROWS_PER_BLOCK 8u /* row axis: one warp per row               */
+#define SK_PROJECT_COL_LANES 32u     /* column axis: 32 lanes of column vectors   */
+
+typedef struct sk_project_matrix {
+    void *w;
+    uint32_t rows;
+    uint32_t cols;
+    uint32_t stride;
+    uint32_t axis;        /* SK_AXIS_*                                        */
+    uint32_t vectorized;  /* 1 when 16-byte accesses are aligned for this matrix */
+    uint32_t block_start; /* first block of the launch that works on this matrix */
+} sk_project_matrix;
+
+typedef struct sk_project_params {
+    sk_project_matrix m[SK_PROJECT_MAX_MATRICES];
+    uint32_t count;
+    uint32_t eps_mode;
+    float eps;
+    uint32_t total_blocks;
+} sk_project_params;
+
+#endif /* SPHEREKIT_PARAMS_H */

@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# The GPU run: executes a bundle built by scripts/gpu_bundle.sh on a machine with a GPU, CUDA
+# driver, compute-sanitizer and PyTorch (no Rust toolchain needed). From the repository root:
+#
+#   bash gpu-bundle/gpu_suite.sh
+#
+# Steps (each bounded by `timeout`; a failure does not stop the later steps):
+#   a. nvidia-smi query (read-only: clocks, power and modes are never changed)
+#   b. every test binary in gpu-bundle/tests with SPHEREKIT_REQUIRE_GPU=1, --test-threads=1
+#   c. compute-sanitizer memcheck, racecheck (and initcheck if time allows) over the
+#      `hypersphere` test binary, tests matching `gpu_`
+#   d. benches/hypersphere --bench with SPHEREKIT_BENCH_QUICK=1, then the PyTorch baselines
+#   e. ./gpu-bundle/spherekit report
+#   f. gpu_summary.py: a short table, printed last
+#
+# Logs go to ${OUT:-/tmp/sk-out} (8 files: suite.log tests.log sanitizer.log bench.log torch.log
+# report.log summary.txt summary.md). The whole run keeps within SK_SUITE_BUDGET seconds (default
+# 420). Exit status: 0 when every step passed, 1 otherwise.
+#
+# Environment: OUT, SK_SUITE_BUDGET, SK_BUNDLE (bundle folder; default: this script's folder, or
+# ./gpu-bundle), SK_TORCH_ARGS (extra arguments for hypersphere.py, e.g. --quick),
+# COMPUTE_SANITIZER (path), PYTHON (default python3).
+set -uo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+bundle="${SK_BUNDLE:-$here}"
+if [[ ! -d "$bundle/tests" && -d "$here/../gpu-bundle/tests" ]]; then
+    bundle="$(cd "$here/../gpu-bundle" && pwd)"
+fi
+out="${OUT:-/tmp/sk-out}"
+budget="${SK_SUITE_BUDGET:-420}"
+python="${PYTHON:-python3}"
+mkdir -p "$out"
+suite_log="$out/suite.log"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+start=$SECONDS
+failed_steps=()
+
+export SPHEREKIT_REQUIRE_GPU=1
+chmod +x "$bundle"/spherekit "$bundle"/tests/* "$bundle"/benches/* 2>/dev/null
+
+say() { echo "[gpu_suite $((SECONDS - start))s] $*"; }
+
+# Seconds a step may take: at most `cap`, leaving `reserve` seconds for the steps after it.
+allow() {
+    local cap="$1" reserve="$2" left
+    left=$((budget - (SECONDS - start) - reserve))
+    ((left < cap)) && cap=$left
+    ((cap < 0)) && cap=0
+    echo "$cap"
+}
+
+# record NAME RC SECS: one STEP line in suite.log (read by gpu_summary.py).
+record() {
+    echo "STEP $1 rc=$2 secs=$3" >>"$suite_log"
+    if [[ "$2" != 0 ]]; then
+        failed_steps+=("$1")
+        say "$1: FAILED (rc $2, $3 s)"
+    else
+        say "$1: ok ($3 s)"
+    fi
+}
+
+# skip NAME WHY [optional]: a step that did not run; counts as a failure unless optional.
+skip() {
+    echo "SKIP $1 $2" >>"$suite_log"
+    say "$1: SKIPPED ($2)"
+    [[ "${3:-}" == optional ]] || failed_steps+=("$1")
+}
+
+# ---- header ------------------------------------------------------------------------------------
+{
+    if [[ -f "$bundle/COMMIT" ]]; then cat "$bundle/COMMIT"; else echo "commit: unknown (no COMMIT in $bundle)"; fi
+    echo "run: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname 2>/dev/null || echo '?')"
+    echo "bundle: $bundle"
+    echo "budget: ${budget}s"
+} >"$suite_log"
+: >"$out/tests.log"
+: >"$out/sanitizer.log"
+cat "$suite_log"
+
+# ---- a. GPU ----------------------------------------------------------------------------------------
+t0=$SECONDS
+timeout -k 5 30 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm \
+    --format=csv >"$tmp/smi" 2>&1
+rc=$?
+cat "$tmp/smi" >>"$suite_log"
+cat "$tmp/smi"
+record smi "$rc" $((SECONDS - t0))
+
+# ---- b. tests ----------------------------------------------------------------------------------------
+tests_end=$((SECONDS + $(allow 150 260)))
+shopt -s nullglob
+test_bins=("$bundle"/tests/*)
+shopt -u nullglob
+if ((${#test_bins[@]} == 0)); then
+    skip tests "no test binaries in $bundle/tests"
+else
+    t0=$SECONDS
+    tests_rc=0
+    for bin in "${test_bins[@]}"; do
+        name="$(basename "$bin")"
+        t=$((tests_end - SECONDS))
+        if ((t < 5)); then
+            echo "=== SKIP test $name (time) ===" >>"$out/tests.log"
+            say "test $name: SKIPPED (time)"
+            tests_rc=1
+            continue
+        fi
+        b0=$SECONDS
+        timeout -k 5 "$t" "$bin" --test-threads=1 >"$tmp/test" 2>&1
+        rc=$?
+        {
+            echo "=== BEGIN test $name ==="
+            cat "$tmp/test"
+            echo "=== END test $name rc=$rc secs=$((SECONDS - b0)) ==="
+        } >>"$out/tests.log"
+        ((rc != 0)) && tests_rc=$rc
+        result="$(grep -h '^test result:' "$tmp/test" | tail -n 1)"
+        say "test $name: rc=$rc ${result:-(no test result line)}"
+        if ((rc != 0)); then
+            grep -E '^test .* FAILED$|panicked at' "$tmp/test" | head -n 12
+            [[ -z "$result" ]] && tail -n 8 "$tmp/test"
+        fi
+    done
+    record tests "$tests_rc" $((SECONDS - t0))
+fi
+
+# ---- c. compute-sanitizer ------------------------------------------------------------------------
+sanitizer="${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || true)}"
+if [[ -z "$sanitizer" ]]; then
+    for c in /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda*/bin/compute-sanitizer \
+        /usr/local/cuda*/compute-sanitizer/compute-sanitizer /opt/nvidia/*/compute-sanitizer/compute-sanitizer; do
+        if [[ -x "$c" ]]; then
+            sanitizer="$c"
+            break
+        fi
+    done
+fi
+hs_test="$bundle/tests/hypersphere"
+for spec in memcheck:100:210 racecheck:100:190 initcheck:60:190; do
+    IFS=: read -r tool cap reserve <<<"$spec"
+    optional=""
+    [[ "$tool" == initcheck ]] && optional=optional
+    if [[ -z "$sanitizer" ]]; then
+        echo "=== SKIP sanitizer $tool (compute-sanitizer not found) ===" >>"$out/sanitizer.log"
+        skip "$tool" "compute-sanitizer not found"
+        continue
+    fi
+    if [[ ! -x "$hs_test" ]]; then
+        echo "=== SKIP sanitizer $tool (no $hs_test) ===" >>"$out/sanitizer.log"
+        skip "$tool" "no tests/hypersphere binary in the bundle"
+        continue
+    fi
+    t=$(allow "$cap" "$reserve")
+    if ((t < 30)); then
+        echo "=== SKIP sanitizer $tool (time) ===" >>"$out/sanitizer.log"
+        skip "$tool" "not enough time left (${t}s)" $optional
+        continue
+    fi
+    t0=$SECONDS
+    timeout -k 10 "$t" "$sanitizer" --tool "$tool" --error-exitcode 1 --print-limit 30 \
+        "$hs_test" gpu_ --test-threads=1 >"$tmp/san" 2>&1
+    rc=$?
+    {
+        echo "=== BEGIN sanitizer $tool ==="
+        cat "$tmp/san"
+        echo "=== END sanitizer $tool rc=$rc secs=$((SECONDS - t0)) ==="
+    } >>"$out/sanitizer.log"
+    grep -hE 'ERROR SUMMARY|RACECHECK SUMMARY|^test result:' "$tmp/san" | sed "s/^/  $tool: /"
+    if ((rc != 0)); then
+        grep -h '^========= ' "$tmp/san" | grep -v 'ERROR SUMMARY\|RACECHECK SUMMARY' | head -n 15
+        grep -hE '^test .* FAILED$|panicked at' "$tmp/san" | head -n 8
+    fi
+    record "$tool" "$rc" $((SECONDS - t0))
+done
+
+# ---- d. benchmarks ---------------------------------------------------------------------------------
+bench_bin="$bundle/benches/hypersphere"
+if [[ -x "$bench_bin" ]]; then
+    t=$(allow 90 130)
+    if ((t < 20)); then
+        skip bench "not enough time left (${t}s)"
+    else
+        t0=$SECONDS
+        SPHEREKIT_BENCH_QUICK=1 timeout -k 5 "$t" "$bench_bin" --bench >"$out/bench.log" 2>&1
+        rc=$?
+        say "bench: $(grep -c 'RESULT ' "$out/bench.log") RESULT lines"
+        ((rc != 0)) && tail -n 8 "$out/bench.log"
+        record bench "$rc" $((SECONDS - t0))
+    fi
+else
+    echo "no $bench_bin in the bundle" >"$out/bench.log"
+    skip bench "no benches/hypersphere binary in the bundle"
+fi
+
+if [[ -f "$bundle/hypersphere.py" ]]; then
+    t=$(allow 170 30)
+    if ((t < 40)); then
+        skip torch "not enough time left (${t}s)"
+    else
+        t0=$SECONDS
+        # shellcheck disable=SC2086 # SK_TORCH_ARGS is a list of words
+        timeout -k 10 "$t" "$python" "$bundle/hypersphere.py" --time-budget $((t - 25)) ${SK_TORCH_ARGS:-} \
+            >"$out/torch.log" 2>&1
+        rc=$?
+        say "torch: $(grep -c 'RESULT ' "$out/torch.log") RESULT lines; $(grep -h '^# torch\|^# done' "$out/torch.log" | tr '\n' ' ')"
+        ((rc != 0)) && grep -v '^RESULT ' "$out/torch.log" | tail -n 8
+        record torch "$rc" $((SECONDS - t0))
+    fi
+else
+    skip torch "no hypersphere.py in the bundle"
+fi
+
+# ---- e. report -------------------------------------------------------------------------------------
+if [[ -x "$bundle/spherekit" ]]; then
+    t0=$SECONDS
+    t=$(allow 30 15)
+    ((t < 10)) && t=10 # never 0: `timeout 0` means no limit
+    timeout -k 5 "$t" "$bundle/spherekit" report >"$out/report.log" 2>&1
+    rc=$?
+    head -n 30 "$out/report.log"
+    record report "$rc" $((SECONDS - t0))
+else
+    echo "no spherekit CLI in the bundle" >"$out/report.log"
+    skip report "no spherekit CLI in the bundle"
+fi
+
+# ---- f. summary (printed last) -------------------------------------------------------------------
+echo
+t0=$SECONDS
+summary_t=$(allow 30 0)
+((summary_t < 10)) && summary_t=10
+timeout -k 5 "$summary_t" "$python" "$bundle/gpu_summary.py" "$out" >"$out/summary.txt" 2>&1
+rc=$?
+echo "STEP summary rc=$rc secs=$((SECONDS - t0))" >>"$suite_log"
+((rc != 0)) && failed_steps+=(summary)
+cat "$out/summary.txt"
+echo
+if ((${#failed_steps[@]} > 0)); then
+    echo "gpu_suite: FAILED steps: ${failed_steps[*]} ($((SECONDS - start)) s; logs in $out)"
+    exit 1
+fi
+echo "gpu_suite: all steps passed ($((SECONDS - start)) s; logs in $out)"
+exit 0

@@ -1,0 +1,432 @@
+#!/usr/bin/env python3
+"""Summaries of spherekit's GPU runs and of its kernels' register use.
+
+    gpu_summary.py <logdir>            summary of a scripts/gpu_suite.sh run (prints a short table,
+                                       writes <logdir>/summary.md)
+    gpu_summary.py ptxas <report>      per-kernel registers and spills from build.rs's
+                                       ptxas_report.txt; exit status 1 if any kernel spills
+
+Logs read from <logdir> (all optional; whatever is missing is reported as missing):
+  suite.log      written by gpu_suite.sh: `commit:`/`built:` lines, the nvidia-smi CSV, and one
+                 `STEP <name> rc=<rc> secs=<s>` or `SKIP <name> <why>` line per step
+  tests.log      `=== BEGIN test <bin> ===` ... libtest output ... `=== END test <bin> rc=<rc> ...`
+  sanitizer.log  the same with `sanitizer <tool>`; compute-sanitizer's ERROR/RACECHECK SUMMARY
+  bench.log, torch.log   `RESULT {json}` lines (keys family, op, dtype, rows, cols, impl,
+                 median_us, bytes, gbps, frac_copy, error; optional variant)
+"""
+
+import json
+import os
+import re
+import sys
+from collections import OrderedDict, defaultdict
+
+OP_ORDER = ["normalize_fwd", "normalize_bwd", "lerp_fwd", "lerp_bwd"]
+DTYPE_ORDER = ["bf16", "f16", "f32"]
+TORCH_IMPLS = ("torch_eager", "torch_compile")
+LATENCY_BYTES = 8 << 20  # below this much traffic a row is a latency measurement
+
+
+def read(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+# ---- suite.log ----------------------------------------------------------------------------------
+
+def parse_suite(text):
+    info = {"commit": "?", "built": "?", "run": "?", "gpu": None, "steps": OrderedDict()}
+    if text is None:
+        return info
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        for key in ("commit", "built", "run"):
+            if line.startswith(key + ":"):
+                info[key] = line.split(":", 1)[1].strip()
+        if line.startswith("name, driver_version") and i + 1 < len(lines) and info["gpu"] is None:
+            info["gpu"] = [c.strip() for c in lines[i + 1].split(",")]
+        m = re.match(r"STEP (\S+) rc=(-?\d+) secs=(\d+)", line)
+        if m:
+            info["steps"][m.group(1)] = (int(m.group(2)), int(m.group(3)))
+        m = re.match(r"SKIP (\S+) (.*)", line)
+        if m:
+            info["steps"][m.group(1)] = ("skip", m.group(2).strip())
+    return info
+
+
+# ---- sections of tests.log / sanitizer.log --------------------------------------------------------
+
+def sections(text, kind):
+    """{name: (body, rc or None)} for `=== BEGIN <kind> <name> ===` ... `=== END <kind> <name> rc=N`."""
+    out = OrderedDict()
+    if text is None:
+        return out
+    cur, body = None, []
+    for line in text.splitlines():
+        m = re.match(rf"=== BEGIN {kind} (\S+) ===", line)
+        if m:
+            cur, body = m.group(1), []
+            continue
+        m = re.match(rf"=== END {kind} (\S+) rc=(-?\d+)", line)
+        if m and cur is not None:
+            out[cur] = ("\n".join(body), int(m.group(2)))
+            cur = None
+            continue
+        m = re.match(rf"=== SKIP {kind} (\S+)", line)
+        if m:
+            out[m.group(1)] = ("", None)
+            continue
+        if cur is not None:
+            body.append(line)
+    if cur is not None:  # cut off (the suite was killed)
+        out[cur] = ("\n".join(body), -1)
+    return out
+
+
+def test_counts(body):
+    total = {"passed": 0, "failed": 0, "ignored": 0}
+    seen = False
+    for m in re.finditer(r"test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored", body):
+        seen = True
+        total["passed"] += int(m.group(1))
+        total["failed"] += int(m.group(2))
+        total["ignored"] += int(m.group(3))
+    failed = re.findall(r"^test (\S+) \.\.\. FAILED", body, re.M)
+    return total if seen else None, failed
+
+
+def rc_text(rc):
+    if rc is None:
+        return "skipped"
+    if rc == 0:
+        return "ok"
+    if rc in (124, 137):
+        return f"TIMEOUT(rc {rc})"
+    if rc == -1:
+        return "CUT OFF"
+    return f"rc {rc}"
+
+
+def summarize_tests(text):
+    secs = sections(text, "test")
+    if not secs:
+        return ["tests: no test log"], []
+    parts, failed_names = [], []
+    tot = {"passed": 0, "failed": 0, "ignored": 0}
+    bad = 0
+    for name, (body, rc) in secs.items():
+        counts, failed = test_counts(body)
+        failed_names += [f"{name}::{t}" for t in failed]
+        if counts is None:
+            parts.append(f"{name} {rc_text(rc)} (no result line)")
+            bad += 1
+            continue
+        for k in tot:
+            tot[k] += counts[k]
+        status = "" if rc == 0 else f" [{rc_text(rc)}]"
+        if rc != 0:
+            bad += 1
+        parts.append(f"{name} {counts['passed']}/{counts['failed']}/{counts['ignored']}{status}")
+    verdict = "OK" if bad == 0 and tot["failed"] == 0 else "FAIL"
+    head = (f"tests {verdict}: {tot['passed']} passed, {tot['failed']} failed, {tot['ignored']} ignored "
+            f"(passed/failed/ignored: {'; '.join(parts)})")
+    return [head], failed_names
+
+
+def summarize_sanitizer(text):
+    secs = sections(text, "sanitizer")
+    if not secs:
+        return "sanitizer: no sanitizer log"
+    parts = []
+    for tool, (body, rc) in secs.items():
+        if rc is None:
+            parts.append(f"{tool} skipped")
+            continue
+        errs = re.findall(r"ERROR SUMMARY: (\d+) errors?", body)
+        races = re.findall(r"RACECHECK SUMMARY: (\d+) hazards? displayed \((\d+) errors?, (\d+) warnings?\)", body)
+        bits = []
+        if errs:
+            bits.append(f"{errs[-1]} errors")
+        if races:
+            h, e, w = races[-1]
+            bits.append(f"{h} hazards ({e} errors, {w} warnings)")
+        if not bits:
+            bits.append("no summary line")
+        counts = re.search(r"test result: \w+\. (\d+) passed; (\d+) failed", body)
+        if counts:
+            bits.append(f"tests {counts.group(1)} passed/{counts.group(2)} failed")
+        parts.append(f"{tool} {', '.join(bits)} [{rc_text(rc)}]")
+    return "sanitizer: " + "; ".join(parts)
+
+
+# ---- RESULT lines ---------------------------------------------------------------------------------
+
+def results(*texts):
+    out = []
+    for text in texts:
+        if text is None:
+            continue
+        for line in text.splitlines():
+            i = line.find("RESULT ")
+            if i < 0:
+                continue
+            try:
+                rec = json.loads(line[i + len("RESULT "):])
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+    return out
+
+
+def fnum(x, fmt):
+    return "-" if x is None else format(x, fmt)
+
+
+def cell_us(rec):
+    if rec is None:
+        return "-"
+    if rec.get("error"):
+        return "skip" if str(rec["error"]).startswith("skipped") else "ERR"
+    return fnum(rec.get("median_us"), ".1f")
+
+
+def ok(rec):
+    return rec is not None and not rec.get("error") and rec.get("median_us")
+
+
+def build_table(recs):
+    copies = [r for r in recs if r.get("impl") == "copy_d2d" and ok(r) and r.get("gbps")]
+    copy_gbps = max((r["gbps"] for r in copies), default=None)
+    rows = OrderedDict()
+    torch = {}
+    for r in recs:
+        impl = r.get("impl")
+        if impl == "copy_d2d" or "op" not in r:
+            continue
+        key = (r.get("op"), r.get("dtype"), r.get("rows"), r.get("cols"))
+        if impl in TORCH_IMPLS:
+            torch[key + (impl,)] = r
+            rows.setdefault(key + ("",), None)
+        else:
+            label = r.get("variant") or ""
+            if impl != "spherekit":
+                label = f"{label}{'/' if label else ''}{impl}"
+            k = key + (label,)
+            prev = rows.get(k)
+            if prev is None or (ok(r) and (not ok(prev) or r["median_us"] < prev["median_us"])):
+                rows[k] = r
+    # Drop the placeholder row of a shape that has labelled spherekit rows only.
+    labelled = {k[:4] for k, v in rows.items() if k[4] and v is not None}
+    for k in [k for k, v in rows.items() if not k[4] and v is None and k[:4] in labelled]:
+        del rows[k]
+
+    def order(k):
+        op, dtype, r, c, label = k
+        return (OP_ORDER.index(op) if op in OP_ORDER else len(OP_ORDER), str(op),
+                DTYPE_ORDER.index(dtype) if dtype in DTYPE_ORDER else 9, str(dtype),
+                (r or 0) * (c or 0) < (1 << 22), c or 0, r or 0, label)
+
+    table = []
+    for k in sorted(rows, key=order):
+        op, dtype, r, c, label = k
+        sk = rows[k]
+        eager = torch.get((op, dtype, r, c, "torch_eager"))
+        comp = torch.get((op, dtype, r, c, "torch_compile"))
+        gbps = sk.get("gbps") if ok(sk) else None
+        if gbps is None and ok(sk) and sk.get("bytes"):
+            gbps = sk["bytes"] / (sk["median_us"] * 1e-6) / 1e9
+        frac = sk.get("frac_copy") if ok(sk) else None
+        if frac is None and gbps and copy_gbps:
+            frac = gbps / copy_gbps
+        best = min([t["median_us"] for t in (eager, comp) if ok(t)], default=None)
+        speed = best / sk["median_us"] if best and ok(sk) else None
+        nbytes = (sk or eager or comp or {}).get("bytes") or 0
+        shape = f"{r}x{c}" + (" lat" if nbytes and nbytes < LATENCY_BYTES else "")
+        table.append([op + (f" {label}" if label else ""), dtype, shape, cell_us(sk), fnum(gbps, ".0f"),
+                      fnum(None if frac is None else 100 * frac, ".0f"), cell_us(eager), cell_us(comp),
+                      fnum(speed, ".2f")])
+    return table, copy_gbps
+
+
+HEADERS = ["op", "dtype", "rows x cols", "sk us", "sk GB/s", "%copy", "eager us", "compile us", "speedup"]
+
+
+def text_table(table):
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(HEADERS)]
+    fmt = lambda row: "  ".join(v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))  # noqa: E731
+    return [fmt(HEADERS), fmt(["-" * w for w in widths])] + [fmt(row) for row in table]
+
+
+def md_table(table):
+    lines = ["| " + " | ".join(HEADERS) + " |",
+             "|" + "|".join("---" if i < 3 else "---:" for i in range(len(HEADERS))) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in table]
+    return lines
+
+
+def summary(logdir):
+    suite = parse_suite(read(os.path.join(logdir, "suite.log")))
+    recs = results(read(os.path.join(logdir, "bench.log")), read(os.path.join(logdir, "torch.log")))
+    head = []
+    gpu = suite["gpu"]
+    if gpu and len(gpu) >= 5:
+        head.append(f"GPU: {gpu[0]} (driver {gpu[1]}, {gpu[2]}, SM clock {gpu[3]} of max {gpu[4]})")
+    elif gpu:
+        head.append("GPU: " + ", ".join(gpu))
+    else:
+        head.append("GPU: unknown (no nvidia-smi output in suite.log)")
+    head.append(f"commit: {suite['commit']}  built: {suite['built']}  run: {suite['run']}")
+    if suite["steps"]:
+        bits = []
+        for name, st in suite["steps"].items():
+            if st[0] == "skip":
+                bits.append(f"{name} skipped")
+            else:
+                bits.append(f"{name} {rc_text(st[0])} {st[1]}s")
+        head.append("steps: " + ", ".join(bits))
+    tests_lines, failed = summarize_tests(read(os.path.join(logdir, "tests.log")))
+    head += tests_lines
+    if failed:
+        more = f" (+{len(failed) - 12} more)" if len(failed) > 12 else ""
+        head.append("failed tests: " + ", ".join(failed[:12]) + more)
+    head.append(summarize_sanitizer(read(os.path.join(logdir, "sanitizer.log"))))
+    table, copy_gbps = build_table(recs)
+    head.append(f"d2d copy: {fnum(copy_gbps, '.0f')} GB/s (read + write); us = median microseconds per "
+                "call; speedup = faster torch / spherekit; 'lat' = latency-sized")
+    errors = [r for r in recs if r.get("error") and not str(r["error"]).startswith(("skipped", "dry-run"))]
+    skipped = [r for r in recs if str(r.get("error") or "").startswith("skipped")]
+    if errors or skipped:
+        line = f"RESULT errors: {len(errors)}, skipped: {len(skipped)}"
+        if errors:
+            e = errors[0]
+            line += (f"; first: {e.get('op')} {e.get('dtype')} {e.get('rows')}x{e.get('cols')} "
+                     f"{e.get('impl')}: {str(e['error'])[:160]}")
+        head.append(line)
+    if not table:
+        body = ["(no RESULT lines in bench.log / torch.log)"]
+        md_body = body
+    else:
+        body = text_table(table)
+        md_body = md_table(table)
+    # The GPU machine returns only the last ~12000 characters of output: keep the table short.
+    limit = int(os.environ.get("SK_SUMMARY_MAX_CHARS", "9000"))
+    budget = limit - sum(len(h) + 1 for h in head) - 1
+    if sum(len(b) + 1 for b in body) > budget and len(body) > 2:
+        keep, used = [], 200  # room for the note
+        for line in body:
+            if used + len(line) + 1 > budget:
+                break
+            keep.append(line)
+            used += len(line) + 1
+        dropped = len(body) - len(keep)
+        body = keep + [f"... {dropped} more row(s) in {os.path.join(logdir, 'summary.md')}"]
+    print("\n".join(head + [""] + body))
+    md = ["# spherekit GPU run", ""] + [f"- {h}" for h in head] + [""] + md_body + [""]
+    try:
+        with open(os.path.join(logdir, "summary.md"), "w", encoding="utf-8") as f:
+            f.write("\n".join(md))
+    except OSError as exc:
+        print(f"(could not write summary.md: {exc})")
+    return 0
+
+
+# ---- ptxas report ---------------------------------------------------------------------------------
+
+def parse_ptxas(text):
+    """[{name, target, regs, stack, spill_st, spill_ld, smem, barriers, entry}] in report order."""
+    recs = []
+    cur = None  # the entry being compiled
+    props = None  # the record the next "bytes stack frame" line belongs to
+    for line in text.splitlines():
+        m = re.search(r"Compiling entry function '([^']+)' for '([^']+)'", line)
+        if m:
+            cur = {"name": m.group(1), "target": m.group(2), "regs": None, "stack": 0, "spill_st": 0,
+                   "spill_ld": 0, "smem": 0, "barriers": 0, "entry": True}
+            recs.append(cur)
+            props = cur
+            continue
+        m = re.search(r"Function properties for (\S+)", line)
+        if m:
+            if cur is not None and m.group(1) == cur["name"]:
+                props = cur
+            else:  # a non-inlined device function
+                props = {"name": m.group(1), "target": cur["target"] if cur else "?", "regs": None,
+                         "stack": 0, "spill_st": 0, "spill_ld": 0, "smem": 0, "barriers": 0, "entry": False}
+                recs.append(props)
+            continue
+        m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m and props is not None:
+            props["stack"], props["spill_st"], props["spill_ld"] = (int(g) for g in m.groups())
+            continue
+        m = re.search(r"Used (\d+) registers", line)
+        if m and cur is not None:
+            cur["regs"] = int(m.group(1))
+            b = re.search(r"used (\d+) barriers", line)
+            s = re.search(r"(\d+) bytes smem", line)
+            cur["barriers"] = int(b.group(1)) if b else 0
+            cur["smem"] = int(s.group(1)) if s else 0
+    return recs
+
+
+def ptxas(path):
+    text = read(path)
+    if text is None:
+        print(f"ptxas: cannot read {path}")
+        return 2
+    recs = parse_ptxas(text)
+    entries = [r for r in recs if r["entry"]]
+    if not entries:
+        print(f"ptxas: no kernels in {path} (were the kernels built? SPHEREKIT_REQUIRE_KERNELS=1)")
+        return 1
+    targets = sorted({r["target"] for r in entries}, key=lambda t: (len(t), t))
+    by_name = OrderedDict()
+    for r in recs:
+        by_name.setdefault((r["name"], r["entry"]), {})[r["target"]] = r
+    rows = []
+    for (name, entry), per in by_name.items():
+        regs = "/".join(str(per[t]["regs"]) if t in per and per[t]["regs"] is not None else "-"
+                        for t in targets)
+        vals = per.values()
+        rows.append([name if entry else name + " (device fn)", regs,
+                     str(max(v["stack"] for v in vals)), str(max(v["spill_st"] for v in vals)),
+                     str(max(v["spill_ld"] for v in vals)), str(max(v["smem"] for v in vals)),
+                     str(max(v["barriers"] for v in vals))])
+    headers = ["kernel", "regs " + "/".join(targets), "stack", "spill st", "spill ld", "smem", "bar"]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    fmt = lambda row: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))  # noqa: E731
+    print(fmt(headers))
+    print(fmt(["-" * w for w in widths]))
+    for r in rows:
+        print(fmt(r))
+    top = max((r for r in entries if r["regs"] is not None), key=lambda r: r["regs"], default=None)
+    spills = [r for r in recs if r["spill_st"] or r["spill_ld"]]
+    stacks = [r for r in recs if r["stack"] and not (r["spill_st"] or r["spill_ld"])]
+    print(f"ptxas: {len({r['name'] for r in entries})} kernels x {len(targets)} targets ({', '.join(targets)}); "
+          + (f"max {top['regs']} registers ({top['name']}, {top['target']})" if top else "no register counts"))
+    for r in stacks:
+        print(f"ptxas: stack frame without spills: {r['name']} ({r['target']}): {r['stack']} bytes")
+    for r in spills:
+        print(f"ptxas: SPILL: {r['name']} ({r['target']}): {r['spill_st']} bytes stores, "
+              f"{r['spill_ld']} bytes loads, {r['stack']} bytes stack frame")
+    if spills:
+        print(f"ptxas: FAIL: {len(spills)} kernel/target pair(s) spill registers")
+        return 1
+    print("ptxas: no register spills")
+    return 0
+
+
+def main(argv):
+    if len(argv) == 3 and argv[1] == "ptxas":
+        return ptxas(argv[2])
+    if len(argv) == 2 and argv[1] not in ("-h", "--help"):
+        return summary(argv[1])
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

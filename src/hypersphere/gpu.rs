@@ -1,0 +1,853 @@
+//! GPU side of the hypersphere family: which kernel and tier runs a call, how large its grid is,
+//! and the public launch methods. Planning (validation, tier, grid, parameter struct) is
+//! separate from launching so that the same plan runs on a CUDA stream or, in tests, on the CPU
+//! emulator.
+//!
+//! Tiers (kernels/hypersphere.cu): a row segment of `len` elements is owned by a team of TPS
+//! threads holding it in registers when `len` fits (TPS from [`VECTOR_TIERS`] or
+//! [`SCALAR_TIERS`]), or by a block of `SK_STREAM_THREADS` that re-reads it from memory. The
+//! default picks the smallest team that holds the segment.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaStream, CudaView, CudaViewMut};
+
+use super::{Axis, LerpNormalize, Normalize, Projection};
+use crate::device::Gpu;
+use crate::element::{DType, Element};
+use crate::error::{Error, Result};
+use crate::launch::{
+    CudaLauncher, KernelParams, Launch, Launcher, MatArg, Rows, RowsMut, VecArg, Workspace,
+    check_len, same_shape, vec_arg, vec_arg_mut,
+};
+use crate::params::*;
+
+/// Which kernel tier runs a row operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tier {
+    /// Chosen from the segment length: the smallest register-resident team that holds it,
+    /// else the streaming tier.
+    #[default]
+    Auto,
+    /// A register-resident team of this many threads per segment (one of the op's tiers); an
+    /// error if the segment does not fit.
+    Team(u32),
+    /// The streaming tier: one block per segment, the segment re-read from memory per pass.
+    Stream,
+}
+
+/// Threads per segment of the register tiers with 16-byte vector access.
+pub const VECTOR_TIERS: [u32; 9] = [2, 4, 8, 16, 32, 64, 128, 256, 512];
+/// Threads per segment of the register tiers with scalar access (odd lengths, misalignment).
+pub const SCALAR_TIERS: [u32; 4] = [8, 32, 128, 512];
+
+/// Largest grid a row launch uses; workers loop over the remaining segments.
+const MAX_GRID_BLOCKS: u64 = 1 << 20;
+/// Upper bound on the f64 partial sums of a backward pass with column sums (32 MiB), unless the
+/// smallest valid grid needs more.
+const WORKSPACE_BUDGET: u64 = 1 << 22;
+/// Resident threads per SM a persistent grid aims for.
+const THREADS_PER_SM: u64 = 2048;
+
+/// The row operations, each a family of kernels over dtypes and tiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowOp {
+    NormFwd,
+    NormBwd,
+    LerpFwd,
+    LerpBwd,
+}
+
+impl RowOp {
+    const ALL: [RowOp; 4] = [
+        RowOp::NormFwd,
+        RowOp::NormBwd,
+        RowOp::LerpFwd,
+        RowOp::LerpBwd,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            RowOp::NormFwd => "norm_fwd",
+            RowOp::NormBwd => "norm_bwd",
+            RowOp::LerpFwd => "lerp_fwd",
+            RowOp::LerpBwd => "lerp_bwd",
+        }
+    }
+
+    /// Elements per thread of the register tiers with 16-bit vector access (params.h).
+    fn elems(self) -> u32 {
+        match self {
+            RowOp::NormFwd => SK_NORM_FWD_ELEMS,
+            RowOp::NormBwd => SK_NORM_BWD_ELEMS,
+            RowOp::LerpFwd => SK_LERP_FWD_ELEMS,
+            RowOp::LerpBwd => SK_LERP_BWD_ELEMS,
+        }
+    }
+}
+
+/// One kernel of a row operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RowKernel {
+    op: RowOp,
+    dtype: DType,
+    vector: bool,
+    /// Threads per segment; `None` for the streaming tier.
+    tps: Option<u32>,
+}
+
+impl RowKernel {
+    pub(crate) fn name(&self) -> String {
+        let access = if self.vector { "v" } else { "s" };
+        let tier = self
+            .tps
+            .map_or_else(|| "stream".to_string(), |t| t.to_string());
+        format!("sk_{}_{}_{access}{tier}", self.op.name(), self.dtype.name())
+    }
+
+    fn vec(&self) -> u64 {
+        if self.vector {
+            self.dtype.vector_width() as u64
+        } else {
+            1
+        }
+    }
+
+    /// Threads per block (the kernels check this under the emulator).
+    pub(crate) fn block(&self) -> u32 {
+        match self.tps {
+            None => SK_STREAM_THREADS,
+            Some(t) if t <= 32 => SK_SUBWARP_BLOCK_THREADS,
+            Some(t) => t,
+        }
+    }
+
+    /// Teams (workers) per block.
+    fn teams_per_block(&self) -> u64 {
+        u64::from(self.block() / self.tps.unwrap_or(SK_STREAM_THREADS))
+    }
+
+    /// Longest segment the kernel holds; unbounded for the streaming tier. Mirrors
+    /// `tile_chunks` in kernels/hypersphere.cu.
+    fn capacity(&self) -> u64 {
+        let Some(tps) = self.tps else { return u64::MAX };
+        let elems = u64::from(self.op.elems());
+        let chunks = if self.vector {
+            elems / self.vec()
+        } else {
+            elems / 4
+        };
+        u64::from(tps) * chunks * self.vec()
+    }
+}
+
+/// Every row kernel the crate launches, for the module check at open time.
+pub(crate) fn kernel_names() -> Vec<String> {
+    let mut names = Vec::new();
+    for dtype in DType::ALL {
+        for op in RowOp::ALL {
+            for (vector, tiers) in [(true, &VECTOR_TIERS[..]), (false, &SCALAR_TIERS[..])] {
+                for &t in tiers {
+                    names.push(
+                        RowKernel {
+                            op,
+                            dtype,
+                            vector,
+                            tps: Some(t),
+                        }
+                        .name(),
+                    );
+                }
+                names.push(
+                    RowKernel {
+                        op,
+                        dtype,
+                        vector,
+                        tps: None,
+                    }
+                    .name(),
+                );
+            }
+        }
+        names.push(format!("sk_colsum_{}", dtype.name()));
+        names.push(format!("sk_project_{}", dtype.name()));
+    }
+    names
+}
+
+/// The kernel for a segment of `len` elements.
+pub(crate) fn choose(
+    op: RowOp,
+    dtype: DType,
+    len: usize,
+    vector: bool,
+    tier: Tier,
+) -> Result<RowKernel> {
+    let tiers: &[u32] = if vector { &VECTOR_TIERS } else { &SCALAR_TIERS };
+    let len = len as u64;
+    let stream = RowKernel {
+        op,
+        dtype,
+        vector,
+        tps: None,
+    };
+    match tier {
+        Tier::Stream => Ok(stream),
+        Tier::Auto => Ok(tiers
+            .iter()
+            .map(|&t| RowKernel {
+                op,
+                dtype,
+                vector,
+                tps: Some(t),
+            })
+            .find(|k| k.capacity() >= len)
+            .unwrap_or(stream)),
+        Tier::Team(t) => {
+            if !tiers.contains(&t) {
+                return Err(Error::param(
+                    "tier",
+                    format!(
+                        "{t} threads is not a {} tier (have {tiers:?})",
+                        if vector { "vector" } else { "scalar" }
+                    ),
+                ));
+            }
+            let k = RowKernel {
+                op,
+                dtype,
+                vector,
+                tps: Some(t),
+            };
+            if k.capacity() < len {
+                return Err(Error::param(
+                    "tier",
+                    format!(
+                        "a team of {t} holds {} elements, the segment has {len}",
+                        k.capacity()
+                    ),
+                ));
+            }
+            Ok(k)
+        }
+    }
+}
+
+fn check_cols(cols: usize) -> Result<()> {
+    if cols >= 1 << 31 {
+        return Err(Error::TooLarge(format!(
+            "rows of {cols} elements (at most 2^31 - 1)"
+        )));
+    }
+    Ok(())
+}
+
+fn ptr(addr: u64) -> *const c_void {
+    addr as *const c_void
+}
+fn ptr_mut(addr: u64) -> *mut c_void {
+    addr as *mut c_void
+}
+
+fn vector_ok<T: Element>(len: usize, mats: &[&MatArg], vecs: &[Option<&VecArg>]) -> bool {
+    let vec = T::DTYPE.vector_width();
+    len % vec == 0
+        && mats.iter().all(|m| m.vector_ok(vec, T::DTYPE.size()))
+        && vecs.iter().flatten().all(|v| v.addr % 16 == 0)
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Grid of a launch whose `segments` are shared among workers (teams), `groups_per_row`
+/// dividing the number of workers when `aligned` (so each worker keeps one group). With
+/// `persistent`, the grid aims at one wave of resident blocks and keeps `workers * partial_len`
+/// within the workspace budget.
+fn worker_grid(
+    k: &RowKernel,
+    segments: u64,
+    groups_per_row: u64,
+    persistent: Option<(u32, u64)>,
+) -> u32 {
+    let spb = k.teams_per_block();
+    // The grid must be a multiple of q for workers = grid * spb to be a multiple of gpr.
+    let q = groups_per_row / gcd(spb, groups_per_row);
+    let round_up = |g: u64| g.div_ceil(q) * q;
+    let mut grid = round_up(segments.div_ceil(spb).max(1));
+    let mut cap = MAX_GRID_BLOCKS;
+    if let Some((sm_count, partial_len)) = persistent {
+        let wave = u64::from(sm_count) * (THREADS_PER_SM / u64::from(k.block())).max(1);
+        cap = cap
+            .min(wave)
+            .min((WORKSPACE_BUDGET / (spb * partial_len.max(1))).max(1));
+    }
+    if grid > cap {
+        grid = (cap / q).max(1) * q;
+    }
+    grid as u32
+}
+
+/// A planned call: the main launch, and for backward passes with column sums the workspace it
+/// needs (f64 elements) and the launch that reduces it.
+#[derive(Debug)]
+pub(crate) struct Plan<P> {
+    pub main: Launch<P>,
+    pub workspace: usize,
+    pub finish: Option<Launch<sk_colsum_params>>,
+}
+
+/// Parameter structs with a workspace pointer for column partial sums.
+pub(crate) trait HasPartial {
+    fn set_partial(&mut self, addr: u64);
+}
+impl HasPartial for sk_normalize_params {
+    fn set_partial(&mut self, addr: u64) {
+        self.partial = addr as *mut f64;
+    }
+}
+impl HasPartial for sk_lerp_params {
+    fn set_partial(&mut self, addr: u64) {
+        self.partial = addr as *mut f64;
+    }
+}
+
+impl<P: KernelParams + HasPartial> Plan<P> {
+    /// Launches the plan with its workspace at `workspace_addr` (ignored when none is needed).
+    pub(crate) fn run(mut self, l: &impl Launcher, workspace_addr: u64) -> Result<()> {
+        if let Some(finish) = self.finish.as_mut() {
+            self.main.params.set_partial(workspace_addr);
+            finish.params.partial = workspace_addr as *const f64;
+        }
+        l.launch(&self.main)?;
+        if let Some(finish) = &self.finish {
+            l.launch(finish)?;
+        }
+        Ok(())
+    }
+}
+
+fn colsum_launch(
+    dtype: DType,
+    workers: u64,
+    group: u64,
+    groups_per_row: u64,
+    out: u64,
+) -> Launch<sk_colsum_params> {
+    let channels = group * groups_per_row;
+    Launch {
+        kernel: format!("sk_colsum_{}", dtype.name()),
+        grid: channels.div_ceil(32) as u32,
+        block: 1024,
+        params: sk_colsum_params {
+            partial: std::ptr::null(),
+            out: ptr_mut(out),
+            workers: workers as u32,
+            group: group as u32,
+            groups_per_row: groups_per_row as u32,
+            reserved: 0,
+        },
+    }
+}
+
+// ---- normalize ----------------------------------------------------------------------------
+
+/// Plans y = s ⊙ N(x).
+pub(crate) fn plan_normalize_forward<T: Element>(
+    op: &Normalize,
+    x: &MatArg,
+    scale: Option<&VecArg>,
+    y: &MatArg,
+) -> Result<Launch<sk_normalize_params>> {
+    op.eps.validate()?;
+    same_shape(&[("x", x), ("y", y)])?;
+    check_cols(x.cols)?;
+    let g = op.segment(x.cols)?;
+    if let Some(s) = scale {
+        check_len("scale", s, x.cols)?;
+    }
+    let vector = vector_ok::<T>(g, &[x, y], &[scale]);
+    let k = choose(RowOp::NormFwd, T::DTYPE, g, vector, op.tier)?;
+    let gpr = (x.cols / g) as u64;
+    let grid = worker_grid(&k, x.rows as u64 * gpr, 1, None);
+    let (eps_mode, eps) = op.eps.code();
+    Ok(Launch {
+        kernel: k.name(),
+        grid,
+        block: k.block(),
+        params: sk_normalize_params {
+            x: ptr(x.addr),
+            dy: std::ptr::null(),
+            scale: scale.map_or(std::ptr::null(), |s| ptr(s.addr)),
+            out: ptr_mut(y.addr),
+            partial: std::ptr::null_mut(),
+            rows: x.rows as u64,
+            x_stride: x.stride as u64,
+            dy_stride: 0,
+            out_stride: y.stride as u64,
+            cols: x.cols as u32,
+            group: g as u32,
+            eps_mode,
+            eps,
+        },
+    })
+}
+
+/// Plans dx (and dscale) of y = s ⊙ N(x).
+pub(crate) fn plan_normalize_backward<T: Element>(
+    op: &Normalize,
+    sm_count: u32,
+    x: &MatArg,
+    scale: Option<&VecArg>,
+    dy: &MatArg,
+    dx: &MatArg,
+    dscale: Option<&VecArg>,
+) -> Result<Plan<sk_normalize_params>> {
+    op.eps.validate()?;
+    same_shape(&[("x", x), ("dy", dy), ("dx", dx)])?;
+    check_cols(x.cols)?;
+    let g = op.segment(x.cols)?;
+    if let Some(s) = scale {
+        check_len("scale", s, x.cols)?;
+    }
+    match (scale, dscale) {
+        (None, Some(_)) => {
+            return Err(Error::shape(
+                "`dscale` was asked for but there is no `scale`",
+            ));
+        }
+        (_, Some(d)) => check_len("dscale", d, x.cols)?,
+        _ => {}
+    }
+    let vector = vector_ok::<T>(g, &[x, dy, dx], &[scale]);
+    let k = choose(RowOp::NormBwd, T::DTYPE, g, vector, op.tier)?;
+    let gpr = (x.cols / g) as u64;
+    let persistent = dscale.map(|_| (sm_count, g as u64));
+    let grid = worker_grid(&k, x.rows as u64 * gpr, gpr, persistent);
+    let workers = u64::from(grid) * k.teams_per_block();
+    let (eps_mode, eps) = op.eps.code();
+    let main = Launch {
+        kernel: k.name(),
+        grid,
+        block: k.block(),
+        params: sk_normalize_params {
+            x: ptr(x.addr),
+            dy: ptr(dy.addr),
+            scale: scale.map_or(std::ptr::null(), |s| ptr(s.addr)),
+            out: ptr_mut(dx.addr),
+            partial: std::ptr::null_mut(),
+            rows: x.rows as u64,
+            x_stride: x.stride as u64,
+            dy_stride: dy.stride as u64,
+            out_stride: dx.stride as u64,
+            cols: x.cols as u32,
+            group: g as u32,
+            eps_mode,
+            eps,
+        },
+    };
+    Ok(match dscale {
+        None => Plan {
+            main,
+            workspace: 0,
+            finish: None,
+        },
+        Some(d) => Plan {
+            main,
+            workspace: (workers * g as u64) as usize,
+            finish: Some(colsum_launch(T::DTYPE, workers, g as u64, gpr, d.addr)),
+        },
+    })
+}
+
+// ---- lerp_normalize -----------------------------------------------------------------------
+
+fn check_p(p: &VecArg, cols: usize) -> Result<()> {
+    if p.len != cols && p.len != 1 {
+        return Err(Error::shape(format!(
+            "`p` has {} elements: expected {cols} (per channel) or 1 (scalar)",
+            p.len
+        )));
+    }
+    Ok(())
+}
+
+fn lerp_flags(op: &LerpNormalize) -> u32 {
+    (if op.renorm_h { SK_LERP_RENORM_H } else { 0 })
+        | (if op.abs_alpha { SK_LERP_ABS_ALPHA } else { 0 })
+}
+
+/// Plans y = N(a + α ⊙ (N(u) − a)).
+pub(crate) fn plan_lerp_forward<T: Element>(
+    op: &LerpNormalize,
+    h: &MatArg,
+    u: &MatArg,
+    p: &VecArg,
+    y: &MatArg,
+) -> Result<Launch<sk_lerp_params>> {
+    op.validate()?;
+    same_shape(&[("h", h), ("u", u), ("y", y)])?;
+    check_cols(h.cols)?;
+    check_p(p, h.cols)?;
+    let p_vec = (p.len == h.cols).then_some(p);
+    let vector = vector_ok::<T>(h.cols, &[h, u, y], &[p_vec]);
+    let k = choose(RowOp::LerpFwd, T::DTYPE, h.cols, vector, op.tier)?;
+    let grid = worker_grid(&k, h.rows as u64, 1, None);
+    let (eps_mode, eps) = op.eps.code();
+    Ok(Launch {
+        kernel: k.name(),
+        grid,
+        block: k.block(),
+        params: sk_lerp_params {
+            h: ptr(h.addr),
+            u: ptr(u.addr),
+            dy: std::ptr::null(),
+            p: ptr(p.addr),
+            out: ptr_mut(y.addr),
+            out_u: std::ptr::null_mut(),
+            partial: std::ptr::null_mut(),
+            rows: h.rows as u64,
+            h_stride: h.stride as u64,
+            u_stride: u.stride as u64,
+            dy_stride: 0,
+            out_stride: y.stride as u64,
+            out_u_stride: 0,
+            cols: h.cols as u32,
+            p_len: p.len as u32,
+            eps_mode,
+            eps,
+            c: op.c,
+            flags: lerp_flags(op),
+        },
+    })
+}
+
+/// The matrices of a lerp backward call.
+pub(crate) struct LerpBackwardArgs<'a> {
+    pub h: &'a MatArg,
+    pub u: &'a MatArg,
+    pub p: &'a VecArg,
+    pub dy: &'a MatArg,
+    pub dh: &'a MatArg,
+    pub du: &'a MatArg,
+    pub dp: Option<&'a VecArg>,
+}
+
+/// Plans dh, du (and dp) of the lerp.
+pub(crate) fn plan_lerp_backward<T: Element>(
+    op: &LerpNormalize,
+    sm_count: u32,
+    a: &LerpBackwardArgs<'_>,
+) -> Result<Plan<sk_lerp_params>> {
+    op.validate()?;
+    same_shape(&[
+        ("h", a.h),
+        ("u", a.u),
+        ("dy", a.dy),
+        ("dh", a.dh),
+        ("du", a.du),
+    ])?;
+    let cols = a.h.cols;
+    check_cols(cols)?;
+    check_p(a.p, cols)?;
+    if let Some(dp) = a.dp {
+        check_len("dp", dp, a.p.len)?;
+    }
+    let p_vec = (a.p.len == cols).then_some(a.p);
+    let vector = vector_ok::<T>(cols, &[a.h, a.u, a.dy, a.dh, a.du], &[p_vec]);
+    let k = choose(RowOp::LerpBwd, T::DTYPE, cols, vector, op.tier)?;
+    let persistent = a.dp.map(|_| (sm_count, a.p.len as u64));
+    let grid = worker_grid(&k, a.h.rows as u64, 1, persistent);
+    let workers = u64::from(grid) * k.teams_per_block();
+    let (eps_mode, eps) = op.eps.code();
+    let main = Launch {
+        kernel: k.name(),
+        grid,
+        block: k.block(),
+        params: sk_lerp_params {
+            h: ptr(a.h.addr),
+            u: ptr(a.u.addr),
+            dy: ptr(a.dy.addr),
+            p: ptr(a.p.addr),
+            out: ptr_mut(a.dh.addr),
+            out_u: ptr_mut(a.du.addr),
+            partial: std::ptr::null_mut(),
+            rows: a.h.rows as u64,
+            h_stride: a.h.stride as u64,
+            u_stride: a.u.stride as u64,
+            dy_stride: a.dy.stride as u64,
+            out_stride: a.dh.stride as u64,
+            out_u_stride: a.du.stride as u64,
+            cols: cols as u32,
+            p_len: a.p.len as u32,
+            eps_mode,
+            eps,
+            c: op.c,
+            flags: lerp_flags(op),
+        },
+    };
+    Ok(match a.dp {
+        None => Plan {
+            main,
+            workspace: 0,
+            finish: None,
+        },
+        Some(dp) => Plan {
+            main,
+            workspace: (workers * a.p.len as u64) as usize,
+            finish: Some(colsum_launch(T::DTYPE, workers, a.p.len as u64, 1, dp.addr)),
+        },
+    })
+}
+
+// ---- projection ---------------------------------------------------------------------------
+
+/// Plans the in-place projection of `mats` (one launch per SK_PROJECT_MAX_MATRICES matrices).
+pub(crate) fn plan_project<T: Element>(
+    proj: &Projection,
+    mats: &[(MatArg, Axis)],
+) -> Result<Vec<Launch<sk_project_params>>> {
+    proj.eps.validate()?;
+    if mats.is_empty() {
+        return Err(Error::shape("no matrices to project"));
+    }
+    let vec = T::DTYPE.vector_width();
+    let (eps_mode, eps) = proj.eps.code();
+    let mut launches = Vec::new();
+    for chunk in mats.chunks(SK_PROJECT_MAX_MATRICES as usize) {
+        let mut params = sk_project_params {
+            m: [sk_project_matrix::default(); SK_PROJECT_MAX_MATRICES as usize],
+            count: chunk.len() as u32,
+            eps_mode,
+            eps,
+            total_blocks: 0,
+        };
+        let mut blocks: u64 = 0;
+        for (slot, (m, axis)) in params.m.iter_mut().zip(chunk) {
+            let fits = |v: usize| u32::try_from(v).ok();
+            let (Some(rows), Some(cols), Some(stride)) =
+                (fits(m.rows), fits(m.cols), fits(m.stride))
+            else {
+                return Err(Error::TooLarge(format!(
+                    "a {} x {} matrix with stride {} (projection takes dimensions < 2^32)",
+                    m.rows, m.cols, m.stride
+                )));
+            };
+            let vectorized = m.cols % vec == 0 && m.vector_ok(vec, T::DTYPE.size());
+            let width = if vectorized { vec as u64 } else { 1 };
+            let n_blocks = match axis {
+                Axis::Rows => (m.rows as u64).div_ceil(u64::from(SK_PROJECT_ROWS_PER_BLOCK)),
+                Axis::Cols => (m.cols as u64).div_ceil(u64::from(SK_PROJECT_COL_LANES) * width),
+            };
+            *slot = sk_project_matrix {
+                w: ptr_mut(m.addr),
+                rows,
+                cols,
+                stride,
+                axis: match axis {
+                    Axis::Rows => SK_AXIS_ROWS,
+                    Axis::Cols => SK_AXIS_COLS,
+                },
+                vectorized: u32::from(vectorized),
+                block_start: blocks as u32,
+            };
+            blocks += n_blocks;
+            if blocks > crate::launch::MAX_GRID {
+                return Err(Error::TooLarge(
+                    "projection batch needs more than 2^31 blocks".into(),
+                ));
+            }
+        }
+        params.total_blocks = blocks as u32;
+        launches.push(Launch {
+            kernel: format!("sk_project_{}", T::DTYPE.name()),
+            grid: blocks as u32,
+            block: SK_PROJECT_THREADS,
+            params,
+        });
+    }
+    Ok(launches)
+}
+
+// ---- public GPU entry points --------------------------------------------------------------
+
+impl Normalize {
+    /// y = s ⊙ N(x) on `stream`: `x` and `y` have the same shape (strides may differ), `scale`
+    /// has one entry per channel. Enqueued without a host synchronization.
+    ///
+    /// Errors: shape or length mismatches, a group that does not divide the row, an invalid eps
+    /// or tier, buffers from another context ([`Error`]); nothing is launched then.
+    pub fn forward<T: Element>(
+        &self,
+        gpu: &Gpu,
+        stream: &Arc<CudaStream>,
+        x: &Rows<'_, T>,
+        scale: Option<&CudaView<'_, T>>,
+        y: &mut RowsMut<'_, T>,
+    ) -> Result<()> {
+        let l = CudaLauncher::new(gpu, stream)?;
+        let (xa, _x) = x.arg(gpu, stream, "x")?;
+        let s = scale
+            .map(|s| vec_arg(gpu, stream, s, "scale"))
+            .transpose()?;
+        let (ya, _y) = y.arg_mut(gpu, stream, "y")?;
+        let launch = plan_normalize_forward::<T>(self, &xa, s.as_ref().map(|(a, _)| a), &ya)?;
+        l.launch(&launch)
+    }
+
+    /// dx = ∂L/∂x for y = s ⊙ N(x) given dy = ∂L/∂y, and, when `dscale` is given,
+    /// dscale = Σ_rows dy ⊙ N(x) (overwritten, summed in a fixed order: bitwise reproducible
+    /// for the same shapes on the same GPU). `workspace` holds the partial sums; it grows on
+    /// `stream` when needed.
+    ///
+    /// Errors as [`Normalize::forward`], and `dscale` without `scale`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward<T: Element>(
+        &self,
+        gpu: &Gpu,
+        stream: &Arc<CudaStream>,
+        x: &Rows<'_, T>,
+        scale: Option<&CudaView<'_, T>>,
+        dy: &Rows<'_, T>,
+        dx: &mut RowsMut<'_, T>,
+        dscale: Option<&mut CudaViewMut<'_, T>>,
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let l = CudaLauncher::new(gpu, stream)?;
+        let (xa, _x) = x.arg(gpu, stream, "x")?;
+        let s = scale
+            .map(|s| vec_arg(gpu, stream, s, "scale"))
+            .transpose()?;
+        let (dya, _dy) = dy.arg(gpu, stream, "dy")?;
+        let (dxa, _dx) = dx.arg_mut(gpu, stream, "dx")?;
+        let ds = dscale
+            .map(|d| vec_arg_mut(gpu, stream, d, "dscale"))
+            .transpose()?;
+        let plan = plan_normalize_backward::<T>(
+            self,
+            l.sm_count(),
+            &xa,
+            s.as_ref().map(|(a, _)| a),
+            &dya,
+            &dxa,
+            ds.as_ref().map(|(a, _)| a),
+        )?;
+        run_with_workspace(plan, &l, gpu, stream, workspace)
+    }
+}
+
+fn run_with_workspace<P: KernelParams + HasPartial>(
+    plan: Plan<P>,
+    l: &CudaLauncher<'_>,
+    gpu: &Gpu,
+    stream: &Arc<CudaStream>,
+    workspace: &mut Workspace,
+) -> Result<()> {
+    if plan.workspace == 0 {
+        return plan.run(l, 0);
+    }
+    let ws = workspace.get(gpu, stream, plan.workspace)?;
+    let (addr, _ws) = cudarc::driver::DevicePtrMut::device_ptr_mut(ws, stream);
+    plan.run(l, addr)
+}
+
+impl LerpNormalize {
+    /// y = N(a + α ⊙ (N(u) − a)) on `stream`; `p` has `cols` entries or one.
+    ///
+    /// Errors: shape or length mismatches, an invalid eps, c or tier, buffers from another
+    /// context; nothing is launched then.
+    pub fn forward<T: Element>(
+        &self,
+        gpu: &Gpu,
+        stream: &Arc<CudaStream>,
+        h: &Rows<'_, T>,
+        u: &Rows<'_, T>,
+        p: &CudaView<'_, T>,
+        y: &mut RowsMut<'_, T>,
+    ) -> Result<()> {
+        let l = CudaLauncher::new(gpu, stream)?;
+        let (ha, _h) = h.arg(gpu, stream, "h")?;
+        let (ua, _u) = u.arg(gpu, stream, "u")?;
+        let (pa, _p) = vec_arg(gpu, stream, p, "p")?;
+        let (ya, _y) = y.arg_mut(gpu, stream, "y")?;
+        let launch = plan_lerp_forward::<T>(self, &ha, &ua, &pa, &ya)?;
+        l.launch(&launch)
+    }
+
+    /// dh, du and (when asked) dp of the lerp given dy; dp is overwritten with the sum over rows
+    /// (and over channels for a scalar p) in a fixed order.
+    ///
+    /// Errors as [`LerpNormalize::forward`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward<T: Element>(
+        &self,
+        gpu: &Gpu,
+        stream: &Arc<CudaStream>,
+        h: &Rows<'_, T>,
+        u: &Rows<'_, T>,
+        p: &CudaView<'_, T>,
+        dy: &Rows<'_, T>,
+        dh: &mut RowsMut<'_, T>,
+        du: &mut RowsMut<'_, T>,
+        dp: Option<&mut CudaViewMut<'_, T>>,
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let l = CudaLauncher::new(gpu, stream)?;
+        let (ha, _h) = h.arg(gpu, stream, "h")?;
+        let (ua, _u) = u.arg(gpu, stream, "u")?;
+        let (pa, _p) = vec_arg(gpu, stream, p, "p")?;
+        let (dya, _dy) = dy.arg(gpu, stream, "dy")?;
+        let (dha, _dh) = dh.arg_mut(gpu, stream, "dh")?;
+        let (dua, _du) = du.arg_mut(gpu, stream, "du")?;
+        let dpa = dp.map(|d| vec_arg_mut(gpu, stream, d, "dp")).transpose()?;
+        let args = LerpBackwardArgs {
+            h: &ha,
+            u: &ua,
+            p: &pa,
+            dy: &dya,
+            dh: &dha,
+            du: &dua,
+            dp: dpa.as_ref().map(|(a, _)| a),
+        };
+        let plan = plan_lerp_backward::<T>(self, l.sm_count(), &args)?;
+        run_with_workspace(plan, &l, gpu, stream, workspace)
+    }
+}
+
+impl Projection {
+    /// Normalizes every row or every column of `w` in place.
+    ///
+    /// Errors: an invalid eps, dimensions of 2^32 or more, buffers from another context.
+    pub fn project<T: Element>(
+        &self,
+        gpu: &Gpu,
+        stream: &Arc<CudaStream>,
+        w: &mut RowsMut<'_, T>,
+        axis: Axis,
+    ) -> Result<()> {
+        self.project_many(gpu, stream, &mut [(w, axis)])
+    }
+
+    /// Projects many matrices of different shapes and axes in one launch (one launch per
+    /// 112 matrices): nGPT's 6·n_layer + 2 matrices after every optimizer step.
+    pub fn project_many<T: Element>(
+        &self,
+        gpu: &Gpu,
+        stream: &Arc<CudaStream>,
+        mats: &mut [(&mut RowsMut<'_, T>, Axis)],
+    ) -> Result<()> {
+        let l = CudaLauncher::new(gpu, stream)?;
+        let mut args = Vec::with_capacity(mats.len());
+        let mut guards = Vec::with_capacity(mats.len());
+        for (w, axis) in mats.iter_mut() {
+            let (a, g) = w.arg_mut(gpu, stream, "w")?;
+            args.push((a, *axis));
+            guards.push(g);
+        }
+        for launch in plan_project::<T>(self, &args)? {
+            l.launch(&launch)?;
+        }
+        Ok(())
+    }
+}
