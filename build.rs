@@ -322,10 +322,8 @@ fn build_emulator(manifest: &Path, out: &Path, sources: &[PathBuf], nvcc: Option
 
 fn cuda_header_dirs(nvcc: Option<&Path>) -> Option<Vec<PathBuf>> {
     let mut roots: Vec<PathBuf> = Vec::new();
-    if let Some(nvcc) = nvcc {
-        if let Some(root) = nvcc.parent().and_then(Path::parent) {
-            roots.push(root.to_path_buf());
-        }
+    if let Some(root) = nvcc.and_then(Path::parent).and_then(Path::parent) {
+        roots.push(root.to_path_buf());
     }
     for var in ["CUDA_HOME", "CUDA_PATH"] {
         if let Ok(p) = env::var(var) {

@@ -175,7 +175,8 @@ mod tests {
             } else {
                 (prev_bf16(lo), lo)
             };
-            let want = if v - a < b - v || (v - a == b - v && bf16::from_f64(a).to_bits() % 2 == 0)
+            let want = if v - a < b - v
+                || (v - a == b - v && bf16::from_f64(a).to_bits().is_multiple_of(2))
             {
                 a
             } else {

@@ -94,7 +94,7 @@ pub(crate) struct MatArg {
 impl MatArg {
     /// Whether 16-byte accesses are aligned for every row of this matrix.
     pub(crate) fn vector_ok(&self, vec: usize, elem_size: usize) -> bool {
-        self.addr % 16 == 0 && self.stride % vec == 0 && (vec * elem_size) == 16
+        self.addr.is_multiple_of(16) && self.stride.is_multiple_of(vec) && (vec * elem_size) == 16
     }
 }
 

@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+pub mod accuracy;
 pub mod device;
 pub mod element;
 pub mod error;

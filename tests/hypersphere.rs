@@ -12,6 +12,9 @@
 //! forward |got − want| ≤ ulp_T(want) + 1e-6·‖want‖ (no ulp term for f32), backward the same
 //! with 1e-5; column sums (dscale, dp) 1e-5 relative to the sum of the absolute terms.
 
+// The case builders take a shape, a layout and options; a struct per case would hide them.
+#![allow(clippy::too_many_arguments)]
+
 mod common;
 
 use std::sync::Arc;
@@ -239,7 +242,6 @@ impl Backend for Device {
             dsv.as_mut(),
             &mut ws,
         )?;
-        drop(dsv);
         self.down(&d_dx, &mut dx.data);
         if let (Some(d), Some(out)) = (d_ds, ds) {
             self.down(&d, out);
@@ -301,7 +303,6 @@ impl Backend for Device {
             dpv.as_mut(),
             &mut ws,
         )?;
-        drop(dpv);
         self.down(&d_dh, &mut dh.data);
         self.down(&d_du, &mut du.data);
         if let (Some(d), Some(out)) = (d_dp, dp) {
@@ -608,34 +609,54 @@ fn normalize_layouts<T: Element, B: Backend>(b: &B) {
     }
 }
 
-/// Rows near the edges of the representable range, zero rows and a NaN row, beside ordinary
-/// ones: each must match the reference and leave the other rows alone.
+/// Rows near the edges of the representable range, zero rows, rows just below and above eps,
+/// and a NaN row, beside ordinary ones: each must match the reference and leave the other rows
+/// alone.
 fn normalize_extremes<T: Element, B: Backend>(b: &B) {
     let mut rng = Rng::new();
     let cols = 300;
-    let (huge, tiny) = match T::DTYPE {
-        DType::F16 => (3e3, 1e-4),
-        _ => (1e37, 1e-39),
+    // Row norms to build (NaN: a row with one NaN entry). f16 has a narrow range: its eps and
+    // extremes are scaled to stay representable.
+    let (huge, tiny, modes) = match T::DTYPE {
+        DType::F16 => (
+            3e4,
+            1e-3,
+            [
+                Eps::None,
+                Eps::Clamp(1e-2),
+                Eps::Add(1e-3),
+                Eps::Inside(1e-5),
+            ],
+        ),
+        _ => (1e38, 1e-37, EPS_MODES),
     };
-    let magnitudes = [1.0, huge, tiny, 0.0, 1.0, 1e-20, f64::NAN, 2.0];
-    for eps in EPS_MODES {
-        let x: Mat<T> = Mat::from_fn(magnitudes.len(), cols, cols, 0, |r, c| {
-            if magnitudes[r].is_nan() && c == 5 {
-                f64::NAN
-            } else {
-                magnitudes[r] * (1.0 + rng.normal().abs()) * if c % 2 == 0 { 1.0 } else { -1.0 }
-            }
-        });
-        let dy: Mat<T> = random_mat(&mut rng, magnitudes.len(), cols, 0, 0);
+    for eps in modes {
+        let e = f64::from(eps.value()).max(1e-3 * tiny);
+        let norms = [1.0, huge, tiny, 0.0, 0.5 * e, 2.0 * e, f64::NAN, 3.0];
+        let rows: Vec<Vec<f64>> = norms
+            .iter()
+            .map(|&n| {
+                let v: Vec<f64> = (0..cols).map(|_| rng.normal()).collect();
+                let scale = if n.is_nan() { 1.0 } else { n / cpu::norm2(&v) };
+                let mut v: Vec<f64> = v.iter().map(|x| x * scale).collect();
+                if n.is_nan() {
+                    v[5] = f64::NAN;
+                }
+                v
+            })
+            .collect();
+        let x: Mat<T> = Mat::from_fn(rows.len(), cols, cols, 0, |r, c| rows[r][c]);
+        let dy: Mat<T> = random_mat(&mut rng, rows.len(), cols, 0, 0);
         for tier in [Tier::Auto, Tier::Stream] {
             let op = Normalize::new(eps).with_tier(tier);
+            let what = format!("extremes {:?} {op:?}", T::DTYPE);
             let mut y = Mat::<T>::poisoned(x.rows, cols, cols, 0);
             b.norm_fwd(&op, &x, None, &mut y)
                 .expect("normalize extremes");
             let want = cpu::normalize_forward(&op, x.rows, cols, &x.to_f64(), None).unwrap();
             check(
                 compare(
-                    &format!("extremes {:?} {op:?}", T::DTYPE),
+                    &what,
                     T::DTYPE,
                     &y.to_f64(),
                     &want,
@@ -652,7 +673,7 @@ fn normalize_extremes<T: Element, B: Backend>(b: &B) {
                 .unwrap();
             check(
                 compare(
-                    &format!("extremes backward {:?} {op:?}", T::DTYPE),
+                    &format!("{what} backward"),
                     T::DTYPE,
                     &dx.to_f64(),
                     &want.dx,
@@ -671,9 +692,9 @@ fn normalize_extremes<T: Element, B: Backend>(b: &B) {
 fn lerp_ops(tier: Tier, i: usize) -> LerpNormalize {
     LerpNormalize {
         eps: EPS_MODES[i % 4],
-        renorm_h: i % 2 == 0,
-        abs_alpha: (i / 2) % 2 == 0,
-        c: if i % 3 == 0 { 0.05 } else { -0.7 },
+        renorm_h: i.is_multiple_of(2),
+        abs_alpha: (i / 2).is_multiple_of(2),
+        c: if i.is_multiple_of(3) { 0.05 } else { -0.7 },
         tier,
     }
 }
@@ -992,6 +1013,43 @@ mod emulated {
         deterministic_column_sums::<bf16, _>(&emu());
     }
     #[test]
+    fn workers_loop_over_segments_and_groups() {
+        // One emulated SM: a small persistent grid, so every worker visits many segments, and
+        // with 3 groups per row the worker count is not a multiple of the groups (the cursor
+        // wraps from one row into the next).
+        let emu1 = Emu(Emulator::new(1));
+        let mut rng = Rng::new();
+        for (rows, cols, group) in [(4000, 48, 16), (1500, 3 * 24, 24), (700, 21, 7)] {
+            let op = Normalize::new(Eps::Clamp(1e-8)).groups(group);
+            normalize_case::<f32, _>(&emu1, &mut rng, &op, rows, cols, 0, 0, true);
+            normalize_case::<bf16, _>(&emu1, &mut rng, &op, rows, cols, 0, 0, false);
+            normalize_bwd_case::<f32, _>(&emu1, &mut rng, &op, rows, cols, 0, 0, true);
+        }
+        lerp_case::<f32, _>(
+            &emu1,
+            &mut rng,
+            &LerpNormalize::ngpt(0.05),
+            3000,
+            64,
+            0,
+            0,
+            false,
+            false,
+        );
+        lerp_case::<bf16, _>(
+            &emu1,
+            &mut rng,
+            &LerpNormalize::simbav2(),
+            3000,
+            64,
+            0,
+            0,
+            true,
+            true,
+        );
+    }
+
+    #[test]
     fn column_sums_do_not_depend_on_the_grid() {
         // Different SM counts give different persistent grids; the sums agree to rounding.
         let mut rng = Rng::new();
@@ -1163,7 +1221,7 @@ mod bad_input {
             HostRows::new(&v, 11, 10, 10),
             Err(Error::BufferTooSmall { needed: 110, .. })
         ));
-        assert!(matches!(HostRows::new(&v, 10, 10, 10), Ok(_)));
+        assert!(HostRows::new(&v, 10, 10, 10).is_ok());
         // (rows - 1) * stride overflows: an error, not a panic or a wrapped length.
         assert!(matches!(
             HostRows::new(&v, usize::MAX / 2, 10, 10),

@@ -24,7 +24,7 @@ impl Normalize {
         let xa = staged.rows("x", x);
         let sa = scale.map(|s| staged.vector("scale", s));
         let (yo, ya) = Output::rows("y", y);
-        let launch = plan_normalize_forward::<T>(self, &xa, sa.as_ref(), &ya)?;
+        let launch = plan_normalize_forward::<T>(self, emu.sm_count(), &xa, sa.as_ref(), &ya)?;
         emu.launch(&launch)?;
         staged.check()?;
         yo.finish_rows(y)
@@ -82,7 +82,7 @@ impl LerpNormalize {
         let ua = staged.rows("u", u);
         let pa = staged.vector("p", p);
         let (yo, ya) = Output::rows("y", y);
-        let launch = plan_lerp_forward::<T>(self, &ha, &ua, &pa, &ya)?;
+        let launch = plan_lerp_forward::<T>(self, emu.sm_count(), &ha, &ua, &pa, &ya)?;
         emu.launch(&launch)?;
         staged.check()?;
         yo.finish_rows(y)

@@ -252,7 +252,7 @@ fn ptr_mut(addr: u64) -> *mut c_void {
 
 fn vector_ok<T: Element>(len: usize, mats: &[&MatArg], vecs: &[Option<&VecArg>]) -> bool {
     let vec = T::DTYPE.vector_width();
-    len % vec == 0
+    len.is_multiple_of(vec)
         && mats.iter().all(|m| m.vector_ok(vec, T::DTYPE.size()))
         && vecs.iter().flatten().all(|v| v.addr % 16 == 0)
 }
@@ -261,32 +261,35 @@ fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-/// Grid of a launch whose `segments` are shared among workers (teams), `groups_per_row`
-/// dividing the number of workers when `aligned` (so each worker keeps one group). With
-/// `persistent`, the grid aims at one wave of resident blocks and keeps `workers * partial_len`
-/// within the workspace budget.
+/// Grid of a launch whose `segments` are shared among workers (teams), each worker taking
+/// segments w, w + W, ... (W = grid x teams per block). The grid is a multiple of what makes
+/// W a multiple of `groups_per_row` (so a backward worker keeps one group and its scale values),
+/// at most WAVES waves of resident blocks (workers loop over the rest), and with column partial
+/// sums (`partial_len` f64 per worker) one wave within the workspace budget.
 fn worker_grid(
     k: &RowKernel,
     segments: u64,
     groups_per_row: u64,
-    persistent: Option<(u32, u64)>,
+    sm_count: u32,
+    partial_len: Option<u64>,
 ) -> u32 {
+    const WAVES: u64 = 8;
     let spb = k.teams_per_block();
     // The grid must be a multiple of q for workers = grid * spb to be a multiple of gpr.
     let q = groups_per_row / gcd(spb, groups_per_row);
-    let round_up = |g: u64| g.div_ceil(q) * q;
-    let mut grid = round_up(segments.div_ceil(spb).max(1));
-    let mut cap = MAX_GRID_BLOCKS;
-    if let Some((sm_count, partial_len)) = persistent {
-        let wave = u64::from(sm_count) * (THREADS_PER_SM / u64::from(k.block())).max(1);
-        cap = cap
+    let grid = segments.div_ceil(spb).max(1).div_ceil(q) * q;
+    let wave = u64::from(sm_count) * (THREADS_PER_SM / u64::from(k.block())).max(1);
+    let cap = match partial_len {
+        None => MAX_GRID_BLOCKS.min(WAVES * wave),
+        Some(len) => MAX_GRID_BLOCKS
             .min(wave)
-            .min((WORKSPACE_BUDGET / (spb * partial_len.max(1))).max(1));
-    }
+            .min(WORKSPACE_BUDGET / (spb * len.max(1))),
+    };
     if grid > cap {
-        grid = (cap / q).max(1) * q;
+        ((cap / q).max(1) * q) as u32
+    } else {
+        grid as u32
     }
-    grid as u32
 }
 
 /// A planned call: the main launch, and for backward passes with column sums the workspace it
@@ -356,6 +359,7 @@ fn colsum_launch(
 /// Plans y = s ⊙ N(x).
 pub(crate) fn plan_normalize_forward<T: Element>(
     op: &Normalize,
+    sm_count: u32,
     x: &MatArg,
     scale: Option<&VecArg>,
     y: &MatArg,
@@ -370,7 +374,7 @@ pub(crate) fn plan_normalize_forward<T: Element>(
     let vector = vector_ok::<T>(g, &[x, y], &[scale]);
     let k = choose(RowOp::NormFwd, T::DTYPE, g, vector, op.tier)?;
     let gpr = (x.cols / g) as u64;
-    let grid = worker_grid(&k, x.rows as u64 * gpr, 1, None);
+    let grid = worker_grid(&k, x.rows as u64 * gpr, 1, sm_count, None);
     let (eps_mode, eps) = op.eps.code();
     Ok(Launch {
         kernel: k.name(),
@@ -423,8 +427,8 @@ pub(crate) fn plan_normalize_backward<T: Element>(
     let vector = vector_ok::<T>(g, &[x, dy, dx], &[scale]);
     let k = choose(RowOp::NormBwd, T::DTYPE, g, vector, op.tier)?;
     let gpr = (x.cols / g) as u64;
-    let persistent = dscale.map(|_| (sm_count, g as u64));
-    let grid = worker_grid(&k, x.rows as u64 * gpr, gpr, persistent);
+    let partial_len = dscale.map(|_| g as u64);
+    let grid = worker_grid(&k, x.rows as u64 * gpr, gpr, sm_count, partial_len);
     let workers = u64::from(grid) * k.teams_per_block();
     let (eps_mode, eps) = op.eps.code();
     let main = Launch {
@@ -481,6 +485,7 @@ fn lerp_flags(op: &LerpNormalize) -> u32 {
 /// Plans y = N(a + α ⊙ (N(u) − a)).
 pub(crate) fn plan_lerp_forward<T: Element>(
     op: &LerpNormalize,
+    sm_count: u32,
     h: &MatArg,
     u: &MatArg,
     p: &VecArg,
@@ -493,7 +498,7 @@ pub(crate) fn plan_lerp_forward<T: Element>(
     let p_vec = (p.len == h.cols).then_some(p);
     let vector = vector_ok::<T>(h.cols, &[h, u, y], &[p_vec]);
     let k = choose(RowOp::LerpFwd, T::DTYPE, h.cols, vector, op.tier)?;
-    let grid = worker_grid(&k, h.rows as u64, 1, None);
+    let grid = worker_grid(&k, h.rows as u64, 1, sm_count, None);
     let (eps_mode, eps) = op.eps.code();
     Ok(Launch {
         kernel: k.name(),
@@ -557,8 +562,8 @@ pub(crate) fn plan_lerp_backward<T: Element>(
     let p_vec = (a.p.len == cols).then_some(a.p);
     let vector = vector_ok::<T>(cols, &[a.h, a.u, a.dy, a.dh, a.du], &[p_vec]);
     let k = choose(RowOp::LerpBwd, T::DTYPE, cols, vector, op.tier)?;
-    let persistent = a.dp.map(|_| (sm_count, a.p.len as u64));
-    let grid = worker_grid(&k, a.h.rows as u64, 1, persistent);
+    let partial_len = a.dp.map(|_| a.p.len as u64);
+    let grid = worker_grid(&k, a.h.rows as u64, 1, sm_count, partial_len);
     let workers = u64::from(grid) * k.teams_per_block();
     let (eps_mode, eps) = op.eps.code();
     let main = Launch {
@@ -692,7 +697,8 @@ impl Normalize {
             .map(|s| vec_arg(gpu, stream, s, "scale"))
             .transpose()?;
         let (ya, _y) = y.arg_mut(gpu, stream, "y")?;
-        let launch = plan_normalize_forward::<T>(self, &xa, s.as_ref().map(|(a, _)| a), &ya)?;
+        let launch =
+            plan_normalize_forward::<T>(self, l.sm_count(), &xa, s.as_ref().map(|(a, _)| a), &ya)?;
         l.launch(&launch)
     }
 
@@ -771,7 +777,7 @@ impl LerpNormalize {
         let (ua, _u) = u.arg(gpu, stream, "u")?;
         let (pa, _p) = vec_arg(gpu, stream, p, "p")?;
         let (ya, _y) = y.arg_mut(gpu, stream, "y")?;
-        let launch = plan_lerp_forward::<T>(self, &ha, &ua, &pa, &ya)?;
+        let launch = plan_lerp_forward::<T>(self, l.sm_count(), &ha, &ua, &pa, &ya)?;
         l.launch(&launch)
     }
 

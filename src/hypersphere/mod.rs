@@ -21,9 +21,13 @@
 //!
 //! Every finite input gives a correct result, including entries near the f32/bf16 overflow and
 //! underflow thresholds (a naive f32 sum of squares overflows at ~1e19 and underflows at ~1e-23):
-//! rows whose f32 sum of squares leaves [2^-96, f32::MAX] are recomputed in f64. A zero row gets
-//! its convention's defined result (0 for Clamp, Add and Inside; NaN for None, whose r = 1/0 is
-//! undefined). A NaN or infinity affects its own row only.
+//! rows whose f32 sum of squares leaves [2^-96, f32::MAX] are recomputed in f64. Results that do
+//! not fit the storage type round to infinity (a backward dx of a row far below eps can exceed
+//! f32's range). A zero row gets its convention's defined result: 0 for Clamp, Add and Inside
+//! with eps > 0 (their backward is g/eps, g/eps and g/√eps), NaN for None and for eps = 0, where
+//! r = 1/0 is undefined. A NaN or infinity affects its own row only: its outputs are NaN (an
+//! infinite entry gives NaN there and 0 elsewhere in the forward row, as x/‖x‖ does); column sums
+//! over rows (dscale, dp) include that row and so become NaN too.
 //!
 //! # Errors
 //!
@@ -128,7 +132,7 @@ impl Normalize {
     /// The segment length for rows of `cols` channels, checked.
     pub fn segment(&self, cols: usize) -> Result<usize> {
         let g = self.group.unwrap_or(cols);
-        if g == 0 || cols == 0 || cols % g != 0 {
+        if g == 0 || cols == 0 || !cols.is_multiple_of(g) {
             return Err(Error::shape(format!(
                 "group {g} does not divide the row length {cols}"
             )));
