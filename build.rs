@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+#[path = "src/ptxas.rs"]
+#[allow(dead_code)]
+mod ptxas;
+
 const DEFAULT_ARCHS: &str = "sm_80,sm_86,sm_89,sm_90,compute_90";
 
 fn main() {
@@ -29,6 +33,7 @@ fn main() {
     let kernels_dir = manifest.join("kernels");
 
     println!("cargo:rerun-if-changed=kernels");
+    println!("cargo:rerun-if-changed=src/ptxas.rs");
     for var in [
         "NVCC",
         "CUDA_HOME",
@@ -242,36 +247,18 @@ fn compile_fatbin(
     Ok((stderr, start.elapsed().as_secs_f64()))
 }
 
-/// ptxas -v prints, per kernel and target, "Compiling entry function 'K' for 'sm_XY'", then
-/// "Function properties for K" followed by "N bytes stack frame, N bytes spill stores, N bytes
-/// spill loads". A nonzero stack frame or spill in any kernel is reported.
+/// A warning for every kernel that uses local memory (a stack frame or register spills).
 fn spill_warnings(report: &str) -> Vec<String> {
-    let mut entry = String::new();
-    let mut properties_of = String::new();
-    let mut warnings = Vec::new();
-    for line in report.lines() {
-        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
-            let name = rest.split('\'').next().unwrap_or_default();
-            let target = rest
-                .split(" for '")
-                .nth(1)
-                .unwrap_or_default()
-                .trim_end_matches('\'');
-            entry = format!("{name} ({target})");
-        } else if let Some(rest) = line.split("Function properties for ").nth(1) {
-            properties_of = rest.trim().to_string();
-        } else if line.trim_start().ends_with("bytes spill loads")
-            && entry.starts_with(&format!("{properties_of} ("))
-        {
-            let nonzero = line
-                .split(',')
-                .any(|part| part.split_whitespace().next().is_some_and(|n| n != "0"));
-            if nonzero {
-                warnings.push(format!("local memory in {entry}: {}", line.trim()));
-            }
-        }
-    }
-    warnings
+    ptxas::parse(report)
+        .into_iter()
+        .filter(ptxas::KernelResources::uses_local_memory)
+        .map(|k| {
+            format!(
+                "local memory in {} ({}): {} bytes stack, {} bytes spill stores, {} bytes spill loads",
+                k.kernel, k.target, k.stack_bytes, k.spill_stores, k.spill_loads
+            )
+        })
+        .collect()
 }
 
 fn write_status(out: &Path, built: bool, status: &str, archs: &str) {

@@ -93,24 +93,8 @@ fn buffers<T: Element>(stream: &Arc<CudaStream>, n: usize, max_cols: usize) -> B
 
 /// Median of `runs` event-timed repetitions of `f`, in microseconds, after `warmup` untimed
 /// ones.
-fn time_us(stream: &Arc<CudaStream>, warmup: usize, runs: usize, mut f: impl FnMut()) -> f64 {
-    for _ in 0..warmup {
-        f();
-    }
-    let mut samples: Vec<f64> = (0..runs)
-        .map(|_| {
-            let start = stream
-                .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                .unwrap();
-            f();
-            let end = stream
-                .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                .unwrap();
-            f64::from(start.elapsed_ms(&end).unwrap()) * 1e3
-        })
-        .collect();
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
+fn time_us(stream: &Arc<CudaStream>, warmup: usize, runs: usize, f: impl FnMut()) -> f64 {
+    spherekit::timing::median_us(stream, warmup, runs, f).expect("timing")
 }
 
 /// Device-to-device copy bandwidth (bytes read + written), 1 GiB.

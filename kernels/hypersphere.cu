@@ -519,11 +519,18 @@ __device__ __forceinline__ void load_alpha_tile(const sk_lerp_params &p, int lan
     }
 }
 
-template <class A, int TPS, int VEC, int CH, class T, class HS, class US, class AS>
-__device__ bool lerp_fwd_finish(Team<TPS> &team, const sk_lerp_params &p, const HS &hs,
-                                const US &us, const AS &alphas, T *y) {
+// The first phase of every lerp pass: the norms of h and u (h only counts with renorm_h).
+// False when f32 cannot be trusted with them.
+template <class A>
+struct LerpNorms {
+    Pair<A> ss;  // (|h|^2, |u|^2)
+    A rh, ru;    // r of N(h) (1 without renorm_h) and of N(u)
+};
+
+template <class A, int TPS, int VEC, int CH, class HS, class US>
+__device__ __forceinline__ bool lerp_input_norms(Team<TPS> &team, const sk_lerp_params &p,
+                                                 const HS &hs, const US &us, LerpNorms<A> &n) {
     const bool renorm = (p.flags & SK_LERP_RENORM_H) != 0;
-    const A eps = A(p.eps);
     Pair<A> ss = {A(0), A(0)};
     for_chunks<TPS, VEC, CH>(team.lane, p.cols, [&](int k, uint32_t col) {
         float h[VEC], u[VEC];
@@ -537,8 +544,19 @@ __device__ bool lerp_fwd_finish(Team<TPS> &team, const sk_lerp_params &p, const 
     });
     ss = team.sum(ss);
     if (!sumsq_trusted(ss.b) || (renorm && !sumsq_trusted(ss.a))) return false;
-    const A rh = renorm ? inv_norm<A>(p.eps_mode, eps, ss.a) : A(1);
-    const A ru = inv_norm<A>(p.eps_mode, eps, ss.b);
+    n.ss = ss;
+    n.rh = renorm ? inv_norm<A>(p.eps_mode, A(p.eps), ss.a) : A(1);
+    n.ru = inv_norm<A>(p.eps_mode, A(p.eps), ss.b);
+    return true;
+}
+
+template <class A, int TPS, int VEC, int CH, class T, class HS, class US, class AS>
+__device__ bool lerp_fwd_finish(Team<TPS> &team, const sk_lerp_params &p, const HS &hs,
+                                const US &us, const AS &alphas, T *y) {
+    const A eps = A(p.eps);
+    LerpNorms<A> n;
+    if (!lerp_input_norms<A, TPS, VEC, CH>(team, p, hs, us, n)) return false;
+    const A rh = n.rh, ru = n.ru;
     A zz = A(0);
     for_chunks<TPS, VEC, CH>(team.lane, p.cols, [&](int k, uint32_t col) {
         float h[VEC], u[VEC], al[VEC], dal[VEC];
@@ -634,21 +652,10 @@ __device__ bool lerp_bwd_finish(Team<TPS> &team, const sk_lerp_params &p, const 
                                 Sink &sink) {
     const bool renorm = (p.flags & SK_LERP_RENORM_H) != 0;
     const A eps = A(p.eps);
-    Pair<A> ss = {A(0), A(0)};
-    for_chunks<TPS, VEC, CH>(team.lane, p.cols, [&](int k, uint32_t col) {
-        float h[VEC], u[VEC];
-        hs(k, col, h);
-        us(k, col, u);
-#pragma unroll
-        for (int e = 0; e < VEC; ++e) {
-            ss.a = fma_acc(A(h[e]), A(h[e]), ss.a);
-            ss.b = fma_acc(A(u[e]), A(u[e]), ss.b);
-        }
-    });
-    ss = team.sum(ss);
-    if (!sumsq_trusted(ss.b) || (renorm && !sumsq_trusted(ss.a))) return false;
-    const A rh = renorm ? inv_norm<A>(p.eps_mode, eps, ss.a) : A(1);
-    const A ru = inv_norm<A>(p.eps_mode, eps, ss.b);
+    LerpNorms<A> n;
+    if (!lerp_input_norms<A, TPS, VEC, CH>(team, p, hs, us, n)) return false;
+    const A rh = n.rh, ru = n.ru;
+    const Pair<A> ss = n.ss;
 
     Pair<A> zr = {A(0), A(0)};  // (|z|^2, <z, dy>)
     for_chunks<TPS, VEC, CH>(team.lane, p.cols, [&](int k, uint32_t col) {

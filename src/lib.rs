@@ -27,6 +27,8 @@ pub mod element;
 pub mod error;
 pub mod hypersphere;
 mod launch;
+pub mod ptxas;
+pub mod timing;
 
 #[cfg(feature = "emulator")]
 pub mod emulator;
@@ -49,6 +51,11 @@ pub mod build_info {
     /// ptxas's resource report (registers, shared memory, spills) for every kernel and target,
     /// as `nvcc -Xptxas -v` printed it; empty when the kernels were not built.
     pub const PTXAS_REPORT: &str = include_str!(concat!(env!("OUT_DIR"), "/ptxas_report.txt"));
+
+    /// [`PTXAS_REPORT`] parsed: one entry per kernel and target.
+    pub fn kernel_resources() -> Vec<crate::ptxas::KernelResources> {
+        crate::ptxas::parse(PTXAS_REPORT)
+    }
 }
 
 /// Every kernel name the crate may launch, across families. [`Gpu`] looks each one up when it

@@ -712,7 +712,11 @@ fn lerp_case<T: Element, B: Backend>(
 ) {
     let h: Mat<T> = random_mat(rng, rows, cols, pad, offset);
     let u: Mat<T> = random_mat(rng, rows, cols, 2 * pad, offset);
-    let p: Vec<T> = random_vec(rng, if scalar_p { 1 } else { cols }, -1.5, 1.5);
+    let mut p: Vec<T> = random_vec(rng, if scalar_p { 1 } else { cols }, -1.5, 1.5);
+    // Exact zeros in p: |c p| has a kink there, where dp follows torch's sign(0) = 0.
+    for v in p.iter_mut().skip(usize::from(scalar_p)).step_by(7) {
+        *v = T::from_f64(0.0);
+    }
     let (hf, uf, pf) = (h.to_f64(), u.to_f64(), widened(&p));
     let what = format!(
         "lerp {:?} {op:?} {rows}x{cols} scalar_p={scalar_p}",
@@ -935,19 +939,82 @@ fn deterministic_column_sums<T: Element, B: Backend>(b: &B) {
     );
 }
 
-// ---- the tests: emulator --------------------------------------------------------------------
+// ---- the tests ------------------------------------------------------------------------------
+
+/// Each case runs twice: on the CPU emulator (`emu_cases::<name>`, with the `emulator` feature)
+/// and on the GPU (`gpu_cases::<name>`, skipped visibly without a device).
+macro_rules! on_every_backend {
+    ($($name:ident($b:ident) $body:block)*) => {
+        #[cfg(feature = "emulator")]
+        mod emu_cases {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    let $b = &emu_backend::Emu(spherekit::emulator::Emulator::new(3));
+                    $body
+                }
+            )*
+        }
+
+        mod gpu_cases {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    let Some(device) = device(concat!("gpu_cases::", stringify!($name))) else {
+                        return;
+                    };
+                    let $b = &device;
+                    $body
+                }
+            )*
+        }
+    };
+}
+
+fn device(test: &str) -> Option<Device> {
+    gpu(test).map(|(gpu, stream)| Device { gpu, stream })
+}
+
+// A small emulated device (3 SMs): persistent grids of a few blocks, so workers loop.
+on_every_backend! {
+    normalize_every_tier(b) {
+        normalize_all_tiers::<f32, _>(b);
+        normalize_all_tiers::<f16, _>(b);
+        normalize_all_tiers::<bf16, _>(b);
+    }
+    normalize_groups_strides_misalignment(b) {
+        normalize_layouts::<f32, _>(b);
+        normalize_layouts::<f16, _>(b);
+        normalize_layouts::<bf16, _>(b);
+    }
+    normalize_extreme_rows(b) {
+        normalize_extremes::<f32, _>(b);
+        normalize_extremes::<f16, _>(b);
+        normalize_extremes::<bf16, _>(b);
+    }
+    lerp_every_tier(b) {
+        lerp_all_tiers::<f32, _>(b);
+        lerp_all_tiers::<f16, _>(b);
+        lerp_all_tiers::<bf16, _>(b);
+    }
+    projection_rows_and_columns(b) {
+        projection_case::<f32, _>(b);
+        projection_case::<f16, _>(b);
+        projection_case::<bf16, _>(b);
+    }
+    column_sums_are_reproducible(b) {
+        deterministic_column_sums::<f32, _>(b);
+        deterministic_column_sums::<bf16, _>(b);
+    }
+}
 
 #[cfg(feature = "emulator")]
-mod emulated {
+mod emulator_only {
     use super::emu_backend::Emu;
     use super::*;
     use spherekit::emulator::Emulator;
-
-    // A small emulated device: persistent grids of a few blocks, so workers loop over several
-    // segments each.
-    fn emu() -> Emu {
-        Emu(Emulator::new(3))
-    }
 
     #[test]
     fn every_kernel_the_crate_launches_is_compiled() {
@@ -965,53 +1032,6 @@ mod emulated {
         );
     }
 
-    #[test]
-    fn normalize_every_tier_f32() {
-        normalize_all_tiers::<f32, _>(&emu());
-    }
-    #[test]
-    fn normalize_every_tier_f16() {
-        normalize_all_tiers::<f16, _>(&emu());
-    }
-    #[test]
-    fn normalize_every_tier_bf16() {
-        normalize_all_tiers::<bf16, _>(&emu());
-    }
-    #[test]
-    fn normalize_groups_strides_misalignment() {
-        normalize_layouts::<f32, _>(&emu());
-        normalize_layouts::<bf16, _>(&emu());
-        normalize_layouts::<f16, _>(&emu());
-    }
-    #[test]
-    fn normalize_extreme_rows() {
-        normalize_extremes::<f32, _>(&emu());
-        normalize_extremes::<bf16, _>(&emu());
-        normalize_extremes::<f16, _>(&emu());
-    }
-    #[test]
-    fn lerp_every_tier_f32() {
-        lerp_all_tiers::<f32, _>(&emu());
-    }
-    #[test]
-    fn lerp_every_tier_f16() {
-        lerp_all_tiers::<f16, _>(&emu());
-    }
-    #[test]
-    fn lerp_every_tier_bf16() {
-        lerp_all_tiers::<bf16, _>(&emu());
-    }
-    #[test]
-    fn projection_rows_and_columns() {
-        projection_case::<f32, _>(&emu());
-        projection_case::<bf16, _>(&emu());
-        projection_case::<f16, _>(&emu());
-    }
-    #[test]
-    fn column_sums_are_reproducible() {
-        deterministic_column_sums::<f32, _>(&emu());
-        deterministic_column_sums::<bf16, _>(&emu());
-    }
     #[test]
     fn workers_loop_over_segments_and_groups() {
         // One emulated SM: a small persistent grid, so every worker visits many segments, and
@@ -1077,71 +1097,6 @@ mod emulated {
             }
         }
     }
-}
-
-// ---- the tests: GPU -------------------------------------------------------------------------
-
-fn device(test: &str) -> Option<Device> {
-    gpu(test).map(|(gpu, stream)| Device { gpu, stream })
-}
-
-#[test]
-fn gpu_normalize_every_tier() {
-    let Some(d) = device("gpu_normalize_every_tier") else {
-        return;
-    };
-    normalize_all_tiers::<f32, _>(&d);
-    normalize_all_tiers::<f16, _>(&d);
-    normalize_all_tiers::<bf16, _>(&d);
-}
-
-#[test]
-fn gpu_normalize_groups_strides_misalignment() {
-    let Some(d) = device("gpu_normalize_groups_strides_misalignment") else {
-        return;
-    };
-    normalize_layouts::<f32, _>(&d);
-    normalize_layouts::<f16, _>(&d);
-    normalize_layouts::<bf16, _>(&d);
-}
-
-#[test]
-fn gpu_normalize_extreme_rows() {
-    let Some(d) = device("gpu_normalize_extreme_rows") else {
-        return;
-    };
-    normalize_extremes::<f32, _>(&d);
-    normalize_extremes::<f16, _>(&d);
-    normalize_extremes::<bf16, _>(&d);
-}
-
-#[test]
-fn gpu_lerp_every_tier() {
-    let Some(d) = device("gpu_lerp_every_tier") else {
-        return;
-    };
-    lerp_all_tiers::<f32, _>(&d);
-    lerp_all_tiers::<f16, _>(&d);
-    lerp_all_tiers::<bf16, _>(&d);
-}
-
-#[test]
-fn gpu_projection_rows_and_columns() {
-    let Some(d) = device("gpu_projection_rows_and_columns") else {
-        return;
-    };
-    projection_case::<f32, _>(&d);
-    projection_case::<f16, _>(&d);
-    projection_case::<bf16, _>(&d);
-}
-
-#[test]
-fn gpu_column_sums_are_reproducible() {
-    let Some(d) = device("gpu_column_sums_are_reproducible") else {
-        return;
-    };
-    deterministic_column_sums::<f32, _>(&d);
-    deterministic_column_sums::<bf16, _>(&d);
 }
 
 #[test]

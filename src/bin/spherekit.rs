@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cudarc::driver::CudaStream;
-use cudarc::driver::sys::CUevent_flags;
 use half::{bf16, f16};
 use spherekit::accuracy::segment_errors;
 use spherekit::hypersphere::{Axis, Eps, LerpNormalize, Normalize, Projection, cpu};
@@ -70,55 +69,33 @@ fn info() -> Option<Gpu> {
 }
 
 fn ptxas() -> i32 {
-    if build_info::PTXAS_REPORT.is_empty() {
+    let kernels = build_info::kernel_resources();
+    if kernels.is_empty() {
         println!("no ptxas report: {}", build_info::KERNELS_STATUS);
         return 1;
     }
-    let mut kernel = String::new();
-    let mut spills = 0;
     println!(
-        "{:<34} {:<8} {:>5} {:>7} {:>7}",
-        "kernel", "target", "regs", "stack", "spill"
+        "{:<30} {:<8} {:>5} {:>6} {:>6} {:>6} {:>6}",
+        "kernel", "target", "regs", "smem", "stack", "spill", "fill"
     );
-    let mut pending: Option<(String, u64, u64)> = None;
-    for line in build_info::PTXAS_REPORT.lines() {
-        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
-            let name = rest.split('\'').next().unwrap_or_default();
-            let target = rest
-                .split(" for '")
-                .nth(1)
-                .unwrap_or_default()
-                .trim_end_matches('\'');
-            kernel = format!("{name} {target}");
-        } else if line.trim_start().ends_with("bytes spill loads") {
-            let nums: Vec<u64> = line
-                .split(',')
-                .filter_map(|p| p.split_whitespace().next()?.parse().ok())
-                .collect();
-            pending = Some((
-                kernel.clone(),
-                nums.first().copied().unwrap_or(0),
-                nums.get(1).copied().unwrap_or(0),
-            ));
-        } else if let Some(regs) = line
-            .split("Used ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            && let Some((k, stack, spill)) = pending.take()
-        {
-            let mut parts = k.splitn(2, ' ');
-            let (name, target) = (
-                parts.next().unwrap_or_default(),
-                parts.next().unwrap_or_default(),
-            );
-            println!("{name:<34} {target:<8} {regs:>5} {stack:>7} {spill:>7}");
-            if spill > 0 || stack > 0 {
-                spills += 1;
-            }
-        }
+    for k in &kernels {
+        println!(
+            "{:<30} {:<8} {:>5} {:>6} {:>6} {:>6} {:>6}",
+            k.kernel,
+            k.target,
+            k.registers,
+            k.shared_bytes,
+            k.stack_bytes,
+            k.spill_stores,
+            k.spill_loads
+        );
     }
-    println!("kernels using local memory: {spills}");
-    i32::from(spills > 0)
+    let local = kernels.iter().filter(|k| k.uses_local_memory()).count();
+    println!(
+        "{} kernels x targets, {local} using local memory",
+        kernels.len()
+    );
+    i32::from(local > 0)
 }
 
 /// Random inputs: normal entries, rows of different magnitudes.
@@ -433,24 +410,8 @@ fn transpose(v: &[f64], rows: usize, cols: usize) -> Vec<f64> {
         .collect()
 }
 
-fn time_us(stream: &Arc<CudaStream>, runs: usize, mut f: impl FnMut()) -> f64 {
-    for _ in 0..3 {
-        f();
-    }
-    let mut t: Vec<f64> = (0..runs)
-        .map(|_| {
-            let a = stream
-                .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                .unwrap();
-            f();
-            let b = stream
-                .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                .unwrap();
-            f64::from(a.elapsed_ms(&b).unwrap()) * 1e3
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
+fn time_us(stream: &Arc<CudaStream>, runs: usize, f: impl FnMut()) -> f64 {
+    spherekit::timing::median_us(stream, 3, runs, f).expect("timing")
 }
 
 fn throughput(gpu: &Gpu, stream: &Arc<CudaStream>, quick: bool) {
