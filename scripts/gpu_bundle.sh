@@ -3,6 +3,7 @@
 #
 #   gpu-bundle/tests/<name>     every test binary (integration tests and the lib's unit tests)
 #   gpu-bundle/benches/<name>   every bench binary
+#   gpu-bundle/examples/<name>  every example binary
 #   gpu-bundle/spherekit        the CLI
 #   gpu-bundle/gpu_suite.sh, gpu_summary.py, <benches/baselines/*.py>, COMMIT
 #
@@ -64,8 +65,8 @@ trap 'rm -rf "$tmp"' EXIT
 
 # cargo_artifacts KINDS OUT -- cargo args...: runs cargo with JSON messages, prints compiler
 # diagnostics as cargo would, and writes "kind<TAB>name<TAB>executable" for every artifact whose
-# target kind is in KINDS (comma-separated), built as a test/bench harness when the kind is not
-# "bin", and that has an executable.
+# target kind is in KINDS (comma-separated) and that has an executable: tests, the lib's unit
+# tests and benches as built for their harness, binaries and examples as built plainly.
 cargo_artifacts() {
     local kinds="$1" listing="$2"
     shift 3
@@ -101,7 +102,7 @@ with open(sys.argv[2], encoding="utf-8", errors="replace") as f:
                 if kind:
                     break
             test = (m.get("profile") or {}).get("test")
-            if exe and kind and (test if kind != "bin" else not test):
+            if exe and kind and (test if kind in ("test", "lib", "bench") else not test):
                 rows.append(f"{kind}\t{target.get('name')}\t{exe}")
 with open(sys.argv[3], "w", encoding="utf-8") as f:
     f.write("".join(r + "\n" for r in rows))
@@ -122,12 +123,14 @@ install_bin() {
 
 log "kernels: SPHEREKIT_CUDA_ARCHS=$SPHEREKIT_CUDA_ARCHS SPHEREKIT_LINEINFO=$SPHEREKIT_LINEINFO"
 rm -rf "$bundle"
-mkdir -p "$bundle/tests" "$bundle/benches"
+mkdir -p "$bundle/tests" "$bundle/benches" "$bundle/examples"
 
 log "building test binaries (cargo test --release --no-run)"
 cargo_artifacts test,lib "$tmp/tests.txt" -- test --release --no-run "$@" || die "cargo test --no-run failed"
 log "building bench binaries (cargo bench --no-run)"
 cargo_artifacts bench "$tmp/benches.txt" -- bench --no-run "$@" || die "cargo bench --no-run failed"
+log "building the examples (cargo build --release --examples)"
+cargo_artifacts example "$tmp/examples.txt" -- build --release --examples "$@" || die "cargo build --examples failed"
 log "building the CLI (cargo build --release --bin spherekit)"
 cargo_artifacts bin "$tmp/cli.txt" -- build --release --bin spherekit "$@" || die "cargo build --bin spherekit failed"
 
@@ -143,6 +146,9 @@ done <"$tmp/tests.txt"
 while IFS=$'\t' read -r kind name exe; do
     install_bin "$kind" "$name" "$exe" "$bundle/benches"
 done <"$tmp/benches.txt"
+while IFS=$'\t' read -r kind name exe; do
+    install_bin "$kind" "$name" "$exe" "$bundle/examples"
+done <"$tmp/examples.txt"
 cli="$(awk -F'\t' '$2 == "spherekit" { print $3 }' "$tmp/cli.txt" | tail -n 1)"
 [[ -n "$cli" ]] || die "cargo reported no executable for the spherekit binary"
 install_bin bin spherekit "$cli" "$bundle"

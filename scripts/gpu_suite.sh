@@ -227,6 +227,24 @@ else
     skip report "no spherekit CLI in the bundle"
 fi
 
+# ---- e2. examples (their output goes to report.log too) ----------------------------------------
+shopt -s nullglob
+examples=("$bundle"/examples/*)
+shopt -u nullglob
+for ex in "${examples[@]}"; do
+    t0=$SECONDS
+    t=$(allow 30 10)
+    ((t < 10)) && t=10
+    {
+        echo
+        echo "== example $(basename "$ex") =="
+    } >>"$out/report.log"
+    timeout -k 5 "$t" "$ex" >>"$out/report.log" 2>&1
+    rc=$?
+    say "example $(basename "$ex"): rc=$rc"
+    record "example-$(basename "$ex")" "$rc" $((SECONDS - t0))
+done
+
 # ---- f. summary (printed last) -------------------------------------------------------------------
 echo
 t0=$SECONDS
