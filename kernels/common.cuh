@@ -37,6 +37,19 @@
     }
 #endif
 
+// The launch's dynamic shared memory, 16-byte aligned.
+#ifdef SK_EMULATOR
+#define SK_DYNAMIC_SMEM() (static_cast<unsigned char *>(SK_EMU_DYNAMIC_SHARED()))
+#else
+#define SK_DYNAMIC_SMEM() (sk::dynamic_smem_base())
+namespace sk {
+__device__ __forceinline__ unsigned char *dynamic_smem_base() {
+    extern __shared__ __align__(16) unsigned char sk_dynamic_smem[];
+    return sk_dynamic_smem;
+}
+}  // namespace sk
+#endif
+
 // Blocks per SM that give ptxas a budget of about `regs` registers per thread (at least 1).
 // Without an explicit minimum, ptxas picks its own budget and sometimes spills loop-invariant
 // values to stay under 64 registers; an explicit budget per op makes the trade-off ours.

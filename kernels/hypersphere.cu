@@ -215,6 +215,42 @@ struct MemSource {
     }
 };
 
+// An input of the streaming tier: its first `stage` elements from dynamic shared memory (put
+// there by stage_in), the rest re-read from global memory on every pass.
+template <class T, int VEC>
+struct StagedSource {
+    const T *global;
+    const T *staged;
+    uint32_t stage;
+    __device__ __forceinline__ void operator()(int, uint32_t col, float (&out)[VEC]) const {
+        if (col < stage) {
+            load_vec<T, VEC>(staged + col, out);
+        } else {
+            load_vec<T, VEC>(global + col, out);
+        }
+    }
+};
+
+// Copies the first `stage` elements of a segment into shared memory, each thread the chunks it
+// will read back (the chunk-to-thread map of for_chunks with CH = 0), so no barrier is needed.
+template <class T, int VEC>
+__device__ __forceinline__ void stage_in(int lane, uint32_t stage, const T *global, T *staged) {
+#pragma unroll 4
+    for (uint32_t col = static_cast<uint32_t>(lane) * VEC; col < stage; col += SK_STREAM_THREADS * VEC) {
+        if constexpr (VEC == 1) {
+            staged[col] = global[col];
+        } else {
+            *reinterpret_cast<uint4 *>(staged + col) = *reinterpret_cast<const uint4 *>(global + col);
+        }
+    }
+}
+
+// Input i's staging area in the launch's dynamic shared memory.
+template <class T>
+__device__ __forceinline__ T *staging_area(int i, uint32_t stage) {
+    return reinterpret_cast<T *>(SK_DYNAMIC_SMEM()) + static_cast<size_t>(i) * stage;
+}
+
 // A per-channel scale in memory, or 1 where there is none.
 template <class T, int VEC>
 struct ScaleSource {
@@ -314,8 +350,11 @@ __device__ void norm_fwd_stream(const sk_normalize_params &p) {
     Team<TPS> team;
     const T *scale = static_cast<const T *>(p.scale);
 #pragma unroll 1
+    T *sx = staging_area<T>(0, p.stage);
     for (SegCursor c(team.worker(), team.workers(), p.cols / p.group); c.row < p.rows; c.next()) {
-        const MemSource<T, VEC> x{c.in<T>(p.x, p.x_stride, p.group)};
+        const T *xg = c.in<T>(p.x, p.x_stride, p.group);
+        stage_in<T, VEC>(team.lane, p.stage, xg, sx);
+        const StagedSource<T, VEC> x{xg, sx, p.stage};
         T *y = c.out<T>(p.out, p.out_stride, p.group);
         const ScaleSource<T, VEC> s{scale ? scale + static_cast<uint64_t>(c.j) * p.group : nullptr};
         if (!norm_fwd_finish<float, TPS, VEC, 0>(team, p, x, s, y)) {
@@ -429,9 +468,13 @@ __device__ void norm_bwd_stream(const sk_normalize_params &p) {
     MemSink sink{p.partial ? p.partial + static_cast<uint64_t>(w) * p.group : nullptr, true, true,
                  0.0};
 #pragma unroll 1
+    T *sx = staging_area<T>(0, p.stage), *sdy = staging_area<T>(1, p.stage);
     for (SegCursor c(w, team.workers(), gpr); c.row < p.rows; c.next()) {
-        const MemSource<T, VEC> x{c.in<T>(p.x, p.x_stride, p.group)};
-        const MemSource<T, VEC> dy{c.in<T>(p.dy, p.dy_stride, p.group)};
+        const T *xg = c.in<T>(p.x, p.x_stride, p.group);
+        const T *dyg = c.in<T>(p.dy, p.dy_stride, p.group);
+        stage_in<T, VEC>(team.lane, p.stage, xg, sx);
+        stage_in<T, VEC>(team.lane, p.stage, dyg, sdy);
+        const StagedSource<T, VEC> x{xg, sx, p.stage}, dy{dyg, sdy, p.stage};
         T *dx = c.out<T>(p.out, p.out_stride, p.group);
         if (!norm_bwd_finish<float, TPS, VEC, 0>(team, p, x, dy, s, dx, sink)) {
             norm_bwd_finish<double, TPS, VEC, 0>(team, p, x, dy, s, dx, sink);
@@ -616,9 +659,13 @@ __device__ void lerp_fwd_stream(const sk_lerp_params &p) {
     Team<TPS> team;
     const AlphaMem<T, VEC> alphas{&p};
 #pragma unroll 1
+    T *sh = staging_area<T>(0, p.stage), *su = staging_area<T>(1, p.stage);
     for (uint64_t row = team.worker(); row < p.rows; row += team.workers()) {
-        const MemSource<T, VEC> h{static_cast<const T *>(p.h) + row * p.h_stride};
-        const MemSource<T, VEC> u{static_cast<const T *>(p.u) + row * p.u_stride};
+        const T *hg = static_cast<const T *>(p.h) + row * p.h_stride;
+        const T *ug = static_cast<const T *>(p.u) + row * p.u_stride;
+        stage_in<T, VEC>(team.lane, p.stage, hg, sh);
+        stage_in<T, VEC>(team.lane, p.stage, ug, su);
+        const StagedSource<T, VEC> h{hg, sh, p.stage}, u{ug, su, p.stage};
         T *y = static_cast<T *>(p.out) + row * p.out_stride;
         if (!lerp_fwd_finish<float, TPS, VEC, 0>(team, p, h, u, alphas, y)) {
             lerp_fwd_finish<double, TPS, VEC, 0>(team, p, h, u, alphas, y);
@@ -780,10 +827,16 @@ __device__ void lerp_bwd_stream(const sk_lerp_params &p) {
     MemSink sink{p.partial ? p.partial + static_cast<uint64_t>(w) * p.p_len : nullptr, true,
                  p.p_len != 1, 0.0};
 #pragma unroll 1
+    T *sh = staging_area<T>(0, p.stage), *su = staging_area<T>(1, p.stage);
+    T *sdy = staging_area<T>(2, p.stage);
     for (uint64_t row = w; row < p.rows; row += team.workers()) {
-        const MemSource<T, VEC> h{static_cast<const T *>(p.h) + row * p.h_stride};
-        const MemSource<T, VEC> u{static_cast<const T *>(p.u) + row * p.u_stride};
-        const MemSource<T, VEC> dy{static_cast<const T *>(p.dy) + row * p.dy_stride};
+        const T *hg = static_cast<const T *>(p.h) + row * p.h_stride;
+        const T *ug = static_cast<const T *>(p.u) + row * p.u_stride;
+        const T *dyg = static_cast<const T *>(p.dy) + row * p.dy_stride;
+        stage_in<T, VEC>(team.lane, p.stage, hg, sh);
+        stage_in<T, VEC>(team.lane, p.stage, ug, su);
+        stage_in<T, VEC>(team.lane, p.stage, dyg, sdy);
+        const StagedSource<T, VEC> h{hg, sh, p.stage}, u{ug, su, p.stage}, dy{dyg, sdy, p.stage};
         T *dh = static_cast<T *>(p.out) + row * p.out_stride;
         T *du = static_cast<T *>(p.out_u) + row * p.out_u_stride;
         // The sink changes only in the last phase, after every check, so a failed f32 attempt
@@ -991,8 +1044,10 @@ __device__ void project(const sk_project_params &p) {
     SK_KERNEL(sk_##op##_##DT##_##V##stream, Params, SK_STREAM_THREADS,                    \
               SK_MIN_BLOCKS(SK_STREAM_THREADS, SK_REGS_##op), sk::hs::op##_stream<T, VECN>(p))
 
-// Vector tiers common to every op: 2 .. 512 threads per segment; scalar tiers 8, 32, 128, 512.
-#define SK_HS_TIERS(op, Params, DT, T)                                        \
+// Vector tiers 2 .. 256 threads per segment (every op); 512 for every op but lerp backward,
+// whose three inputs and alpha need more than the 128 registers a 512-thread block may have (its
+// longer rows go to the streaming tier, staged in shared memory); scalar tiers 8, 32, 128, 512.
+#define SK_HS_TIERS_TO_256(op, Params, DT, T)                                  \
     SK_HS_TILE(op, Params, DT, T, v, sk::Elem<T>::VEC, 2)                     \
     SK_HS_TILE(op, Params, DT, T, v, sk::Elem<T>::VEC, 4)                     \
     SK_HS_TILE(op, Params, DT, T, v, sk::Elem<T>::VEC, 8)                     \
@@ -1001,19 +1056,21 @@ __device__ void project(const sk_project_params &p) {
     SK_HS_TILE(op, Params, DT, T, v, sk::Elem<T>::VEC, 64)                    \
     SK_HS_TILE(op, Params, DT, T, v, sk::Elem<T>::VEC, 128)                   \
     SK_HS_TILE(op, Params, DT, T, v, sk::Elem<T>::VEC, 256)                   \
-    SK_HS_TILE(op, Params, DT, T, v, sk::Elem<T>::VEC, 512)                   \
     SK_HS_TILE(op, Params, DT, T, s, 1, 8)                                    \
     SK_HS_TILE(op, Params, DT, T, s, 1, 32)                                   \
     SK_HS_TILE(op, Params, DT, T, s, 1, 128)                                  \
     SK_HS_TILE(op, Params, DT, T, s, 1, 512)                                  \
     SK_HS_STREAM(op, Params, DT, T, v, sk::Elem<T>::VEC)                      \
     SK_HS_STREAM(op, Params, DT, T, s, 1)
+#define SK_HS_TIERS(op, Params, DT, T)                                        \
+    SK_HS_TIERS_TO_256(op, Params, DT, T)                                     \
+    SK_HS_TILE(op, Params, DT, T, v, sk::Elem<T>::VEC, 512)
 
 #define SK_HS_DTYPE(DT, T)                                                    \
     SK_HS_TIERS(norm_fwd, sk_normalize_params, DT, T)                         \
     SK_HS_TIERS(norm_bwd, sk_normalize_params, DT, T)                         \
     SK_HS_TIERS(lerp_fwd, sk_lerp_params, DT, T)                              \
-    SK_HS_TIERS(lerp_bwd, sk_lerp_params, DT, T)                              \
+    SK_HS_TIERS_TO_256(lerp_bwd, sk_lerp_params, DT, T)                       \
     SK_KERNEL(sk_colsum_##DT, sk_colsum_params, 1024, 1, sk::hs::colsum<T>(p))                   \
     SK_KERNEL(sk_project_##DT, sk_project_params, SK_PROJECT_THREADS, 1, sk::hs::project<T>(p))
 

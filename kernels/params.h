@@ -22,7 +22,11 @@
 /* Teams of up to 32 threads (one team per row segment) are packed into blocks of this many
  * threads. Teams of more than 32 threads are one block each. */
 #define SK_SUBWARP_BLOCK_THREADS 128u
-/* Threads of the streaming tier (rows too long to keep in registers). */
+/* Threads of the streaming tier (rows too long to keep in registers). Its kernels make several
+ * passes over a segment; the first `stage` elements of each input are copied to dynamic shared
+ * memory on the first pass (input i at byte offset i * stage * sizeof(T)) and read from there
+ * afterwards, the rest is re-read from global memory. Each thread reads back only what it wrote,
+ * so no barrier is needed. */
 #define SK_STREAM_THREADS 512u
 /* Elements each thread keeps in registers, per op, in the register-resident tiers. */
 #define SK_NORM_FWD_ELEMS 32u
@@ -52,6 +56,8 @@ typedef struct sk_normalize_params {
     uint32_t group;
     uint32_t eps_mode; /* SK_EPS_* */
     float eps;
+    uint32_t stage;    /* streaming tier: leading elements of each input staged in shared memory */
+    uint32_t reserved;
 } sk_normalize_params;
 
 /* Normalize-lerp-normalize: y = N(a + alpha (N(u) - a)), a = N(h) or h, alpha = c p or |c p|,
@@ -76,6 +82,8 @@ typedef struct sk_lerp_params {
     float eps;
     float c;
     uint32_t flags;    /* SK_LERP_*                                                       */
+    uint32_t stage;    /* streaming tier: leading elements of each input staged in shared memory */
+    uint32_t reserved;
 } sk_lerp_params;
 
 /* Deterministic column sums of backward partials:

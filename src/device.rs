@@ -33,6 +33,8 @@ pub struct DeviceInfo {
     pub total_memory: usize,
     /// L2 cache in bytes.
     pub l2_bytes: usize,
+    /// Shared memory one block may use after opting in, in bytes.
+    pub shared_per_block_optin: usize,
 }
 
 struct GpuInner {
@@ -40,6 +42,7 @@ struct GpuInner {
     stream: Arc<CudaStream>,
     functions: HashMap<String, CudaFunction>,
     info: DeviceInfo,
+    stream_smem_budget: u32,
     // Keeps the module loaded for as long as any handle lives.
     _module: Arc<CudaModule>,
 }
@@ -147,6 +150,7 @@ impl Gpu {
                 .map_err(|e| Error::driver("looking up a kernel in the module", e))?;
             functions.insert(name, f);
         }
+        let stream_smem_budget = opt_in_dynamic_smem(&functions, &info)?;
         let stream = ctx.default_stream();
         Ok(Gpu {
             inner: Arc::new(GpuInner {
@@ -154,6 +158,7 @@ impl Gpu {
                 stream,
                 functions,
                 info,
+                stream_smem_budget,
                 _module: module,
             }),
         })
@@ -182,6 +187,11 @@ impl Gpu {
         })
     }
 
+    /// Dynamic shared memory each streaming row kernel may use per block, in bytes.
+    pub(crate) fn stream_smem_budget(&self) -> u32 {
+        self.inner.stream_smem_budget
+    }
+
     /// Checks that `stream` belongs to this handle's context.
     pub(crate) fn check_stream(&self, stream: &CudaStream) -> Result<()> {
         if stream.context().cu_ctx() == self.inner.ctx.cu_ctx() {
@@ -190,6 +200,36 @@ impl Gpu {
             Err(Error::ContextMismatch { buffer: "stream" })
         }
     }
+}
+
+/// Raises the dynamic shared memory limit of the streaming row kernels (names ending in
+/// "stream") to what the device allows beside their static shared memory, and returns the
+/// smallest such budget: the bytes every one of them may be launched with.
+fn opt_in_dynamic_smem(
+    functions: &HashMap<String, CudaFunction>,
+    info: &DeviceInfo,
+) -> Result<u32> {
+    use cudarc::driver::sys::CUfunction_attribute as Attr;
+    let mut budget = u32::MAX;
+    for (name, f) in functions.iter().filter(|(n, _)| n.ends_with("stream")) {
+        let static_smem = f
+            .get_attribute(Attr::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+            .map_err(|e| Error::driver("reading a kernel's shared memory size", e))?;
+        let available = info
+            .shared_per_block_optin
+            .saturating_sub(usize::try_from(static_smem).unwrap_or(0));
+        let available = i32::try_from(available).unwrap_or(i32::MAX);
+        f.set_attribute(
+            Attr::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            available,
+        )
+        .map_err(|e| Error::Driver {
+            during: "raising a kernel's shared memory limit",
+            code: format!("{} for {name}", code_name(e.0)),
+        })?;
+        budget = budget.min(available as u32);
+    }
+    Ok(if budget == u32::MAX { 0 } else { budget })
 }
 
 fn read_info(ctx: &Arc<CudaContext>) -> Result<DeviceInfo> {
@@ -208,6 +248,8 @@ fn read_info(ctx: &Arc<CudaContext>) -> Result<DeviceInfo> {
     let total_memory = ctx
         .total_mem()
         .map_err(|e| Error::driver("reading the memory size", e))?;
+    let smem_optin =
+        attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
     Ok(DeviceInfo {
         ordinal: ctx.ordinal(),
         name,
@@ -215,5 +257,6 @@ fn read_info(ctx: &Arc<CudaContext>) -> Result<DeviceInfo> {
         sm_count: u32::try_from(sm_count).unwrap_or(1).max(1),
         total_memory,
         l2_bytes: usize::try_from(l2).unwrap_or(0),
+        shared_per_block_optin: usize::try_from(smem_optin).unwrap_or(0),
     })
 }

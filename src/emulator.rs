@@ -34,18 +34,30 @@ unsafe extern "C" {
 }
 
 /// A launcher that runs kernels on the CPU, pretending to be a GPU with `sm_count`
-/// multiprocessors (which only sizes persistent grids).
+/// multiprocessors (which only sizes persistent grids) and an H100's shared memory.
 #[derive(Debug, Clone, Copy)]
 pub struct Emulator {
     sm_count: u32,
+    stream_smem: u32,
 }
+
+/// An H100's opt-in shared memory per block (227 KiB) less the streaming kernels' static 1 KiB.
+const H100_STREAM_SMEM: u32 = 227 * 1024 - 1024;
 
 impl Emulator {
     /// An emulated device with `sm_count` multiprocessors (at least 1).
     pub fn new(sm_count: u32) -> Self {
         Emulator {
             sm_count: sm_count.max(1),
+            stream_smem: H100_STREAM_SMEM,
         }
+    }
+
+    /// The same with `bytes` of dynamic shared memory for the streaming kernels (at most an
+    /// H100's), to exercise rows only partly staged in shared memory.
+    pub fn with_stream_smem(mut self, bytes: u32) -> Self {
+        self.stream_smem = bytes.min(H100_STREAM_SMEM);
+        self
     }
 
     /// The names of every kernel compiled into the emulator.
@@ -69,6 +81,10 @@ impl Launcher for Emulator {
         self.sm_count
     }
 
+    fn stream_smem_budget(&self) -> u32 {
+        self.stream_smem
+    }
+
     fn launch<P: KernelParams>(&self, launch: &Launch<P>) -> Result<()> {
         let name = CString::new(launch.kernel.as_str())
             .map_err(|_| Error::Emulator(format!("bad kernel name {:?}", launch.kernel)))?;
@@ -86,7 +102,7 @@ impl Launcher for Emulator {
                 name.as_ptr(),
                 grid.as_ptr(),
                 block.as_ptr(),
-                0,
+                launch.shared_mem_bytes,
                 (&launch.params as *const P).cast(),
                 std::mem::size_of::<P>(),
                 err.as_mut_ptr(),

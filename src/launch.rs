@@ -19,6 +19,8 @@ pub(crate) struct Launch<P> {
     pub kernel: String,
     pub grid: u32,
     pub block: u32,
+    /// Dynamic shared memory per block, in bytes.
+    pub shared_mem_bytes: u32,
     pub params: P,
 }
 
@@ -33,6 +35,8 @@ pub(crate) unsafe trait KernelParams: DeviceRepr + Copy + std::fmt::Debug {}
 pub(crate) trait Launcher {
     /// Streaming multiprocessors of the target, for persistent grids.
     fn sm_count(&self) -> u32;
+    /// Dynamic shared memory a block of the streaming row kernels may use, in bytes.
+    fn stream_smem_budget(&self) -> u32;
     /// Enqueues one launch. The parameters' pointers must have been validated by the caller.
     fn launch<P: KernelParams>(&self, launch: &Launch<P>) -> Result<()>;
 }
@@ -58,13 +62,17 @@ impl Launcher for CudaLauncher<'_> {
         self.gpu.info().sm_count
     }
 
+    fn stream_smem_budget(&self) -> u32 {
+        self.gpu.stream_smem_budget()
+    }
+
     fn launch<P: KernelParams>(&self, launch: &Launch<P>) -> Result<()> {
         debug_assert!(u64::from(launch.grid) <= MAX_GRID && launch.grid > 0);
         let func = self.gpu.function(&launch.kernel)?;
         let cfg = LaunchConfig {
             grid_dim: (launch.grid, 1, 1),
             block_dim: (launch.block, 1, 1),
-            shared_mem_bytes: 0,
+            shared_mem_bytes: launch.shared_mem_bytes,
         };
         let mut builder = self.stream.launch_builder(func);
         builder.arg(&launch.params);

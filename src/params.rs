@@ -36,10 +36,12 @@ pub struct sk_normalize_params {
     pub group: u32,
     pub eps_mode: u32,
     pub eps: f32,
+    pub stage: u32,
+    pub reserved: u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of sk_normalize_params"][::core::mem::size_of::<sk_normalize_params>() - 88usize];
+    ["Size of sk_normalize_params"][::core::mem::size_of::<sk_normalize_params>() - 96usize];
     ["Alignment of sk_normalize_params"][::core::mem::align_of::<sk_normalize_params>() - 8usize];
     ["Offset of field: sk_normalize_params::x"]
         [::core::mem::offset_of!(sk_normalize_params, x) - 0usize];
@@ -67,6 +69,10 @@ const _: () = {
         [::core::mem::offset_of!(sk_normalize_params, eps_mode) - 80usize];
     ["Offset of field: sk_normalize_params::eps"]
         [::core::mem::offset_of!(sk_normalize_params, eps) - 84usize];
+    ["Offset of field: sk_normalize_params::stage"]
+        [::core::mem::offset_of!(sk_normalize_params, stage) - 88usize];
+    ["Offset of field: sk_normalize_params::reserved"]
+        [::core::mem::offset_of!(sk_normalize_params, reserved) - 92usize];
 };
 impl Default for sk_normalize_params {
     fn default() -> Self {
@@ -99,10 +105,12 @@ pub struct sk_lerp_params {
     pub eps: f32,
     pub c: f32,
     pub flags: u32,
+    pub stage: u32,
+    pub reserved: u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of sk_lerp_params"][::core::mem::size_of::<sk_lerp_params>() - 128usize];
+    ["Size of sk_lerp_params"][::core::mem::size_of::<sk_lerp_params>() - 136usize];
     ["Alignment of sk_lerp_params"][::core::mem::align_of::<sk_lerp_params>() - 8usize];
     ["Offset of field: sk_lerp_params::h"][::core::mem::offset_of!(sk_lerp_params, h) - 0usize];
     ["Offset of field: sk_lerp_params::u"][::core::mem::offset_of!(sk_lerp_params, u) - 8usize];
@@ -137,6 +145,10 @@ const _: () = {
     ["Offset of field: sk_lerp_params::c"][::core::mem::offset_of!(sk_lerp_params, c) - 120usize];
     ["Offset of field: sk_lerp_params::flags"]
         [::core::mem::offset_of!(sk_lerp_params, flags) - 124usize];
+    ["Offset of field: sk_lerp_params::stage"]
+        [::core::mem::offset_of!(sk_lerp_params, stage) - 128usize];
+    ["Offset of field: sk_lerp_params::reserved"]
+        [::core::mem::offset_of!(sk_lerp_params, reserved) - 132usize];
 };
 impl Default for sk_lerp_params {
     fn default() -> Self {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use common::*;
 use cudarc::driver::CudaStream;
 use half::{bf16, f16};
-use spherekit::hypersphere::gpu::{SCALAR_TIERS, VECTOR_TIERS};
+use spherekit::hypersphere::gpu::{LERP_BWD_VECTOR_TIERS, SCALAR_TIERS, VECTOR_TIERS};
 use spherekit::hypersphere::{Axis, Eps, LerpNormalize, Normalize, Projection, Tier, cpu};
 use spherekit::params::*;
 use spherekit::{DType, Element, Error, Gpu, Rows, RowsMut, Workspace};
@@ -343,11 +343,11 @@ fn capacity(elems: u32, tps: u32, vector: bool) -> usize {
 /// Segment lengths that exercise every tier of an op: for each vector tier a multiple of the
 /// vector width above the previous tier's capacity, for each scalar tier an odd length, and
 /// two lengths for the streaming tiers.
-fn tier_cases(dtype: DType, elems: u32) -> Vec<(usize, Tier)> {
+fn tier_cases(dtype: DType, elems: u32, vector_tiers: &[u32]) -> Vec<(usize, Tier)> {
     let vec = dtype.vector_width();
     let mut cases = Vec::new();
     let mut prev = 0;
-    for (i, &t) in VECTOR_TIERS.iter().enumerate() {
+    for (i, &t) in vector_tiers.iter().enumerate() {
         let cap = capacity(elems, t, true);
         // Alternate between a full team and one just above the previous tier.
         let len = if i % 2 == 0 {
@@ -545,7 +545,7 @@ fn check_sums(what: &str, dtype: DType, got: &[f64], want: &[f64], magnitude: &[
 fn normalize_all_tiers<T: Element, B: Backend>(b: &B) {
     let mut rng = Rng::new();
     let mut worst: f64 = 0.0;
-    for (i, (len, tier)) in tier_cases(T::DTYPE, SK_NORM_FWD_ELEMS)
+    for (i, (len, tier)) in tier_cases(T::DTYPE, SK_NORM_FWD_ELEMS, &VECTOR_TIERS)
         .into_iter()
         .enumerate()
     {
@@ -566,7 +566,7 @@ fn normalize_all_tiers<T: Element, B: Backend>(b: &B) {
             i % 2 == 1,
         ));
     }
-    for (i, (len, tier)) in tier_cases(T::DTYPE, SK_NORM_BWD_ELEMS)
+    for (i, (len, tier)) in tier_cases(T::DTYPE, SK_NORM_BWD_ELEMS, &VECTOR_TIERS)
         .into_iter()
         .enumerate()
     {
@@ -798,7 +798,7 @@ fn lerp_case<T: Element, B: Backend>(
 
 fn lerp_all_tiers<T: Element, B: Backend>(b: &B) {
     let mut rng = Rng::new();
-    for (i, (len, tier)) in tier_cases(T::DTYPE, SK_LERP_FWD_ELEMS)
+    for (i, (len, tier)) in tier_cases(T::DTYPE, SK_LERP_FWD_ELEMS, &VECTOR_TIERS)
         .into_iter()
         .enumerate()
     {
@@ -815,7 +815,7 @@ fn lerp_all_tiers<T: Element, B: Backend>(b: &B) {
             false,
         );
     }
-    for (i, (len, tier)) in tier_cases(T::DTYPE, SK_LERP_BWD_ELEMS)
+    for (i, (len, tier)) in tier_cases(T::DTYPE, SK_LERP_BWD_ELEMS, &LERP_BWD_VECTOR_TIERS)
         .into_iter()
         .enumerate()
     {
@@ -1067,6 +1067,27 @@ mod emulator_only {
             true,
             true,
         );
+    }
+
+    #[test]
+    fn streaming_rows_staged_in_part_or_not_at_all() {
+        // The streaming tier copies the first `stage` elements of each input to shared memory
+        // and re-reads the rest: with small budgets rows are staged partly (or not at all), and
+        // the results must not change.
+        let mut rng = Rng::new();
+        for budget in [0, 1000, 6000] {
+            let b = &Emu(Emulator::new(2).with_stream_smem(budget));
+            for (i, eps) in EPS_MODES.iter().enumerate() {
+                let op = Normalize::new(*eps).with_tier(Tier::Stream);
+                normalize_case::<f32, _>(b, &mut rng, &op, 3, 2000 + 4 * i, 0, 0, i % 2 == 0);
+                normalize_case::<bf16, _>(b, &mut rng, &op, 3, 1999, 0, 0, true);
+                normalize_bwd_case::<f16, _>(b, &mut rng, &op, 3, 2048, 8, 0, true);
+                normalize_bwd_case::<f32, _>(b, &mut rng, &op, 2, 1001, 0, 0, i % 2 == 1);
+                let lerp = lerp_ops(Tier::Stream, i);
+                lerp_case::<bf16, _>(b, &mut rng, &lerp, 3, 1600, 0, 0, i == 1, false);
+                lerp_case::<f32, _>(b, &mut rng, &lerp, 3, 1203, 0, 0, i == 2, true);
+            }
+        }
     }
 
     #[test]

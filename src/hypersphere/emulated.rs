@@ -24,7 +24,7 @@ impl Normalize {
         let xa = staged.rows("x", x);
         let sa = scale.map(|s| staged.vector("scale", s));
         let (yo, ya) = Output::rows("y", y);
-        let launch = plan_normalize_forward::<T>(self, emu.sm_count(), &xa, sa.as_ref(), &ya)?;
+        let launch = plan_normalize_forward::<T>(self, emu, &xa, sa.as_ref(), &ya)?;
         emu.launch(&launch)?;
         staged.check()?;
         yo.finish_rows(y)
@@ -48,7 +48,7 @@ impl Normalize {
         let ds = dscale.as_deref().map(|d| Output::vector("dscale", d));
         let plan = plan_normalize_backward::<T>(
             self,
-            emu.sm_count(),
+            emu,
             &xa,
             sa.as_ref(),
             &dya,
@@ -82,7 +82,7 @@ impl LerpNormalize {
         let ua = staged.rows("u", u);
         let pa = staged.vector("p", p);
         let (yo, ya) = Output::rows("y", y);
-        let launch = plan_lerp_forward::<T>(self, emu.sm_count(), &ha, &ua, &pa, &ya)?;
+        let launch = plan_lerp_forward::<T>(self, emu, &ha, &ua, &pa, &ya)?;
         emu.launch(&launch)?;
         staged.check()?;
         yo.finish_rows(y)
@@ -118,7 +118,7 @@ impl LerpNormalize {
             du: &dua,
             dp: dpo.as_ref().map(|(_, a)| a),
         };
-        let plan = plan_lerp_backward::<T>(self, emu.sm_count(), &args)?;
+        let plan = plan_lerp_backward::<T>(self, emu, &args)?;
         let ws = Guarded::<f64>::poisoned("workspace", plan.workspace);
         plan.run(emu, ws.addr())?;
         ws.check_guards()?;

@@ -37,8 +37,12 @@ pub enum Tier {
     Stream,
 }
 
-/// Threads per segment of the register tiers with 16-byte vector access.
+/// Threads per segment of the register tiers with 16-byte vector access (every op but lerp
+/// backward).
 pub const VECTOR_TIERS: [u32; 9] = [2, 4, 8, 16, 32, 64, 128, 256, 512];
+/// The vector tiers of lerp backward: 512 threads would leave each fewer registers than its
+/// three inputs need.
+pub const LERP_BWD_VECTOR_TIERS: [u32; 8] = [2, 4, 8, 16, 32, 64, 128, 256];
 /// Threads per segment of the register tiers with scalar access (odd lengths, misalignment).
 pub const SCALAR_TIERS: [u32; 4] = [8, 32, 128, 512];
 
@@ -77,6 +81,13 @@ impl RowOp {
     }
 
     /// Elements per thread of the register tiers with 16-bit vector access (params.h).
+    fn vector_tiers(self) -> &'static [u32] {
+        match self {
+            RowOp::LerpBwd => &LERP_BWD_VECTOR_TIERS,
+            _ => &VECTOR_TIERS,
+        }
+    }
+
     fn elems(self) -> u32 {
         match self {
             RowOp::NormFwd => SK_NORM_FWD_ELEMS,
@@ -147,7 +158,7 @@ pub(crate) fn kernel_names() -> Vec<String> {
     let mut names = Vec::new();
     for dtype in DType::ALL {
         for op in RowOp::ALL {
-            for (vector, tiers) in [(true, &VECTOR_TIERS[..]), (false, &SCALAR_TIERS[..])] {
+            for (vector, tiers) in [(true, op.vector_tiers()), (false, &SCALAR_TIERS[..])] {
                 for &t in tiers {
                     names.push(
                         RowKernel {
@@ -184,7 +195,11 @@ pub(crate) fn choose(
     vector: bool,
     tier: Tier,
 ) -> Result<RowKernel> {
-    let tiers: &[u32] = if vector { &VECTOR_TIERS } else { &SCALAR_TIERS };
+    let tiers: &[u32] = if vector {
+        op.vector_tiers()
+    } else {
+        &SCALAR_TIERS
+    };
     let len = len as u64;
     let stream = RowKernel {
         op,
@@ -292,6 +307,19 @@ fn worker_grid(
     }
 }
 
+/// Shared-memory staging of a streaming launch: how many leading elements of each of its
+/// `inputs` segments fit in `budget` bytes (a multiple of the vector width), and the bytes that
+/// takes. Register tiers stage nothing.
+fn staging(k: &RowKernel, len: usize, inputs: usize, budget: u32) -> (u32, u32) {
+    if k.tps.is_some() {
+        return (0, 0);
+    }
+    let size = k.dtype.size();
+    let vec = k.vec() as usize;
+    let stage = (budget as usize / (inputs * size)).min(len) / vec * vec;
+    (stage as u32, (stage * inputs * size) as u32)
+}
+
 /// A planned call: the main launch, and for backward passes with column sums the workspace it
 /// needs (f64 elements) and the launch that reduces it.
 #[derive(Debug)]
@@ -343,6 +371,7 @@ fn colsum_launch(
         kernel: format!("sk_colsum_{}", dtype.name()),
         grid: channels.div_ceil(32) as u32,
         block: 1024,
+        shared_mem_bytes: 0,
         params: sk_colsum_params {
             partial: std::ptr::null(),
             out: ptr_mut(out),
@@ -359,7 +388,7 @@ fn colsum_launch(
 /// Plans y = s ⊙ N(x).
 pub(crate) fn plan_normalize_forward<T: Element>(
     op: &Normalize,
-    sm_count: u32,
+    l: &impl Launcher,
     x: &MatArg,
     scale: Option<&VecArg>,
     y: &MatArg,
@@ -374,12 +403,14 @@ pub(crate) fn plan_normalize_forward<T: Element>(
     let vector = vector_ok::<T>(g, &[x, y], &[scale]);
     let k = choose(RowOp::NormFwd, T::DTYPE, g, vector, op.tier)?;
     let gpr = (x.cols / g) as u64;
-    let grid = worker_grid(&k, x.rows as u64 * gpr, 1, sm_count, None);
+    let grid = worker_grid(&k, x.rows as u64 * gpr, 1, l.sm_count(), None);
+    let (stage, shared_mem_bytes) = staging(&k, g, 1, l.stream_smem_budget());
     let (eps_mode, eps) = op.eps.code();
     Ok(Launch {
         kernel: k.name(),
         grid,
         block: k.block(),
+        shared_mem_bytes,
         params: sk_normalize_params {
             x: ptr(x.addr),
             dy: std::ptr::null(),
@@ -394,6 +425,8 @@ pub(crate) fn plan_normalize_forward<T: Element>(
             group: g as u32,
             eps_mode,
             eps,
+            stage,
+            reserved: 0,
         },
     })
 }
@@ -401,7 +434,7 @@ pub(crate) fn plan_normalize_forward<T: Element>(
 /// Plans dx (and dscale) of y = s ⊙ N(x).
 pub(crate) fn plan_normalize_backward<T: Element>(
     op: &Normalize,
-    sm_count: u32,
+    l: &impl Launcher,
     x: &MatArg,
     scale: Option<&VecArg>,
     dy: &MatArg,
@@ -428,13 +461,15 @@ pub(crate) fn plan_normalize_backward<T: Element>(
     let k = choose(RowOp::NormBwd, T::DTYPE, g, vector, op.tier)?;
     let gpr = (x.cols / g) as u64;
     let partial_len = dscale.map(|_| g as u64);
-    let grid = worker_grid(&k, x.rows as u64 * gpr, gpr, sm_count, partial_len);
+    let grid = worker_grid(&k, x.rows as u64 * gpr, gpr, l.sm_count(), partial_len);
     let workers = u64::from(grid) * k.teams_per_block();
+    let (stage, shared_mem_bytes) = staging(&k, g, 2, l.stream_smem_budget());
     let (eps_mode, eps) = op.eps.code();
     let main = Launch {
         kernel: k.name(),
         grid,
         block: k.block(),
+        shared_mem_bytes,
         params: sk_normalize_params {
             x: ptr(x.addr),
             dy: ptr(dy.addr),
@@ -449,6 +484,8 @@ pub(crate) fn plan_normalize_backward<T: Element>(
             group: g as u32,
             eps_mode,
             eps,
+            stage,
+            reserved: 0,
         },
     };
     Ok(match dscale {
@@ -485,7 +522,7 @@ fn lerp_flags(op: &LerpNormalize) -> u32 {
 /// Plans y = N(a + α ⊙ (N(u) − a)).
 pub(crate) fn plan_lerp_forward<T: Element>(
     op: &LerpNormalize,
-    sm_count: u32,
+    l: &impl Launcher,
     h: &MatArg,
     u: &MatArg,
     p: &VecArg,
@@ -498,12 +535,14 @@ pub(crate) fn plan_lerp_forward<T: Element>(
     let p_vec = (p.len == h.cols).then_some(p);
     let vector = vector_ok::<T>(h.cols, &[h, u, y], &[p_vec]);
     let k = choose(RowOp::LerpFwd, T::DTYPE, h.cols, vector, op.tier)?;
-    let grid = worker_grid(&k, h.rows as u64, 1, sm_count, None);
+    let grid = worker_grid(&k, h.rows as u64, 1, l.sm_count(), None);
+    let (stage, shared_mem_bytes) = staging(&k, h.cols, 2, l.stream_smem_budget());
     let (eps_mode, eps) = op.eps.code();
     Ok(Launch {
         kernel: k.name(),
         grid,
         block: k.block(),
+        shared_mem_bytes,
         params: sk_lerp_params {
             h: ptr(h.addr),
             u: ptr(u.addr),
@@ -524,6 +563,8 @@ pub(crate) fn plan_lerp_forward<T: Element>(
             eps,
             c: op.c,
             flags: lerp_flags(op),
+            stage,
+            reserved: 0,
         },
     })
 }
@@ -542,7 +583,7 @@ pub(crate) struct LerpBackwardArgs<'a> {
 /// Plans dh, du (and dp) of the lerp.
 pub(crate) fn plan_lerp_backward<T: Element>(
     op: &LerpNormalize,
-    sm_count: u32,
+    l: &impl Launcher,
     a: &LerpBackwardArgs<'_>,
 ) -> Result<Plan<sk_lerp_params>> {
     op.validate()?;
@@ -563,13 +604,15 @@ pub(crate) fn plan_lerp_backward<T: Element>(
     let vector = vector_ok::<T>(cols, &[a.h, a.u, a.dy, a.dh, a.du], &[p_vec]);
     let k = choose(RowOp::LerpBwd, T::DTYPE, cols, vector, op.tier)?;
     let partial_len = a.dp.map(|_| a.p.len as u64);
-    let grid = worker_grid(&k, a.h.rows as u64, 1, sm_count, partial_len);
+    let grid = worker_grid(&k, a.h.rows as u64, 1, l.sm_count(), partial_len);
     let workers = u64::from(grid) * k.teams_per_block();
+    let (stage, shared_mem_bytes) = staging(&k, cols, 3, l.stream_smem_budget());
     let (eps_mode, eps) = op.eps.code();
     let main = Launch {
         kernel: k.name(),
         grid,
         block: k.block(),
+        shared_mem_bytes,
         params: sk_lerp_params {
             h: ptr(a.h.addr),
             u: ptr(a.u.addr),
@@ -590,6 +633,8 @@ pub(crate) fn plan_lerp_backward<T: Element>(
             eps,
             c: op.c,
             flags: lerp_flags(op),
+            stage,
+            reserved: 0,
         },
     };
     Ok(match a.dp {
@@ -669,6 +714,7 @@ pub(crate) fn plan_project<T: Element>(
             kernel: format!("sk_project_{}", T::DTYPE.name()),
             grid: blocks as u32,
             block: SK_PROJECT_THREADS,
+            shared_mem_bytes: 0,
             params,
         });
     }
@@ -697,8 +743,7 @@ impl Normalize {
             .map(|s| vec_arg(gpu, stream, s, "scale"))
             .transpose()?;
         let (ya, _y) = y.arg_mut(gpu, stream, "y")?;
-        let launch =
-            plan_normalize_forward::<T>(self, l.sm_count(), &xa, s.as_ref().map(|(a, _)| a), &ya)?;
+        let launch = plan_normalize_forward::<T>(self, &l, &xa, s.as_ref().map(|(a, _)| a), &ya)?;
         l.launch(&launch)
     }
 
@@ -732,7 +777,7 @@ impl Normalize {
             .transpose()?;
         let plan = plan_normalize_backward::<T>(
             self,
-            l.sm_count(),
+            &l,
             &xa,
             s.as_ref().map(|(a, _)| a),
             &dya,
@@ -777,7 +822,7 @@ impl LerpNormalize {
         let (ua, _u) = u.arg(gpu, stream, "u")?;
         let (pa, _p) = vec_arg(gpu, stream, p, "p")?;
         let (ya, _y) = y.arg_mut(gpu, stream, "y")?;
-        let launch = plan_lerp_forward::<T>(self, l.sm_count(), &ha, &ua, &pa, &ya)?;
+        let launch = plan_lerp_forward::<T>(self, &l, &ha, &ua, &pa, &ya)?;
         l.launch(&launch)
     }
 
@@ -816,7 +861,7 @@ impl LerpNormalize {
             du: &dua,
             dp: dpa.as_ref().map(|(a, _)| a),
         };
-        let plan = plan_lerp_backward::<T>(self, l.sm_count(), &args)?;
+        let plan = plan_lerp_backward::<T>(self, &l, &args)?;
         run_with_workspace(plan, &l, gpu, stream, workspace)
     }
 }
