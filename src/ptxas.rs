@@ -75,15 +75,13 @@ pub fn parse(report: &str) -> Vec<KernelResources> {
                 k.spill_loads = number_before(line, "bytes spill loads").unwrap_or(0);
             }
             properties_of_entry = false;
-        } else if let Some(rest) = line.split("Used ").nth(1) {
-            if let Some(k) = out.last_mut() {
-                k.registers = rest
-                    .split_whitespace()
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                k.shared_bytes = number_before(line, "bytes smem").unwrap_or(0);
-            }
+        } else if let (Some(rest), Some(k)) = (line.split("Used ").nth(1), out.last_mut()) {
+            k.registers = rest
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            k.shared_bytes = number_before(line, "bytes smem").unwrap_or(0);
         }
     }
     out
