@@ -1344,6 +1344,37 @@ mod bad_input {
     }
 
     #[test]
+    fn infinite_entry_gives_nan_there_and_zero_elsewhere_in_its_row() {
+        // x / ||x|| with one infinite entry: inf / inf = NaN there, finite / inf = 0 elsewhere;
+        // the backward is NaN across the row. Other rows are untouched.
+        let emu = emu();
+        let cols = 64;
+        let mut x = vec![0.25f32; 2 * cols];
+        x[cols + 3] = f32::INFINITY;
+        for eps in EPS_MODES {
+            for tier in [Tier::Auto, Tier::Stream] {
+                let op = Normalize::new(eps).with_tier(tier);
+                let xr = HostRows::new(&x, 2, cols, cols).unwrap();
+                let mut y = vec![f32::NAN; 2 * cols];
+                op.forward_emulated(&emu, &xr, None, &mut HostRowsMut::new(&mut y, 2, cols, cols).unwrap()).unwrap();
+                assert!((y[0] - 0.125).abs() < 1e-6, "{op:?}: the finite row is normalized: {}", y[0]);
+                for (c, v) in y[cols..].iter().enumerate() {
+                    if c == 3 {
+                        assert!(v.is_nan(), "{op:?}: inf / inf is NaN");
+                    } else {
+                        assert_eq!(*v, 0.0, "{op:?}: finite / inf is 0 (entry {c})");
+                    }
+                }
+                let mut dx = vec![0f32; 2 * cols];
+                op.backward_emulated(&emu, &xr, None, &xr, &mut HostRowsMut::new(&mut dx, 2, cols, cols).unwrap(), None)
+                    .unwrap();
+                assert!(dx[cols..].iter().all(|v| v.is_nan()), "{op:?}: the backward of the inf row is NaN");
+                assert!(dx[..cols].iter().all(|v| v.is_finite()), "{op:?}: the other row is finite");
+            }
+        }
+    }
+
+    #[test]
     fn nan_row_affects_only_its_row() {
         let emu = emu();
         let cols = 40;
