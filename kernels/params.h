@@ -124,4 +124,27 @@ typedef struct sk_project_params {
     uint32_t total_blocks;
 } sk_project_params;
 
+/* Log-Bessel and von Mises-Fisher functions, element-wise: out[i] = f(order_i, x[i]). The codes
+ * follow the order of spherekit::bessel::Function::ALL. */
+#define SK_BESSEL_LOG_I 0u
+#define SK_BESSEL_LOG_K 1u
+#define SK_BESSEL_DLOG_I 2u
+#define SK_BESSEL_DLOG_K 3u
+#define SK_BESSEL_RATIO_I 4u
+#define SK_BESSEL_ONE_MINUS_RATIO_I 5u
+#define SK_BESSEL_VMF_LOG_NORMALIZER 6u
+#define SK_BESSEL_VMF_MEAN_RESULTANT 7u
+#define SK_BESSEL_VMF_ONE_MINUS_MEAN_RESULTANT 8u
+#define SK_BESSEL_VMF_MEAN_RESULTANT_DERIVATIVE 9u
+#define SK_BESSEL_VMF_KAPPA_MLE 10u
+#define SK_BESSEL_THREADS 256u
+
+typedef struct sk_bessel_params {
+    const void *orders; /* [n] orders (or dimensions d for the vMF functions), or NULL */
+    const void *x;      /* [n] arguments                                               */
+    void *out;          /* [n] results                                                 */
+    double order;       /* the order of every element when `orders` is NULL            */
+    uint64_t n;
+} sk_bessel_params;
+
 #endif /* SPHEREKIT_PARAMS_H */

@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
 # The GPU run: executes a bundle built by scripts/gpu_bundle.sh on a machine with a GPU, CUDA
-# driver, compute-sanitizer and PyTorch (no Rust toolchain needed). From the repository root:
+# driver, compute-sanitizer, PyTorch and SciPy (no Rust toolchain needed). From the repository
+# root:
 #
 #   bash gpu-bundle/gpu_suite.sh
 #
-# Steps (each bounded by `timeout`; a failure does not stop the later steps):
-#   a. nvidia-smi query (read-only: clocks, power and modes are never changed)
-#   b. every test binary in gpu-bundle/tests with SPHEREKIT_REQUIRE_GPU=1, --test-threads=1
-#   c. compute-sanitizer memcheck, racecheck (and initcheck if time allows) over the
-#      `hypersphere` test binary, tests matching `gpu_`
-#   d. benches/hypersphere --bench with SPHEREKIT_BENCH_QUICK=1, then the PyTorch baselines
-#   e. ./gpu-bundle/spherekit report
-#   f. gpu_summary.py: a short table, printed last
+# Steps, with their STEP names in suite.log (each bounded by `timeout`; a failure does not stop
+# the later steps):
+#   a. smi: nvidia-smi query (read-only: clocks, power and modes are never changed)
+#   b. tests: every test binary in gpu-bundle/tests with SPHEREKIT_REQUIRE_GPU=1, --test-threads=1
+#   c. compute-sanitizer over the tests matching `gpu_` of the `hypersphere` and `bessel` test
+#      binaries: memcheck, memcheck-bessel, racecheck, racecheck-bessel, then (only if time
+#      allows; optional) initcheck, initcheck-bessel (a step without -bessel is hypersphere's)
+#   d. bench: benches/hypersphere --bench; bench-bessel: benches/bessel --bench, which also dumps
+#      its CPU inputs to a temporary folder (SPHEREKIT_BENCH_DUMP); both with
+#      SPHEREKIT_BENCH_QUICK=1, both into bench.log; bench-bessel fails if it printed no GPU
+#      RESULT line
+#      torch: the PyTorch baselines hypersphere.py; torch-bessel: bessel.py, SciPy on the dumped
+#      inputs (--cpu-inputs) then torch i0e/i1e (--gpu), as two runs into torch_bessel.log; fails
+#      if either run fails or prints no RESULT line (e.g. scipy or torch missing)
+#   e. report: ./gpu-bundle/spherekit report; example-<name>: every example (into report.log)
+#   f. summary: gpu_summary.py, a short table (hypersphere, then log-Bessel), printed last
 #
-# Logs go to ${OUT:-/tmp/sk-out} (8 files: suite.log tests.log sanitizer.log bench.log torch.log
-# report.log summary.txt summary.md). The whole run keeps within SK_SUITE_BUDGET seconds (default
-# 420). Exit status: 0 when every step passed, 1 otherwise.
+# Logs go to ${OUT:-/tmp/sk-out} (9 files: suite.log tests.log sanitizer.log bench.log torch.log
+# torch_bessel.log report.log summary.txt summary.md). The whole run keeps within SK_SUITE_BUDGET
+# seconds (default 480). Exit status: 0 when every step passed, 1 otherwise.
 #
 # Environment: OUT, SK_SUITE_BUDGET, SK_BUNDLE (bundle folder; default: this script's folder, or
 # ./gpu-bundle), SK_TORCH_ARGS (extra arguments for hypersphere.py, e.g. --quick),
@@ -28,7 +37,7 @@ if [[ ! -d "$bundle/tests" && -d "$here/../gpu-bundle/tests" ]]; then
     bundle="$(cd "$here/../gpu-bundle" && pwd)"
 fi
 out="${OUT:-/tmp/sk-out}"
-budget="${SK_SUITE_BUDGET:-420}"
+budget="${SK_SUITE_BUDGET:-480}"
 python="${PYTHON:-python3}"
 mkdir -p "$out"
 suite_log="$out/suite.log"
@@ -78,6 +87,10 @@ skip() {
 } >"$suite_log"
 : >"$out/tests.log"
 : >"$out/sanitizer.log"
+# (so that a step skipped for time leaves no stale log of an earlier run in the same $OUT)
+: >"$out/bench.log"
+: >"$out/torch.log"
+: >"$out/torch_bessel.log"
 cat "$suite_log"
 
 # ---- a. GPU ----------------------------------------------------------------------------------------
@@ -90,7 +103,7 @@ cat "$tmp/smi"
 record smi "$rc" $((SECONDS - t0))
 
 # ---- b. tests ----------------------------------------------------------------------------------------
-tests_end=$((SECONDS + $(allow 150 260)))
+tests_end=$((SECONDS + $(allow 150 330)))
 shopt -s nullglob
 test_bins=("$bundle"/tests/*)
 shopt -u nullglob
@@ -138,48 +151,59 @@ if [[ -z "$sanitizer" ]]; then
         fi
     done
 fi
-hs_test="$bundle/tests/hypersphere"
-for spec in memcheck:100:210 racecheck:100:190 initcheck:60:190; do
-    IFS=: read -r tool cap reserve <<<"$spec"
+# TOOL:BINARY:CAP:RESERVE, in order. The reserves leave time for the required steps after each;
+# initcheck is optional and runs only with time to spare. A step is named after the tool for the
+# hypersphere binary (memcheck) and TOOL-BINARY for the others (memcheck-bessel).
+for spec in memcheck:hypersphere:100:300 memcheck:bessel:45:275 \
+    racecheck:hypersphere:100:240 racecheck:bessel:45:215 \
+    initcheck:hypersphere:60:235 initcheck:bessel:45:235; do
+    IFS=: read -r tool bin_name cap reserve <<<"$spec"
+    step="$tool"
+    min=30
+    if [[ "$bin_name" != hypersphere ]]; then
+        step="$tool-$bin_name"
+        min=20 # the bessel gpu_ tests are short
+    fi
+    bin="$bundle/tests/$bin_name"
     optional=""
     [[ "$tool" == initcheck ]] && optional=optional
     if [[ -z "$sanitizer" ]]; then
-        echo "=== SKIP sanitizer $tool (compute-sanitizer not found) ===" >>"$out/sanitizer.log"
-        skip "$tool" "compute-sanitizer not found"
+        echo "=== SKIP sanitizer $step (compute-sanitizer not found) ===" >>"$out/sanitizer.log"
+        skip "$step" "compute-sanitizer not found"
         continue
     fi
-    if [[ ! -x "$hs_test" ]]; then
-        echo "=== SKIP sanitizer $tool (no $hs_test) ===" >>"$out/sanitizer.log"
-        skip "$tool" "no tests/hypersphere binary in the bundle"
+    if [[ ! -x "$bin" ]]; then
+        echo "=== SKIP sanitizer $step (no $bin) ===" >>"$out/sanitizer.log"
+        skip "$step" "no tests/$bin_name binary in the bundle"
         continue
     fi
     t=$(allow "$cap" "$reserve")
-    if ((t < 30)); then
-        echo "=== SKIP sanitizer $tool (time) ===" >>"$out/sanitizer.log"
-        skip "$tool" "not enough time left (${t}s)" $optional
+    if ((t < min)); then
+        echo "=== SKIP sanitizer $step (time) ===" >>"$out/sanitizer.log"
+        skip "$step" "not enough time left (${t}s)" $optional
         continue
     fi
     t0=$SECONDS
     timeout -k 10 "$t" "$sanitizer" --tool "$tool" --error-exitcode 1 --print-limit 30 \
-        "$hs_test" gpu_ --test-threads=1 >"$tmp/san" 2>&1
+        "$bin" gpu_ --test-threads=1 >"$tmp/san" 2>&1
     rc=$?
     {
-        echo "=== BEGIN sanitizer $tool ==="
+        echo "=== BEGIN sanitizer $step ==="
         cat "$tmp/san"
-        echo "=== END sanitizer $tool rc=$rc secs=$((SECONDS - t0)) ==="
+        echo "=== END sanitizer $step rc=$rc secs=$((SECONDS - t0)) ==="
     } >>"$out/sanitizer.log"
-    grep -hE 'ERROR SUMMARY|RACECHECK SUMMARY|^test result:' "$tmp/san" | sed "s/^/  $tool: /"
+    grep -hE 'ERROR SUMMARY|RACECHECK SUMMARY|^test result:' "$tmp/san" | sed "s/^/  $step: /"
     if ((rc != 0)); then
         grep -h '^========= ' "$tmp/san" | grep -v 'ERROR SUMMARY\|RACECHECK SUMMARY' | head -n 15
         grep -hE '^test .* FAILED$|panicked at' "$tmp/san" | head -n 8
     fi
-    record "$tool" "$rc" $((SECONDS - t0))
+    record "$step" "$rc" $((SECONDS - t0))
 done
 
 # ---- d. benchmarks ---------------------------------------------------------------------------------
 bench_bin="$bundle/benches/hypersphere"
 if [[ -x "$bench_bin" ]]; then
-    t=$(allow 90 130)
+    t=$(allow 90 175)
     if ((t < 20)); then
         skip bench "not enough time left (${t}s)"
     else
@@ -195,8 +219,41 @@ else
     skip bench "no benches/hypersphere binary in the bundle"
 fi
 
+# benches/bessel: CPU figures (and the dumped inputs that bessel.py times SciPy on), then GPU ones.
+bessel_bench="$bundle/benches/bessel"
+bessel_inputs="$tmp/bessel-inputs"
+mkdir -p "$bessel_inputs"
+if [[ -x "$bessel_bench" ]]; then
+    t=$(allow 120 125)
+    if ((t < 30)); then
+        echo "=== SKIP bench bessel (time) ===" >>"$out/bench.log"
+        skip bench-bessel "not enough time left (${t}s)"
+    else
+        t0=$SECONDS
+        SPHEREKIT_BENCH_QUICK=1 SPHEREKIT_BENCH_DUMP="$bessel_inputs" timeout -k 5 "$t" "$bessel_bench" --bench \
+            >"$tmp/bench-bessel" 2>&1
+        rc=$?
+        {
+            echo "=== BEGIN bench bessel ==="
+            cat "$tmp/bench-bessel"
+            echo "=== END bench bessel rc=$rc secs=$((SECONDS - t0)) ==="
+        } >>"$out/bench.log"
+        n_gpu=$(grep -cE '^RESULT .*"impl": ?"spherekit_gpu"' "$tmp/bench-bessel")
+        say "bench-bessel: $(grep -c 'RESULT ' "$tmp/bench-bessel") RESULT lines ($n_gpu GPU)"
+        if ((rc == 0 && n_gpu == 0)); then
+            say "bench-bessel: no GPU RESULT line"
+            rc=1
+        fi
+        ((rc != 0)) && grep -v '^RESULT ' "$tmp/bench-bessel" | tail -n 8
+        record bench-bessel "$rc" $((SECONDS - t0))
+    fi
+else
+    echo "no $bessel_bench in the bundle" >>"$out/bench.log"
+    skip bench-bessel "no benches/bessel binary in the bundle"
+fi
+
 if [[ -f "$bundle/hypersphere.py" ]]; then
-    t=$(allow 170 30)
+    t=$(allow 170 65)
     if ((t < 40)); then
         skip torch "not enough time left (${t}s)"
     else
@@ -211,6 +268,45 @@ if [[ -f "$bundle/hypersphere.py" ]]; then
     fi
 else
     skip torch "no hypersphere.py in the bundle"
+fi
+
+# bessel.py: SciPy on the inputs benches/bessel dumped, then torch i0e/i1e. Two runs, so that a
+# missing scipy does not cost the torch figures (nor the reverse); both must print RESULT lines.
+if [[ -f "$bundle/bessel.py" ]]; then
+    t=$(allow 60 30)
+    if ((t < 25)); then
+        skip torch-bessel "not enough time left (${t}s)"
+    else
+        t0=$SECONDS
+        rc_cpu=1 rc_gpu=1
+        { # a group in this shell: rc_cpu and rc_gpu stay set after it
+            echo "# bessel.py --cpu-inputs (SciPy, one thread)"
+            timeout -k 5 $((t / 2)) "$python" "$bundle/bessel.py" --cpu-inputs "$bessel_inputs"
+            rc_cpu=$?
+            echo "# bessel.py --cpu-inputs rc=$rc_cpu"
+            t_gpu=$((t - (SECONDS - t0)))
+            ((t_gpu < 10)) && t_gpu=10
+            echo "# bessel.py --gpu (torch i0e/i1e)"
+            timeout -k 5 "$t_gpu" "$python" "$bundle/bessel.py" --gpu
+            rc_gpu=$?
+            echo "# bessel.py --gpu rc=$rc_gpu"
+        } >>"$out/torch_bessel.log" 2>&1
+        n_scipy=$(grep -cE '^RESULT .*"impl": ?"scipy_1thread"' "$out/torch_bessel.log")
+        n_torch=$(grep -cE '^RESULT .*"impl": ?"torch_gpu"' "$out/torch_bessel.log")
+        say "torch-bessel: $n_scipy SciPy and $n_torch torch RESULT lines (rc $rc_cpu and $rc_gpu)"
+        rc=0
+        if ((rc_cpu != 0)); then
+            rc=$rc_cpu
+        elif ((rc_gpu != 0)); then
+            rc=$rc_gpu
+        elif ((n_scipy == 0 || n_torch == 0)); then
+            rc=1
+        fi
+        ((rc != 0)) && grep -v '^RESULT ' "$out/torch_bessel.log" | tail -n 8
+        record torch-bessel "$rc" $((SECONDS - t0))
+    fi
+else
+    skip torch-bessel "no bessel.py in the bundle"
 fi
 
 # ---- e. report -------------------------------------------------------------------------------------

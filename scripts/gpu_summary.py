@@ -10,9 +10,28 @@ Logs read from <logdir> (all optional; whatever is missing is reported as missin
   suite.log      written by gpu_suite.sh: `commit:`/`built:` lines, the nvidia-smi CSV, and one
                  `STEP <name> rc=<rc> secs=<s>` or `SKIP <name> <why>` line per step
   tests.log      `=== BEGIN test <bin> ===` ... libtest output ... `=== END test <bin> rc=<rc> ...`
-  sanitizer.log  the same with `sanitizer <tool>`; compute-sanitizer's ERROR/RACECHECK SUMMARY
-  bench.log, torch.log   `RESULT {json}` lines (keys family, op, dtype, rows, cols, impl,
-                 median_us, bytes, gbps, frac_copy, error; optional variant)
+  sanitizer.log  the same with `sanitizer <step>` (memcheck, racecheck, initcheck over the
+                 hypersphere binary; memcheck-bessel etc. over the bessel one); compute-sanitizer's
+                 ERROR/RACECHECK SUMMARY lines
+  bench.log, torch.log   `RESULT {json}` lines. Family "hypersphere" (benches/hypersphere,
+                 hypersphere.py; keys family, op, dtype, rows, cols, impl, median_us, bytes, gbps,
+                 frac_copy, error; optional variant): the main table. bench.log also holds
+                 benches/bessel's family "bessel" lines (below).
+  torch_bessel.log  bessel.py's family "bessel" lines (SciPy, torch), with `# ...` notes
+
+Family "bessel" (the log-Bessel section, after the main table):
+  impl spherekit_gpu     op log_i/log_k, dtype f64/f32, mix uniform/debye/broadcast/uniform_sorted,
+                         median_us, evals_per_s, frac_memory_bound: per op and dtype, evals/s and %
+                         of the memory-bound limit per mix, uniform_sorted / uniform (the cost of
+                         divergence), and the uniform mix against the issue's H100 targets (f64 >=
+                         1e10, f32 >= 5e10 evals/s), met or MISSED
+  impl copy_d2d          op copy, gbps: the copy bandwidth the fractions are relative to
+  impl torch_gpu         op i0e/i1e, dtype, evals_per_s: shown beside, per dtype
+  impl spherekit_cpu_1thread (ns_per_eval) against scipy_1thread (ns_per_eval,
+                         ns_per_eval_successful, failures, n), per op and mix: speedup = SciPy's
+                         ns/eval over the inputs where it succeeds / spherekit's (target >= 2x)
+  impl spherekit_cpu_<t>threads (evals_per_s): not shown
+Missing lines are reported as missing, with the status of the step that should have written them.
 """
 
 import json
@@ -255,22 +274,170 @@ def build_table(recs):
 HEADERS = ["op", "dtype", "rows x cols", "sk us", "sk GB/s", "%copy", "eager us", "compile us", "speedup"]
 
 
-def text_table(table):
-    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(HEADERS)]
-    fmt = lambda row: "  ".join(v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))  # noqa: E731
-    return [fmt(HEADERS), fmt(["-" * w for w in widths])] + [fmt(row) for row in table]
+def text_table(table, headers=HEADERS, left=3):
+    """Columns before `left` are left-aligned, the others right-aligned."""
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
+    fmt = lambda row: "  ".join(v.ljust(w) if i < left else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))  # noqa: E731
+    return [fmt(headers), fmt(["-" * w for w in widths])] + [fmt(row) for row in table]
 
 
-def md_table(table):
-    lines = ["| " + " | ".join(HEADERS) + " |",
-             "|" + "|".join("---" if i < 3 else "---:" for i in range(len(HEADERS))) + "|"]
+def md_table(table, headers=HEADERS, left=3):
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join("---" if i < left else "---:" for i in range(len(headers))) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in table]
+    return lines
+
+
+# ---- log-Bessel ----------------------------------------------------------------------------------
+
+BESSEL_OPS = ["log_i", "log_k"]
+BESSEL_DTYPES = ["f64", "f32"]
+BESSEL_MIXES = ["uniform", "debye", "broadcast", "uniform_sorted"]
+BESSEL_CPU_MIXES = ["uniform", "debye", "broadcast"]
+BESSEL_TARGETS = {"f64": 1e10, "f32": 5e10}  # evals/s, H100, uniform mix (the issue)
+BESSEL_CPU_SPEEDUP = 2.0  # SciPy ns/eval (successful inputs) / spherekit ns/eval, one thread
+
+
+def num(x):
+    """x as a finite float, or None."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    x = float(x)
+    return x if x == x and abs(x) != float("inf") else None
+
+
+def sci(x):
+    """1.23e10 (or '-')."""
+    if x is None:
+        return "-"
+    m, e = f"{x:.2e}".split("e")
+    return f"{m}e{int(e)}"
+
+
+def ordered(keys, order):
+    return [k for k in order if k in keys] + sorted((k for k in keys if k not in order), key=str)
+
+
+def step_text(steps, name):
+    st = steps.get(name)
+    if st is None:
+        return f"{name} not run"
+    if st[0] == "skip":
+        return f"{name} skipped: {st[1]}"
+    return f"{name} {rc_text(st[0])} {st[1]}s"
+
+
+def bessel_section(recs, gpu_name, steps):
+    """[("note", text) or ("table", headers, rows)] for the log-Bessel section; [] without any
+    bessel RESULT line and without a bessel step (an older bundle)."""
+    if not recs and not any(n.endswith("bessel") for n in steps):
+        return []
+    gpu, torch, cpu1, scipy = {}, {}, {}, {}
+    copy_gbps = None
+    errors = []
+    for r in recs:
+        impl, op = r.get("impl"), r.get("op")
+        if r.get("error"):
+            errors.append(r)
+        elif impl == "spherekit_gpu":
+            gpu[(op, r.get("dtype"), r.get("mix"))] = r
+        elif impl == "copy_d2d":
+            copy_gbps = num(r.get("gbps")) or copy_gbps
+        elif impl == "torch_gpu":
+            torch[(op, r.get("dtype"))] = num(r.get("evals_per_s"))
+        elif impl == "spherekit_cpu_1thread":
+            cpu1[(op, r.get("mix"))] = num(r.get("ns_per_eval"))
+        elif impl == "scipy_1thread":
+            scipy[(op, r.get("mix"))] = r
+    out = []
+    note = lambda text: out.append(("note", text))  # noqa: E731
+    where = "" if gpu_name and "H100" in gpu_name else \
+        f"; this GPU: {gpu_name or 'unknown'}, so met/MISSED is indicative only"
+    note(f"log-Bessel GPU: evals/s (% of the memory-bound limit: bytes read + written over the d2d copy, "
+         f"{fnum(copy_gbps, '.0f')} GB/s); sorted/unif = uniform_sorted / uniform (the cost of divergence); "
+         f"target: uniform mix on an H100, f64 >= {sci(BESSEL_TARGETS['f64'])}, f32 >= "
+         f"{sci(BESSEL_TARGETS['f32'])} evals/s{where}; torch = torch.special i0e / i1e evals/s")
+    if errors:
+        e = errors[0]
+        note(f"log-Bessel RESULT errors: {len(errors)}; first: {e.get('op')} {e.get('dtype')} {e.get('mix')} "
+             f"{e.get('impl')}: {str(e['error'])[:160]}")
+    if gpu:
+        mixes = ordered({k[2] for k in gpu}, BESSEL_MIXES)
+        rows = []
+        for op in ordered({k[0] for k in gpu}, BESSEL_OPS):
+            for dtype in ordered({k[1] for k in gpu if k[0] == op}, BESSEL_DTYPES):
+                row = [str(op), str(dtype)]
+                for mix in mixes:
+                    g = gpu.get((op, dtype, mix))
+                    e = num(g.get("evals_per_s")) if g else None
+                    f = num(g.get("frac_memory_bound")) if g else None
+                    row.append(sci(e) + ("" if f is None else f" ({100 * f:.0f}%)"))
+                e_u = num((gpu.get((op, dtype, "uniform")) or {}).get("evals_per_s"))
+                e_s = num((gpu.get((op, dtype, "uniform_sorted")) or {}).get("evals_per_s"))
+                row.append(f"{e_s / e_u:.2f}x" if e_u and e_s else "-")
+                goal = BESSEL_TARGETS.get(dtype)
+                if goal is None:
+                    row.append("-")
+                elif e_u is None:
+                    row.append("missing")
+                else:
+                    row.append(f"{'met' if e_u >= goal else 'MISSED'} ({e_u / goal:.2f}x)")
+                row.append(f"{sci(torch.get(('i0e', dtype)))} / {sci(torch.get(('i1e', dtype)))}")
+                rows.append(row)
+        out.append(("table", ["op", "dtype"] + mixes + ["sorted/unif", "target", "torch i0e / i1e"], rows))
+    else:
+        note(f"log-Bessel GPU: no spherekit_gpu RESULT lines in bench.log ({step_text(steps, 'bench-bessel')})")
+    if not torch:
+        note(f"torch i0e/i1e: no torch_gpu RESULT lines in torch_bessel.log ({step_text(steps, 'torch-bessel')})")
+    note(f"log-Bessel CPU, f64, one thread, ns per evaluation: scipy ok = SciPy over the inputs where it "
+         f"succeeds; speedup = scipy ok / spherekit (target >= {BESSEL_CPU_SPEEDUP:g}x); failures = SciPy's "
+         f"non-finite results")
+    if cpu1 or scipy:
+        keys = set(cpu1) | set(scipy)
+        rows = []
+        for op in ordered({k[0] for k in keys}, BESSEL_OPS):
+            for mix in ordered({k[1] for k in keys if k[0] == op}, BESSEL_CPU_MIXES):
+                sk = cpu1.get((op, mix))
+                sp = scipy.get((op, mix)) or {}
+                ok_ns = num(sp.get("ns_per_eval_successful"))
+                speed = ok_ns / sk if ok_ns and sk else None
+                fails, n = sp.get("failures"), sp.get("n")
+                rows.append([str(op), str(mix), fnum(sk, ".1f"), fnum(num(sp.get("ns_per_eval")), ".1f"),
+                             fnum(ok_ns, ".1f"), "-" if speed is None else f"{speed:.2f}x",
+                             "-" if speed is None else ("met" if speed >= BESSEL_CPU_SPEEDUP else "MISSED"),
+                             "-" if fails is None else f"{fails}" + ("" if n is None else f"/{n}")])
+        out.append(("table", ["op", "mix", "spherekit", "scipy", "scipy ok", "speedup", "target",
+                              "scipy failures"], rows))
+    if not cpu1:
+        note(f"log-Bessel CPU: no spherekit_cpu_1thread RESULT lines in bench.log "
+             f"({step_text(steps, 'bench-bessel')})")
+    if not scipy:
+        note(f"SciPy: no scipy_1thread RESULT lines in torch_bessel.log ({step_text(steps, 'torch-bessel')})")
+    return out
+
+
+def render(blocks, markdown):
+    lines = []
+    for i, block in enumerate(blocks):
+        if block[0] == "note":
+            if not markdown and i and blocks[i - 1][0] == "table":
+                lines.append("")
+            lines.append(f"- {block[1]}" if markdown else block[1])
+        else:
+            _, headers, rows = block
+            if markdown:
+                lines += [""] + md_table(rows, headers, 2) + [""]
+            else:
+                lines += text_table(rows, headers, 2)
     return lines
 
 
 def summary(logdir):
     suite = parse_suite(read(os.path.join(logdir, "suite.log")))
-    recs = results(read(os.path.join(logdir, "bench.log")), read(os.path.join(logdir, "torch.log")))
+    all_recs = results(read(os.path.join(logdir, "bench.log")), read(os.path.join(logdir, "torch.log")),
+                       read(os.path.join(logdir, "torch_bessel.log")))
+    recs = [r for r in all_recs if r.get("family") != "bessel"]
+    bessel_recs = [r for r in all_recs if r.get("family") == "bessel"]
     head = []
     gpu = suite["gpu"]
     if gpu and len(gpu) >= 5:
@@ -307,14 +474,17 @@ def summary(logdir):
                      f"{e.get('impl')}: {str(e['error'])[:160]}")
         head.append(line)
     if not table:
-        body = ["(no RESULT lines in bench.log / torch.log)"]
+        body = ["(no hypersphere RESULT lines in bench.log / torch.log)"]
         md_body = body
     else:
         body = text_table(table)
         md_body = md_table(table)
-    # The GPU machine returns only the last ~12000 characters of output: keep the table short.
+    bessel = bessel_section(bessel_recs, gpu[0] if gpu else None, suite["steps"])
+    bessel_text = [""] + render(bessel, False) if bessel else []
+    # The GPU machine returns only the last ~12000 characters of output: keep the table short (the
+    # log-Bessel section, a dozen lines, is kept whole).
     limit = int(os.environ.get("SK_SUMMARY_MAX_CHARS", "9000"))
-    budget = limit - sum(len(h) + 1 for h in head) - 1
+    budget = limit - sum(len(h) + 1 for h in head) - sum(len(b) + 1 for b in bessel_text) - 1
     if sum(len(b) + 1 for b in body) > budget and len(body) > 2:
         keep, used = [], 200  # room for the note
         for line in body:
@@ -324,8 +494,10 @@ def summary(logdir):
             used += len(line) + 1
         dropped = len(body) - len(keep)
         body = keep + [f"... {dropped} more row(s) in {os.path.join(logdir, 'summary.md')}"]
-    print("\n".join(head + [""] + body))
+    print("\n".join(head + [""] + body + bessel_text))
     md = ["# spherekit GPU run", ""] + [f"- {h}" for h in head] + [""] + md_body + [""]
+    if bessel:
+        md += ["## log-Bessel", ""] + render(bessel, True) + [""]
     try:
         with open(os.path.join(logdir, "summary.md"), "w", encoding="utf-8") as f:
             f.write("\n".join(md))

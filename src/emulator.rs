@@ -14,7 +14,6 @@
 
 use std::ffi::{CStr, CString, c_char, c_void};
 
-use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::launch::{KernelParams, Launch, Launcher, MatArg, VecArg, span};
 
@@ -292,11 +291,11 @@ fn as_bytes<T: Copy>(data: &[T]) -> &[u8] {
 }
 
 /// Guarded copies of a call's buffers, kept alive across the launch.
-pub(crate) struct Staged<'a, T: Element> {
+pub(crate) struct Staged<'a, T: Copy> {
     inputs: Vec<(Guarded<T>, &'a [T])>,
 }
 
-impl<'a, T: Element> Staged<'a, T> {
+impl<'a, T: Copy> Staged<'a, T> {
     pub(crate) fn new() -> Self {
         Staged { inputs: Vec::new() }
     }
@@ -338,7 +337,7 @@ pub(crate) struct Output<T> {
     pub(crate) buf: Guarded<T>,
 }
 
-impl<T: Element> Output<T> {
+impl<T: Copy> Output<T> {
     pub(crate) fn rows(name: &'static str, r: &HostRowsMut<'_, T>) -> (Self, MatArg) {
         let buf = Guarded::new(name, r.data);
         let arg = MatArg {

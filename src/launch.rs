@@ -415,5 +415,6 @@ kernel_params!(
     crate::params::sk_normalize_params,
     crate::params::sk_lerp_params,
     crate::params::sk_colsum_params,
-    crate::params::sk_project_params
+    crate::params::sk_project_params,
+    crate::params::sk_bessel_params
 );

@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod accuracy;
+pub mod bessel;
 pub mod device;
 pub mod element;
 pub mod error;
@@ -61,5 +62,7 @@ pub mod build_info {
 /// Every kernel name the crate may launch, across families. [`Gpu`] looks each one up when it
 /// loads the module, so a missing kernel is reported at open time, not at first use.
 pub fn kernel_names() -> Vec<String> {
-    hypersphere::gpu::kernel_names()
+    let mut names = hypersphere::gpu::kernel_names();
+    names.extend(bessel::gpu::kernel_names());
+    names
 }

@@ -20,6 +20,18 @@ pub const SK_PROJECT_MAX_MATRICES: u32 = 112;
 pub const SK_PROJECT_THREADS: u32 = 256;
 pub const SK_PROJECT_ROWS_PER_BLOCK: u32 = 8;
 pub const SK_PROJECT_COL_LANES: u32 = 32;
+pub const SK_BESSEL_LOG_I: u32 = 0;
+pub const SK_BESSEL_LOG_K: u32 = 1;
+pub const SK_BESSEL_DLOG_I: u32 = 2;
+pub const SK_BESSEL_DLOG_K: u32 = 3;
+pub const SK_BESSEL_RATIO_I: u32 = 4;
+pub const SK_BESSEL_ONE_MINUS_RATIO_I: u32 = 5;
+pub const SK_BESSEL_VMF_LOG_NORMALIZER: u32 = 6;
+pub const SK_BESSEL_VMF_MEAN_RESULTANT: u32 = 7;
+pub const SK_BESSEL_VMF_ONE_MINUS_MEAN_RESULTANT: u32 = 8;
+pub const SK_BESSEL_VMF_MEAN_RESULTANT_DERIVATIVE: u32 = 9;
+pub const SK_BESSEL_VMF_KAPPA_MLE: u32 = 10;
+pub const SK_BESSEL_THREADS: u32 = 256;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct sk_normalize_params {
@@ -259,6 +271,38 @@ const _: () = {
         [::core::mem::offset_of!(sk_project_params, total_blocks) - 3596usize];
 };
 impl Default for sk_project_params {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct sk_bessel_params {
+    pub orders: *const ::core::ffi::c_void,
+    pub x: *const ::core::ffi::c_void,
+    pub out: *mut ::core::ffi::c_void,
+    pub order: f64,
+    pub n: u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of sk_bessel_params"][::core::mem::size_of::<sk_bessel_params>() - 40usize];
+    ["Alignment of sk_bessel_params"][::core::mem::align_of::<sk_bessel_params>() - 8usize];
+    ["Offset of field: sk_bessel_params::orders"]
+        [::core::mem::offset_of!(sk_bessel_params, orders) - 0usize];
+    ["Offset of field: sk_bessel_params::x"][::core::mem::offset_of!(sk_bessel_params, x) - 8usize];
+    ["Offset of field: sk_bessel_params::out"]
+        [::core::mem::offset_of!(sk_bessel_params, out) - 16usize];
+    ["Offset of field: sk_bessel_params::order"]
+        [::core::mem::offset_of!(sk_bessel_params, order) - 24usize];
+    ["Offset of field: sk_bessel_params::n"]
+        [::core::mem::offset_of!(sk_bessel_params, n) - 32usize];
+};
+impl Default for sk_bessel_params {
     fn default() -> Self {
         let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
         unsafe {

@@ -1356,8 +1356,18 @@ mod bad_input {
                 let op = Normalize::new(eps).with_tier(tier);
                 let xr = HostRows::new(&x, 2, cols, cols).unwrap();
                 let mut y = vec![f32::NAN; 2 * cols];
-                op.forward_emulated(&emu, &xr, None, &mut HostRowsMut::new(&mut y, 2, cols, cols).unwrap()).unwrap();
-                assert!((y[0] - 0.125).abs() < 1e-6, "{op:?}: the finite row is normalized: {}", y[0]);
+                op.forward_emulated(
+                    &emu,
+                    &xr,
+                    None,
+                    &mut HostRowsMut::new(&mut y, 2, cols, cols).unwrap(),
+                )
+                .unwrap();
+                assert!(
+                    (y[0] - 0.125).abs() < 1e-6,
+                    "{op:?}: the finite row is normalized: {}",
+                    y[0]
+                );
                 for (c, v) in y[cols..].iter().enumerate() {
                     if c == 3 {
                         assert!(v.is_nan(), "{op:?}: inf / inf is NaN");
@@ -1366,10 +1376,23 @@ mod bad_input {
                     }
                 }
                 let mut dx = vec![0f32; 2 * cols];
-                op.backward_emulated(&emu, &xr, None, &xr, &mut HostRowsMut::new(&mut dx, 2, cols, cols).unwrap(), None)
-                    .unwrap();
-                assert!(dx[cols..].iter().all(|v| v.is_nan()), "{op:?}: the backward of the inf row is NaN");
-                assert!(dx[..cols].iter().all(|v| v.is_finite()), "{op:?}: the other row is finite");
+                op.backward_emulated(
+                    &emu,
+                    &xr,
+                    None,
+                    &xr,
+                    &mut HostRowsMut::new(&mut dx, 2, cols, cols).unwrap(),
+                    None,
+                )
+                .unwrap();
+                assert!(
+                    dx[cols..].iter().all(|v| v.is_nan()),
+                    "{op:?}: the backward of the inf row is NaN"
+                );
+                assert!(
+                    dx[..cols].iter().all(|v| v.is_finite()),
+                    "{op:?}: the other row is finite"
+                );
             }
         }
     }

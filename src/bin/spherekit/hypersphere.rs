@@ -1,12 +1,5 @@
-//! `spherekit`: the command-line program.
-//!
-//! - `spherekit report [--quick]`: runs every kernel family on the GPU if there is one (accuracy
-//!   against the f64 CPU references, throughput against the measured copy bandwidth), else runs
-//!   the CPU references' self-checks (exact identities, finite differences) and their speed.
-//! - `spherekit info`: how the crate was built and what device it sees.
-//! - `spherekit ptxas`: registers, stack and spills of every kernel, from the build's ptxas report.
-//!
-//! Built on the public API only.
+//! `spherekit report`, hypersphere family: GPU accuracy against the f64 reference and throughput
+//! against the copy bandwidth, or without a GPU the reference's own identities and speed.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,134 +8,24 @@ use cudarc::driver::CudaStream;
 use half::{bf16, f16};
 use spherekit::accuracy::segment_errors;
 use spherekit::hypersphere::{Axis, Eps, LerpNormalize, Normalize, Projection, cpu};
-use spherekit::{DType, Element, Gpu, Rows, RowsMut, Workspace, build_info};
+use spherekit::{DType, Element, Gpu, Rows, RowsMut, Workspace};
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let code = match args.first().map(String::as_str) {
-        Some("report") => report(quick),
-        Some("info") => {
-            info();
-            0
-        }
-        Some("ptxas") => ptxas(),
-        Some("help" | "--help" | "-h") | None => {
-            println!("usage: spherekit <report [--quick] | info | ptxas>");
-            0
-        }
-        Some(other) => {
-            eprintln!("unknown command {other:?}; try `spherekit help`");
-            2
-        }
-    };
-    std::process::exit(code);
-}
+use crate::{Rand, time_us};
 
-fn info() -> Option<Gpu> {
-    println!("== build ==");
-    if build_info::KERNELS_BUILT {
-        println!("kernels: {}", build_info::KERNELS_STATUS);
-    } else {
-        println!("kernels: NOT built ({})", build_info::KERNELS_STATUS);
-    }
-    println!("== device ==");
-    match Gpu::open(0) {
-        Ok(gpu) => {
-            let i = gpu.info();
-            println!(
-                "GPU 0: {} ({} SMs, compute capability {}.{}, {:.1} GiB, L2 {} MiB)",
-                i.name,
-                i.sm_count,
-                i.compute_capability.0,
-                i.compute_capability.1,
-                i.total_memory as f64 / (1u64 << 30) as f64,
-                i.l2_bytes >> 20
-            );
-            Some(gpu)
-        }
-        Err(e) => {
-            println!("no GPU: {e}");
-            None
-        }
-    }
-}
-
-fn ptxas() -> i32 {
-    let kernels = build_info::kernel_resources();
-    if kernels.is_empty() {
-        println!("no ptxas report: {}", build_info::KERNELS_STATUS);
-        return 1;
-    }
-    println!(
-        "{:<30} {:<8} {:>5} {:>6} {:>6} {:>6} {:>6}",
-        "kernel", "target", "regs", "smem", "stack", "spill", "fill"
-    );
-    for k in &kernels {
-        println!(
-            "{:<30} {:<8} {:>5} {:>6} {:>6} {:>6} {:>6}",
-            k.kernel,
-            k.target,
-            k.registers,
-            k.shared_bytes,
-            k.stack_bytes,
-            k.spill_stores,
-            k.spill_loads
-        );
-    }
-    let local = kernels.iter().filter(|k| k.uses_local_memory()).count();
-    println!(
-        "{} kernels x targets, {local} using local memory",
-        kernels.len()
-    );
-    i32::from(local > 0)
-}
-
-/// Random inputs: normal entries, rows of different magnitudes.
-struct Rand(u64);
-impl Rand {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.next().max(1e-300), self.next());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-    fn matrix(&mut self, rows: usize, cols: usize) -> Vec<f64> {
-        let mut out = Vec::with_capacity(rows * cols);
-        for _ in 0..rows {
-            let scale = 10f64.powf(4.0 * self.next() - 2.0);
-            out.extend((0..cols).map(|_| scale * self.normal()));
-        }
-        out
-    }
-}
-
-fn report(quick: bool) -> i32 {
-    let Some(gpu) = info() else {
-        return cpu_report(quick);
-    };
-    let stream = gpu.context().new_stream().expect("stream");
+/// GPU accuracy (every dtype) and throughput; the number of failed accuracy checks.
+pub fn report(gpu: &Gpu, stream: &Arc<CudaStream>, quick: bool) -> i32 {
     let mut failures = 0;
     println!("== hypersphere: accuracy, GPU against the f64 reference (error / segment norm) ==");
     println!(
         "{:<22} {:<5} {:<13} {:>9} {:>9} {:>9}  status",
         "op", "dtype", "shape", "max", "median", "bound"
     );
-    failures += accuracy::<f32>(&gpu, &stream, quick);
-    failures += accuracy::<f16>(&gpu, &stream, quick);
-    failures += accuracy::<bf16>(&gpu, &stream, quick);
+    failures += accuracy::<f32>(gpu, stream, quick);
+    failures += accuracy::<f16>(gpu, stream, quick);
+    failures += accuracy::<bf16>(gpu, stream, quick);
     println!("== hypersphere: throughput (bytes read + written per second) ==");
-    throughput(&gpu, &stream, quick);
-    if failures > 0 {
-        println!("{failures} accuracy check(s) FAILED");
-        1
-    } else {
-        0
-    }
+    throughput(gpu, stream, quick);
+    failures
 }
 
 /// The error bound of the tests, relative to a segment's norm: f32 arithmetic (1e-6 forward,
@@ -410,10 +293,6 @@ fn transpose(v: &[f64], rows: usize, cols: usize) -> Vec<f64> {
         .collect()
 }
 
-fn time_us(stream: &Arc<CudaStream>, runs: usize, f: impl FnMut()) -> f64 {
-    spherekit::timing::median_us(stream, 3, runs, f).expect("timing")
-}
-
 fn throughput(gpu: &Gpu, stream: &Arc<CudaStream>, quick: bool) {
     let n: usize = if quick { 1 << 25 } else { 1 << 27 }; // bf16 elements per tensor
     let mut rng = Rand(99);
@@ -483,7 +362,7 @@ fn throughput(gpu: &Gpu, stream: &Arc<CudaStream>, quick: bool) {
 }
 
 /// No GPU: the f64 references' own checks (exact identities and finite differences) and speed.
-fn cpu_report(quick: bool) -> i32 {
+pub fn cpu_report(quick: bool) -> i32 {
     println!("== hypersphere: CPU reference (no GPU: the kernels were not run) ==");
     let mut rng = Rand(7);
     let (rows, cols) = if quick { (64, 512) } else { (512, 1024) };
@@ -560,9 +439,6 @@ fn cpu_report(quick: bool) -> i32 {
         "lerp_normalize (nGPT)        unit rows {worst:.1e}  {:.0} M elements/s  {}",
         (rows * cols) as f64 / secs / 1e6,
         if ok { "ok" } else { "FAILED" }
-    );
-    println!(
-        "(run on a machine with a CUDA GPU to check the kernels; `cargo test` runs them on the CPU emulator)"
     );
     i32::from(failures > 0)
 }

@@ -1,0 +1,108 @@
+//! The log-Bessel family on the GPU: one element-wise kernel per [`Function`] and storage type
+//! (kernels/bessel.cu, computing in f64), launched on the caller's stream.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaStream, CudaView, CudaViewMut};
+
+use super::{Function, Real};
+use crate::device::Gpu;
+use crate::error::{Error, Result};
+use crate::launch::{CudaLauncher, Launch, Launcher, VecArg, vec_arg, vec_arg_mut};
+use crate::params::{SK_BESSEL_THREADS, sk_bessel_params};
+
+/// The orders of a device batch: one for every element, or a device buffer of one per element.
+#[derive(Debug)]
+pub enum DeviceOrders<'a, 'b, T> {
+    /// The same order (or dimension d) for every element.
+    All(f64),
+    /// One per element, same length as the arguments.
+    Each(&'a CudaView<'b, T>),
+}
+
+/// Every kernel of the family, for the module check at open time.
+pub(crate) fn kernel_names() -> Vec<String> {
+    Function::ALL
+        .iter()
+        .flat_map(|f| ["f64", "f32"].map(|t| format!("sk_bessel_{}_{t}", f.name())))
+        .collect()
+}
+
+/// Plans out[i] = f(order_i, x[i]); None for an empty batch (nothing to launch).
+pub(crate) fn plan<T: Real>(
+    f: Function,
+    l: &impl Launcher,
+    orders: Result<VecArg, f64>,
+    x: &VecArg,
+    out: &VecArg,
+) -> Result<Option<Launch<sk_bessel_params>>> {
+    if out.len != x.len {
+        return Err(Error::shape(format!(
+            "`out` has {} elements, `x` {}",
+            out.len, x.len
+        )));
+    }
+    if let Ok(o) = &orders {
+        if o.len != x.len {
+            return Err(Error::shape(format!(
+                "{} orders for {} arguments",
+                o.len, x.len
+            )));
+        }
+    }
+    if x.len == 0 {
+        return Ok(None);
+    }
+    let n = x.len as u64;
+    let blocks = n.div_ceil(u64::from(SK_BESSEL_THREADS));
+    let grid = blocks.min(u64::from(l.sm_count()) * 64).max(1) as u32;
+    let (orders_ptr, order) = match orders {
+        Ok(o) => (o.addr as *const c_void, 0.0),
+        Err(v) => (std::ptr::null(), v),
+    };
+    Ok(Some(Launch {
+        kernel: format!("sk_bessel_{}_{}", f.name(), T::NAME),
+        grid,
+        block: SK_BESSEL_THREADS,
+        shared_mem_bytes: 0,
+        params: sk_bessel_params {
+            orders: orders_ptr,
+            x: x.addr as *const c_void,
+            out: out.addr as *mut c_void,
+            order,
+            n,
+        },
+    }))
+}
+
+/// Evaluates `f` element-wise on `stream`: out[i] = f(order_i, x[i]), computing in f64 whatever
+/// the storage type. Enqueued without a host synchronization; an empty batch is a no-op.
+///
+/// Errors: `out` or per-element orders of another length than `x`, buffers or stream of another
+/// context. Invalid elements (NaN, x < 0, …) give NaN in their place only.
+pub fn evaluate<T: Real>(
+    gpu: &Gpu,
+    stream: &Arc<CudaStream>,
+    f: Function,
+    orders: DeviceOrders<'_, '_, T>,
+    x: &CudaView<'_, T>,
+    out: &mut CudaViewMut<'_, T>,
+) -> Result<()> {
+    let l = CudaLauncher::new(gpu, stream)?;
+    let o = match &orders {
+        DeviceOrders::Each(v) => Some(vec_arg(gpu, stream, v, "orders")?),
+        DeviceOrders::All(_) => None,
+    };
+    let (xa, _x) = vec_arg(gpu, stream, x, "x")?;
+    let (oa, _out) = vec_arg_mut(gpu, stream, out, "out")?;
+    let orders_arg = match (&o, orders) {
+        (Some((a, _)), _) => Ok(*a),
+        (None, DeviceOrders::All(v)) => Err(v),
+        (None, DeviceOrders::Each(_)) => unreachable!("per-element orders were staged above"),
+    };
+    match plan::<T>(f, &l, orders_arg, &xa, &oa)? {
+        Some(launch) => l.launch(&launch),
+        None => Ok(()),
+    }
+}
