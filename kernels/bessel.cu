@@ -119,15 +119,15 @@ __device__ double log_i_small(double v, double x) {
     if (v == 0.0) return log1p(tail);
     // Above x = 2, v log(x/2) and log Γ(v+1) can cancel to a log I near 0: linear prefactor.
     if (x > 2.0) return log(pow(0.5 * x, v) * rgamma(v + 1.0) * (1.0 + tail));
-    return v * log(0.5 * x) + log(rgamma(v + 1.0)) + log1p(tail);
+    return v * (log(x) - LN_2) + log(rgamma(v + 1.0)) + log1p(tail);
 }
 
-// Temme's series (x <= TEMME_X_MAX) for K_mu and K_{mu+1}, |mu| <= 1/2.
-__device__ void temme_series(double mu, double x, double &kmu, double &kmu1) {
-    const double x2 = 0.5 * x;
+// Temme's series (x <= TEMME_X_MAX) for K_mu and (x/2) K_{mu+1}, |mu| <= 1/2; no intermediate
+// overflows down to the smallest subnormal x.
+__device__ void temme_series(double mu, double x, double &kmu, double &lmu1) {
     // sinpi: exact argument reduction, and no large-argument path (which would use local memory).
     const double fact = fabs(mu) < 1e-9 ? 1.0 : PI * mu / sinpi(mu);
-    const double d = -log(x2);
+    const double d = LN_2 - log(x);  // -log(x/2); x/2 underflows for the smallest x
     const double e = mu * d;
     const double ee = exp(e);
     const double cosh_e = 0.5 * (ee + 1.0 / ee);
@@ -150,7 +150,7 @@ __device__ void temme_series(double mu, double x, double &kmu, double &kmu1) {
     double p = 0.5 * ee / gampl;
     double q = 0.5 / (ee * gammi);
     double c = 1.0;
-    const double dd = x2 * x2;
+    const double dd = 0.25 * x * x;
     double sum1 = p;
     for (double i = 1.0; i <= 200.0; i += 1.0) {
         ff = (i * ff + p + q) / (i * i - mu * mu);
@@ -163,11 +163,11 @@ __device__ void temme_series(double mu, double x, double &kmu, double &kmu1) {
         if (fabs(del) < fabs(sum) * 1e-17) break;
     }
     kmu = sum;
-    kmu1 = sum1 * (2.0 / x);
+    lmu1 = sum1;
 }
 
-// Steed's continued fraction CF2 (x > TEMME_X_MAX) for K_mu and K_{mu+1}, |mu| <= 1/2.
-__device__ void steed_cf2(double mu, double x, double &kmu, double &kmu1) {
+// Steed's continued fraction CF2 (x > TEMME_X_MAX) for K_mu and (x/2) K_{mu+1}, |mu| <= 1/2.
+__device__ void steed_cf2(double mu, double x, double &kmu, double &lmu1) {
     double b = 2.0 * (1.0 + x);
     double d = 1.0 / b;
     double h = d, delh = d, q1 = 0.0, q2 = 1.0;
@@ -191,37 +191,61 @@ __device__ void steed_cf2(double mu, double x, double &kmu, double &kmu1) {
     }
     h *= a1;
     kmu = sqrt(PI / (2.0 * x)) * exp(-x) / s;
-    kmu1 = kmu * (mu + x + 0.5 - h) / x;
+    lmu1 = 0.5 * kmu * (mu + x + 0.5 - h);
 }
 
-// K_v, K_{v+1} = (kv, kv1) * e^scale: Temme's method at mu = v − round(v), forward recurrence.
-__device__ void k_small(double v, double x, double &kv, double &kv1, double &scale) {
+// Below this x the recurrence runs on L_n = K_{mu+n} (x/2)^n (see k_small in src/bessel/cpu.rs).
+constexpr double K_SCALED_BELOW = 1e-20;
+
+// log K_v(x) and x K_{v+1}(x) / K_v(x) for rho < RHO_DEBYE: Temme's method at mu = v − round(v),
+// forward recurrence.
+__device__ void k_small(double v, double x, double &log_kv, double &x_ratio) {
     const double nl = floor(v + 0.5);
     const double mu = v - nl;
-    double kmu, kmu1;
-    if (x <= TEMME_X_MAX) temme_series(mu, x, kmu, kmu1);
-    else steed_cf2(mu, x, kmu, kmu1);
-    scale = 0.0;
+    double k0, l1;
+    if (x <= TEMME_X_MAX) temme_series(mu, x, k0, l1);
+    else steed_cf2(mu, x, k0, l1);
     double order = mu;
-    for (double i = 0.0; i < nl; i += 1.0) {
-        const double next = (order + 1.0) * (2.0 / x) * kmu1 + kmu;
-        kmu = kmu1;
-        kmu1 = next;
-        order += 1.0;
-        if (kmu1 > 1e280) {
-            kmu *= 0x1p-900;
-            kmu1 *= 0x1p-900;
-            scale += 900.0 * LN_2;
+    double a = k0;
+    if (x >= K_SCALED_BELOW) {
+        double b = l1 * (2.0 / x), scale = 0.0;
+        for (double i = 0.0; i < nl; i += 1.0) {
+            const double next = (order + 1.0) * (2.0 / x) * b + a;
+            a = b;
+            b = next;
+            order += 1.0;
+            if (b > 1e280) {
+                a *= 0x1p-900;
+                b *= 0x1p-900;
+                scale += 900.0 * LN_2;
+            }
         }
+        log_kv = log(a) + scale;
+        x_ratio = x * (b / a);
+    } else {
+        const double q = 0.25 * x * x;
+        double b = l1;
+        for (double i = 0.0; i < nl; i += 1.0) {
+            const double next = (order + 1.0) * b + q * a;
+            a = b;
+            b = next;
+            order += 1.0;
+        }
+        log_kv = log(a) + nl * (LN_2 - log(x));
+        x_ratio = 2.0 * (b / a);
     }
-    kv = kmu;
-    kv1 = kmu1;
 }
 
 // R = I_{v+1}/I_v, 1 − R and dR/dx by the downward recurrence of the Gauss continued fraction
 // (each with its own recurrence; see ratio_small in src/bessel/cpu.rs).
 __device__ void ratio_small(double v, double x, double &r, double &one_minus, double &dr) {
-    const int steps = static_cast<int>(ceil(x)) + 40;
+    // Steps: see ratio_small in src/bessel/cpu.rs (error contraction bound below 1e-18/(1+x)).
+    const double half_x = 0.5 * x, target = 1e-18 / (1.0 + x);
+    int steps = 0;
+    for (double bound = 1.0; bound > target && steps < 400;) {
+        ++steps;
+        bound *= fmin(half_x / (v + steps), 1.0);
+    }
     const double a = v + steps + 1.0;
     const double root = sqrt(a * a + x * x);
     r = x / (a + root);
@@ -261,9 +285,9 @@ __device__ double log_k(double v, double x) {
         const DebyeSums d = debye_sums(p, t * t, -1.0, debye_terms(rho), false);
         return -v_eta(v, x, rho) + 0.5 * (LN_PI_OVER_2 - log(rho)) + log1p(d.sum);
     }
-    double k, k1, scale;
-    k_small(v, x, k, k1, scale);
-    return log(k) + scale;
+    double log_kv, x_ratio;
+    k_small(v, x, log_kv, x_ratio);
+    return log_kv;
 }
 
 // I_{-nu} = I_nu + (2/pi) sin(nu pi) K_nu, in log space; NaN where negative.
@@ -332,9 +356,9 @@ __device__ double dlog_k(double v, double x) {
         const DebyeSums d = debye_sums(p, v * p * (v * p), -1.0, min(debye_terms(rho) + 1, SK_DEBYE_TERMS), true);
         return -(rho / x) - 0.5 * x * p2 - x * p2 * d.w / (1.0 + d.sum);
     }
-    double k, k1, scale;
-    k_small(v, x, k, k1, scale);
-    return v / x - k1 / k;
+    double log_kv, x_ratio;
+    k_small(v, x, log_kv, x_ratio);
+    return (v - x_ratio) / x;  // finite down to the smallest x, where v/x alone overflows
 }
 
 __device__ double vmf_log_normalizer(double dim, double kappa) {

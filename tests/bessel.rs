@@ -274,6 +274,57 @@ fn limits_and_invalid_input() {
 }
 
 #[test]
+fn tiny_arguments_do_not_overflow() {
+    // As x → 0: K_v(x) = ½ Γ(v) (2/x)^v (1 + O(x²) + O((x/2)^{2v})) for v > 0, and
+    // K_0(x) = −log(x/2) − γ + O(x² log x); both corrections are below 1e-30 here. log I_v(x) =
+    // v log(x/2) − log Γ(v+1) + O(x²). Down to the smallest subnormal x (where 2/x overflows), on
+    // both sides of the switch to the scaled recurrence at x = 1e-20.
+    const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
+    let ln2 = std::f64::consts::LN_2;
+    let mut worst: (f64, f64, f64) = (0.0, 0.0, 0.0);
+    for v in [0.0, 0.1, 0.5, 0.7, 1.0, 3.0, 12.5, 37.0] {
+        for x in [1e-19, 1.0001e-20, 0.9999e-20, 1e-21, 1e-100, 1e-300, 5e-324] {
+            let log_2_over_x = ln2 - f64::ln(x);
+            if v > 0.0 && v < 0.5 && x > 1e-100 {
+                continue; // the O((x/2)^{2v}) term is not negligible yet
+            }
+            let want_k = if v == 0.0 {
+                (log_2_over_x - EULER_GAMMA).ln()
+            } else {
+                cpu::lgamma(v) - ln2 + v * log_2_over_x
+            };
+            let want_i = -v * log_2_over_x - cpu::lgamma(v + 1.0);
+            for (got, want) in [(cpu::log_k(v, x), want_k), (cpu::log_i(v, x), want_i)] {
+                let err = mixed(got, want);
+                assert!(err <= 1e-14, "v = {v}, x = {x:e}: {got} vs {want}");
+                if err > worst.0 {
+                    worst = (err, v, x);
+                }
+            }
+            // d/dx log K_v → −v/x (−1/(x log(2/x)) for v = 0): −∞ only where that overflows.
+            let dk = cpu::dlog_k(v, x);
+            let want = if v == 0.0 {
+                -1.0 / (x * (log_2_over_x - EULER_GAMMA))
+            } else {
+                -v / x
+            };
+            assert!(
+                dk == want || relative(dk, want) <= 1e-13,
+                "dlog_k({v}, {x:e}) = {dk:e}, want {want:e}"
+            );
+        }
+    }
+    eprintln!(
+        "tiny x: worst {:.2e} at v = {}, x = {:e}",
+        worst.0, worst.1, worst.2
+    );
+    // log Γ below 1 and its domain.
+    assert!(mixed(cpu::lgamma(0.5), 0.5 * std::f64::consts::PI.ln()) <= 1e-15);
+    assert!(cpu::lgamma(0.0).is_nan() && cpu::lgamma(-1.0).is_nan());
+    assert_eq!(cpu::lgamma(f64::INFINITY), f64::INFINITY);
+}
+
+#[test]
 fn batches_validate_lengths_and_isolate_bad_elements() {
     let x = [1.0, -1.0, f64::NAN, 2.0];
     let mut out = [0.0; 4];
@@ -384,6 +435,10 @@ fn parity_points() -> (Vec<f64>, Vec<f64>) {
         (0.5, 37.9),
         (37.9, 0.5),
         (1e7, 6.627e6),
+        (3.0, 1e-300),
+        (0.7, 5e-324),
+        (12.5, 1e-21),
+        (0.0, 1e-300),
     ] {
         v.push(a);
         x.push(b);
