@@ -5,6 +5,7 @@
 //! - `uniform`: log10 v uniform in [-3, 7], log10 x in [-10, 8] (the accuracy grid's box);
 //! - `debye`: v and x in [50, 1e4] (one region of the algorithm);
 //! - `broadcast`: one order v = 12.5 for the batch, log10 x uniform in [-10, 8].
+//!
 //! With SPHEREKIT_BENCH_DUMP=<dir> the inputs are written there as raw little-endian f64
 //! (`<mix>_v.f64`, `<mix>_x.f64`) so that benches/baselines/bessel.py times SciPy on exactly
 //! the same inputs (scripts/bench_bessel_cpu.sh runs both and prints the comparison).
@@ -91,8 +92,8 @@ fn cpu_benches() {
             let mut samples = Vec::new();
             for _ in 0..7 {
                 let t = Instant::now();
-                for i in 0..CPU_N {
-                    out[i] = f.eval(mix.v[i], mix.x[i]);
+                for ((o, &v), &x) in out.iter_mut().zip(&mix.v).zip(&mix.x) {
+                    *o = f.eval(v, x);
                 }
                 samples.push(t.elapsed().as_secs_f64() * 1e9 / CPU_N as f64);
                 std::hint::black_box(&out);

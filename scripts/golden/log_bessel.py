@@ -4,7 +4,7 @@
 Writes tests/data/log_bessel/{grid,half_integer,random,extra,vmf}.tsv; see
 scripts/golden/README.md. Usage:
 
-    python3 scripts/golden/log_bessel.py                # every set (about an hour on 2 cores)
+    python3 scripts/golden/log_bessel.py                # every set (about 20 minutes on 2 cores)
     python3 scripts/golden/log_bessel.py --only extra   # only extra.tsv from extra_points.txt
     python3 scripts/golden/log_bessel.py --check        # re-verify a random subset of each file
 

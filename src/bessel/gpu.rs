@@ -43,13 +43,13 @@ pub(crate) fn plan<T: Real>(
             out.len, x.len
         )));
     }
-    if let Ok(o) = &orders {
-        if o.len != x.len {
-            return Err(Error::shape(format!(
-                "{} orders for {} arguments",
-                o.len, x.len
-            )));
-        }
+    if let Ok(o) = &orders
+        && o.len != x.len
+    {
+        return Err(Error::shape(format!(
+            "{} orders for {} arguments",
+            o.len, x.len
+        )));
     }
     if x.len == 0 {
         return Ok(None);

@@ -231,13 +231,13 @@ pub(crate) fn check_lengths<T>(orders: &Orders<'_, T>, n: usize, out: usize) -> 
             "`out` has {out} elements, the arguments {n}"
         )));
     }
-    if let Orders::Each(v) = orders {
-        if v.len() != n {
-            return Err(Error::shape(format!(
-                "{} orders for {n} arguments",
-                v.len()
-            )));
-        }
+    if let Orders::Each(v) = orders
+        && v.len() != n
+    {
+        return Err(Error::shape(format!(
+            "{} orders for {n} arguments",
+            v.len()
+        )));
     }
     Ok(())
 }
