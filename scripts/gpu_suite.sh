@@ -47,6 +47,13 @@ start=$SECONDS
 failed_steps=()
 
 export SPHEREKIT_REQUIRE_GPU=1
+# gpu_bundle.sh packs the binaries into bins.tar.xz: unpack them in place (once).
+if [[ -f "$bundle/bins.tar.xz" && ! -e "$bundle/spherekit" ]]; then
+    if ! tar -C "$bundle" -xJf "$bundle/bins.tar.xz" 2>/dev/null; then
+        "$python" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+            "$bundle/bins.tar.xz" "$bundle" || echo "gpu_suite: could not unpack $bundle/bins.tar.xz" >&2
+    fi
+fi
 chmod +x "$bundle"/spherekit "$bundle"/tests/* "$bundle"/benches/* 2>/dev/null
 
 say() { echo "[gpu_suite $((SECONDS - start))s] $*"; }

@@ -350,6 +350,19 @@ fn batches_validate_lengths_and_isolate_bad_elements() {
     spherekit::bessel::evaluate_cpu_threads(Function::LogK, Orders::All(7.5), &xs, &mut b, 4)
         .unwrap();
     assert_eq!(a, b);
+    // A batch with one order (whose order-only work is done once) gives the scalar function's
+    // bits, for log K and its derivative, both signs of the order.
+    for (f, v) in [
+        (Function::LogK, 12.3),
+        (Function::DlogK, 12.3),
+        (Function::LogK, -0.4),
+        (Function::DlogK, 3.0),
+    ] {
+        spherekit::bessel::evaluate_cpu_threads(f, Orders::All(v), &xs, &mut a, 2).unwrap();
+        for (k, &x) in xs.iter().enumerate() {
+            assert_eq!(a[k].to_bits(), f.eval(v, x).to_bits(), "{f:?}({v}, {x})");
+        }
+    }
 }
 
 // ---- the kernels against the CPU reference ----------------------------------------------------

@@ -207,12 +207,16 @@ const K_SCALED_BELOW: f64 = 1e-20;
 
 /// log K_v(x) and x·K_{v+1}(x)/K_v(x) for ρ < RHO_DEBYE: Temme's method at
 /// μ = v − round(v) ∈ [−½, ½], then forward recurrence (stable: K grows with the order).
-fn k_small(v: f64, x: f64) -> (f64, f64) {
+/// `temme`: the order's factors if the caller has them ([`TemmeOrder::for_order`] of this v).
+fn k_small(v: f64, x: f64, temme: Option<&TemmeOrder>) -> (f64, f64) {
     let nl = (v + 0.5).floor();
     let mu = v - nl;
     // (K_μ, (x/2)·K_{μ+1})
     let (k0, l1) = if x <= TEMME_X_MAX {
-        temme_series(mu, x)
+        match temme {
+            Some(t) => temme_series(t, x),
+            None => temme_series(&TemmeOrder::new(mu), x),
+        }
     } else {
         steed_cf2(mu, x)
     };
@@ -251,14 +255,73 @@ fn k_small(v: f64, x: f64) -> (f64, f64) {
     }
 }
 
+/// The factors of Temme's series that depend on the order only, at μ ∈ [−½, ½]: computed once
+/// per batch when the batch has one order ([`super::evaluate_cpu`]), else once per call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TemmeOrder {
+    mu: f64,
+    /// πμ / sin(πμ).
+    fact: f64,
+    /// Γ1 = (1/Γ(1−μ) − 1/Γ(1+μ))/(2μ) and Γ2 = (1/Γ(1−μ) + 1/Γ(1+μ))/2.
+    gam1: f64,
+    gam2: f64,
+    /// 1/Γ(1+μ) and 1/Γ(1−μ).
+    gampl: f64,
+    gammi: f64,
+}
+
+impl TemmeOrder {
+    fn new(mu: f64) -> Self {
+        let fact = if mu.abs() < 1e-9 {
+            1.0
+        } else {
+            std::f64::consts::PI * mu / sin_pi(mu)
+        };
+        // 1/Γ(1+μ) and 1/Γ(1−μ) from one series; Γ1 = (1/Γ(1−μ) − 1/Γ(1+μ))/(2μ) and
+        // Γ2 = (1/Γ(1−μ) + 1/Γ(1+μ))/2 are its odd and even parts, free of cancellation.
+        // Four independent Horner chains in μ⁴ (coefficients k mod 4), for latency.
+        let mu2 = mu * mu;
+        let mu4 = mu2 * mu2;
+        let mut chains = [0.0f64; 4];
+        for quad in RGAMMA_TAYLOR.chunks(4).rev() {
+            for (chain, &c) in chains.iter_mut().zip(quad) {
+                *chain = *chain * mu4 + c;
+            }
+        }
+        let even = chains[0] + mu2 * chains[2];
+        let odd = chains[1] + mu2 * chains[3];
+        let gam1 = -odd;
+        let gam2 = even;
+        let gampl = even + mu * odd; // 1/Γ(1+μ)
+        let gammi = even - mu * odd; // 1/Γ(1−μ)
+        TemmeOrder {
+            mu,
+            fact,
+            gam1,
+            gam2,
+            gampl,
+            gammi,
+        }
+    }
+
+    /// The factors for the order v (of either sign) as [`k_small`] reduces it.
+    pub(crate) fn for_order(v: f64) -> Self {
+        let v = v.abs();
+        Self::new(v - (v + 0.5).floor())
+    }
+}
+
 /// Temme's series (x ≤ TEMME_X_MAX) for K_μ and (x/2)·K_{μ+1}, |μ| ≤ ½ (Numerical Recipes'
 /// bessik), written so that no intermediate overflows down to the smallest subnormal x.
-fn temme_series(mu: f64, x: f64) -> (f64, f64) {
-    let fact = if mu.abs() < 1e-9 {
-        1.0
-    } else {
-        std::f64::consts::PI * mu / sin_pi(mu)
-    };
+fn temme_series(t: &TemmeOrder, x: f64) -> (f64, f64) {
+    let TemmeOrder {
+        mu,
+        fact,
+        gam1,
+        gam2,
+        gampl,
+        gammi,
+    } = *t;
     let d = std::f64::consts::LN_2 - x.ln(); // −log(x/2); x/2 underflows for the smallest x
     let e = mu * d;
     let ee = e.exp();
@@ -274,23 +337,6 @@ fn temme_series(mu: f64, x: f64) -> (f64, f64) {
     } else {
         0.5 * (ee - 1.0 / ee) / e
     };
-    // 1/Γ(1+μ) and 1/Γ(1−μ) from one series; Γ1 = (1/Γ(1−μ) − 1/Γ(1+μ))/(2μ) and
-    // Γ2 = (1/Γ(1−μ) + 1/Γ(1+μ))/2 are its odd and even parts, free of cancellation.
-    // Four independent Horner chains in μ⁴ (coefficients k mod 4), for latency.
-    let mu2 = mu * mu;
-    let mu4 = mu2 * mu2;
-    let mut chains = [0.0f64; 4];
-    for quad in RGAMMA_TAYLOR.chunks(4).rev() {
-        for (chain, &c) in chains.iter_mut().zip(quad) {
-            *chain = *chain * mu4 + c;
-        }
-    }
-    let even = chains[0] + mu2 * chains[2];
-    let odd = chains[1] + mu2 * chains[3];
-    let gam1 = -odd;
-    let gam2 = even;
-    let gampl = even + mu * odd; // 1/Γ(1+μ)
-    let gammi = even - mu * odd; // 1/Γ(1−μ)
     let mut ff = fact * (gam1 * cosh_e + gam2 * fact2 * d);
     let mut sum = ff;
     let mut p = 0.5 * ee / gampl;
@@ -456,6 +502,11 @@ pub fn log_i(v: f64, x: f64) -> f64 {
 
 /// log K_v(x) for any real v (K_{−v} = K_v), x ≥ 0.
 pub fn log_k(v: f64, x: f64) -> f64 {
+    log_k_with(v, x, None)
+}
+
+/// [`log_k`] with the order's Temme factors precomputed (batches with one order).
+pub(crate) fn log_k_with(v: f64, x: f64, temme: Option<&TemmeOrder>) -> f64 {
     if v.is_nan() || x.is_nan() || x < 0.0 {
         return f64::NAN;
     }
@@ -474,7 +525,7 @@ pub fn log_k(v: f64, x: f64) -> f64 {
             + 0.5 * (LN_PI_OVER_2 - rho.ln())
             + debye_sum(p, t * t, -1.0, debye_terms(rho)).ln_1p()
     } else {
-        k_small(v, x).0
+        k_small(v, x, temme).0
     }
 }
 
@@ -531,6 +582,11 @@ pub fn dlog_i(v: f64, x: f64) -> f64 {
 
 /// d/dx log K_v(x) = v/x − K_{v+1}/K_v (< 0).
 pub fn dlog_k(v: f64, x: f64) -> f64 {
+    dlog_k_with(v, x, None)
+}
+
+/// [`dlog_k`] with the order's Temme factors precomputed (batches with one order).
+pub(crate) fn dlog_k_with(v: f64, x: f64, temme: Option<&TemmeOrder>) -> f64 {
     if v.is_nan() || x.is_nan() || x < 0.0 {
         return f64::NAN;
     }
@@ -553,7 +609,7 @@ pub fn dlog_k(v: f64, x: f64) -> f64 {
             - x * p2 * debye_w(p, s, -1.0, terms) / (1.0 + debye_sum(p, s, -1.0, terms))
     } else {
         // (v − x K_{v+1}/K_v)/x: finite down to the smallest x, where v/x alone overflows.
-        (v - k_small(v, x).1) / x
+        (v - k_small(v, x, temme).1) / x
     }
 }
 

@@ -202,14 +202,27 @@ pub fn evaluate_cpu_threads<T: Real>(
     check_lengths(&orders, x.len(), out.len())?;
     let n = x.len();
     let chunk = n.div_ceil(threads.max(1)).max(4096);
+    // One order for the batch: log K's order-only work (Temme's Γ factors) is done once here.
+    let temme = match (orders, f) {
+        (Orders::All(v), Function::LogK | Function::DlogK) => {
+            Some(cpu::TemmeOrder::for_order(v.to_f64()))
+        }
+        _ => None,
+    };
     let run = |start: usize, out: &mut [T]| {
         for (i, o) in out.iter_mut().enumerate() {
             let j = start + i;
             let order = match orders {
                 Orders::All(v) => v,
                 Orders::Each(v) => v[j],
-            };
-            *o = T::from_f64(f.eval(order.to_f64(), x[j].to_f64()));
+            }
+            .to_f64();
+            let x = x[j].to_f64();
+            *o = T::from_f64(match (&temme, f) {
+                (Some(t), Function::LogK) => cpu::log_k_with(order, x, Some(t)),
+                (Some(t), Function::DlogK) => cpu::dlog_k_with(order, x, Some(t)),
+                _ => f.eval(order, x),
+            });
         }
     };
     if threads <= 1 || n <= chunk {
