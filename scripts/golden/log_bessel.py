@@ -534,9 +534,9 @@ HALF_DIMS = [3, 4, 5, 6, 8, 10, 16, 32, 64, 128, 256, 512, 1000, 1024, 2048, 409
              32768, 65536, 100000, 1000000]
 VMF_DIMS = [2] + HALF_DIMS
 RANDOM_SEED = 20240913
-RANDOM_COUNT = 1200
-GRID_V = 24  # log-spaced orders besides v = 0
-GRID_X = 32
+RANDOM_COUNT = 3000
+GRID_V = 48  # log-spaced orders besides v = 0
+GRID_X = 64
 SETS = ("grid", "half_integer", "random", "extra", "vmf")
 
 

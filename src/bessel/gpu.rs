@@ -90,17 +90,16 @@ pub fn evaluate<T: Real>(
     out: &mut CudaViewMut<'_, T>,
 ) -> Result<()> {
     let l = CudaLauncher::new(gpu, stream)?;
-    let o = match &orders {
-        DeviceOrders::Each(v) => Some(vec_arg(gpu, stream, v, "orders")?),
-        DeviceOrders::All(_) => None,
+    // The staged orders (their guard lives until the launch is enqueued), or the broadcast value.
+    let (orders_arg, _orders_guard) = match orders {
+        DeviceOrders::Each(v) => {
+            let (a, guard) = vec_arg(gpu, stream, v, "orders")?;
+            (Ok(a), Some(guard))
+        }
+        DeviceOrders::All(v) => (Err(v), None),
     };
     let (xa, _x) = vec_arg(gpu, stream, x, "x")?;
     let (oa, _out) = vec_arg_mut(gpu, stream, out, "out")?;
-    let orders_arg = match (&o, orders) {
-        (Some((a, _)), _) => Ok(*a),
-        (None, DeviceOrders::All(v)) => Err(v),
-        (None, DeviceOrders::Each(_)) => unreachable!("per-element orders were staged above"),
-    };
     match plan::<T>(f, &l, orders_arg, &xa, &oa)? {
         Some(launch) => l.launch(&launch),
         None => Ok(()),
