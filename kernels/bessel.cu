@@ -166,24 +166,24 @@ __device__ void temme_series(double mu, double x, double &kmu, double &lmu1) {
     lmu1 = sum1;
 }
 
-// Between Temme's series and Steed's CF2 (90-170 iterations there): the trapezoidal rule.
-constexpr double TRAPEZOID_X_MAX = 2.5;
+// Between Temme's series and Steed's CF2 (32-170 iterations there): the trapezoidal rule.
+constexpr double TRAPEZOID_X_MAX = 8.0;
 
 // K_mu(x) and (x/2) K_{mu+1}(x), |mu| <= 1/2, TEMME_X_MAX < x <= TRAPEZOID_X_MAX: the trapezoidal
-// rule with step 1/5 on e^x K_nu(x) = int_0^inf exp(-x (cosh t - 1)) cosh(nu t) dt (see
+// rule with step 1/6 on e^x K_nu(x) = int_0^inf exp(-x (cosh t - 1)) cosh(nu t) dt (see
 // k_trapezoid in src/bessel/cpu.rs). All lanes walk the same nodes: the tables are read uniformly.
 __device__ void k_trapezoid(double mu, double x, double &kmu, double &lmu1) {
     double s0 = 0.5, s1 = 0.5;
     const double grow = fabs(mu) + 1.0;
     for (int k = 0; k < SK_TRAPEZOID_NODES; ++k) {
-        const double t = (k + 1) / 5.0;
+        const double t = (k + 1) / 6.0;
         const double ex = -x * SK_TRAPEZOID_COSH_M1[k];
         if (ex + grow * t < -40.0) break;
         const double a = exp(ex + mu * t), b = exp(ex - mu * t);
         s0 += 0.5 * (a + b);
         s1 += 0.5 * (a * SK_TRAPEZOID_EXP[k] + b * SK_TRAPEZOID_EXP_NEG[k]);
     }
-    const double scale = 0.2 * exp(-x);
+    const double scale = exp(-x) / 6.0;
     kmu = s0 * scale;
     lmu1 = 0.5 * x * (s1 * scale);
 }
