@@ -471,7 +471,8 @@ fn ratio_small(v: f64, x: f64) -> (f64, f64, f64) {
 /// Which part of the algorithm evaluates log I_v(x) and log K_v(x) at (v, x), v ≥ 0, x > 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Region {
-    /// ρ < 38: power series (I), Temme's method (K), Gauss continued fraction (ratio).
+    /// ρ < 38: power series (I), Temme's series, trapezoidal rule or Steed's CF2 (K), Gauss
+    /// continued fraction (ratio).
     Small,
     /// ρ ≥ 38: Debye's expansion, vη in closed form.
     Debye,
@@ -486,7 +487,7 @@ impl Region {
     /// Short description, for reports.
     pub const fn describe(self) -> &'static str {
         match self {
-            Region::Small => "rho < 38 (series, Temme, CF)",
+            Region::Small => "rho < 38 (series; K: Temme, trapezoid, CF2)",
             Region::Debye => "rho >= 38 (Debye)",
             Region::DebyeNearZero => "rho >= 38, x/v near z0 (Debye, Taylor eta)",
         }

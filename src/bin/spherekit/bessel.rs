@@ -237,7 +237,7 @@ pub fn report(gpu: Option<(&Gpu, &Arc<CudaStream>)>, quick: bool) -> i32 {
         "(fails: non-finite results where the exact value is finite, left out of SciPy's errors; \
          a spherekit failure is an infinite error)"
     );
-    if let Some((vals, ri, rk)) = f32_rows {
+    if let (Some((vals, ri, rk)), Some((gpu, stream))) = (f32_rows, gpu) {
         println!(
             "== log-Bessel: f32 kernels against the f64 reference at the f32-rounded inputs =="
         );
@@ -249,7 +249,7 @@ pub fn report(gpu: Option<(&Gpu, &Arc<CudaStream>)>, quick: bool) -> i32 {
             ..p
         };
         failed += table(&q, &[vals]);
-        throughput(gpu.expect("a GPU").0, gpu.expect("a GPU").1, quick);
+        throughput(gpu, stream, quick);
     } else {
         cpu_throughput(quick);
     }
