@@ -26,7 +26,7 @@ use super::consts::{
 };
 
 /// Below this ρ = √(v² + x²) the power series and Temme's method are used; above it Debye's
-/// expansion with [`DEBYE_TERMS`] terms is accurate to better than 2e-17 for every v/x.
+/// expansion with at most 13 terms is accurate to better than 2e-17 for every v/x.
 pub const RHO_DEBYE: f64 = 38.0;
 
 /// Half-width of the window around x = z₀v where vη is summed as a Taylor series.

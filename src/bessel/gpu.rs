@@ -76,7 +76,7 @@ pub(crate) fn plan<T: Real>(
     }))
 }
 
-/// Evaluates `f` element-wise on `stream`: out[i] = f(order_i, x[i]), computing in f64 whatever
+/// Evaluates `f` element-wise on `stream`: `out[i] = f(order_i, x[i])`, computing in f64 whatever
 /// the storage type. Enqueued without a host synchronization; an empty batch is a no-op.
 ///
 /// Errors: `out` or per-element orders of another length than `x`, buffers or stream of another

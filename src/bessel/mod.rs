@@ -176,7 +176,7 @@ impl Real for f64 {
     const NAME: &'static str = "f64";
 }
 
-/// Evaluates `f` element-wise on the CPU with every core: out[i] = f(order_i, x[i]).
+/// Evaluates `f` element-wise on the CPU with every core: `out[i] = f(order_i, x[i])`.
 ///
 /// Errors: `out` or per-element orders of a different length than `x`. An empty batch is a
 /// no-op. Invalid elements (NaN, negative x, …) give NaN in their place only.
