@@ -26,6 +26,7 @@ pub mod bessel;
 pub mod device;
 pub mod element;
 pub mod error;
+pub mod gram;
 pub mod hypersphere;
 mod launch;
 pub mod ptxas;

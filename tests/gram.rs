@@ -1,0 +1,201 @@
+//! Gram iteration, CPU reference: the exact σ₁ (one-sided Jacobi) against matrices of known
+//! spectrum U diag(s) Vᵀ, and the bound against the exact σ₁ and its exact identities (Schatten
+//! norms of rank-1 and orthogonal matrices, homogeneity, transposition), plus bad input.
+//! Random inputs are fresh each run (seed printed on failure, SPHEREKIT_SEED reproduces).
+
+mod common;
+
+use common::Rng;
+use spherekit::gram::cpu::{dense_bound, spectral_norm_exact};
+use spherekit::gram::{Bound, MAX_ITERATIONS};
+
+/// A random orthogonal l × l matrix: a product of l random Householder reflections (exactly
+/// orthogonal up to a few ulp per entry).
+fn orthogonal(rng: &mut Rng, l: usize) -> Vec<f64> {
+    let mut q: Vec<f64> = (0..l * l)
+        .map(|i| if i % (l + 1) == 0 { 1.0 } else { 0.0 })
+        .collect();
+    for _ in 0..l.max(2) {
+        let mut u: Vec<f64> = (0..l).map(|_| rng.normal()).collect();
+        let norm = u.iter().map(|v| v * v).sum::<f64>().sqrt();
+        u.iter_mut().for_each(|v| *v /= norm);
+        // q ← q (I − 2uuᵀ)
+        for row in q.chunks_mut(l) {
+            let d: f64 = row.iter().zip(&u).map(|(a, b)| a * b).sum();
+            for (a, b) in row.iter_mut().zip(&u) {
+                *a -= 2.0 * d * b;
+            }
+        }
+    }
+    q
+}
+
+/// W = U diag(s) Vᵀ, m × n, with the given singular values (min(m, n) of them).
+fn with_spectrum(rng: &mut Rng, m: usize, n: usize, s: &[f64]) -> Vec<f64> {
+    let (u, v) = (orthogonal(rng, m), orthogonal(rng, n));
+    let mut w = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            w[i * n + j] = s
+                .iter()
+                .enumerate()
+                .map(|(k, &sk)| u[i * m + k] * sk * v[j * n + k])
+                .sum();
+        }
+    }
+    w
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs()
+}
+
+#[test]
+fn exact_norm_matches_known_spectra() {
+    let mut rng = Rng::new();
+    for (m, n) in [(1, 1), (5, 5), (17, 9), (9, 17), (32, 32), (3, 40)] {
+        let k = m.min(n);
+        let s: Vec<f64> = (0..k).map(|i| 3.0 / (1.0 + i as f64)).collect();
+        let w = with_spectrum(&mut rng, m, n, &s);
+        let got = spectral_norm_exact(m, n, &w).unwrap();
+        assert!(
+            rel(got, s[0]) <= 1e-13,
+            "{m}x{n}: {got} vs {} (seed {})",
+            s[0],
+            rng.seed
+        );
+    }
+}
+
+#[test]
+fn bound_encloses_sigma_and_converges_with_a_gap() {
+    let mut rng = Rng::new();
+    for (m, n) in [(24, 24), (40, 12), (12, 40), (64, 64)] {
+        let k = m.min(n);
+        // Gap s2/s1 = 0.9: the excess of T = 6 is about k^{...} 0.9^{2^7} ≈ 1e-6 at worst.
+        let s: Vec<f64> = (0..k).map(|i| 0.9f64.powi(i as i32)).collect();
+        let w = with_spectrum(&mut rng, m, n, &s);
+        let sigma = spectral_norm_exact(m, n, &w).unwrap();
+        let b = dense_bound(m, n, &w, 6).unwrap();
+        assert!(
+            b.upper >= sigma * (1.0 - 1e-14) && b.lower <= sigma * (1.0 + 1e-14),
+            "{m}x{n}: {b:?} vs {sigma} (seed {})",
+            rng.seed
+        );
+        assert!(
+            rel(b.upper, sigma) <= 1e-6,
+            "{m}x{n}: T = 6 excess {:e} (seed {})",
+            rel(b.upper, sigma),
+            rng.seed
+        );
+        // Schatten norms decrease with p: more iterations, a smaller bound.
+        let mut last = f64::INFINITY;
+        for t in 0..8 {
+            let u = dense_bound(m, n, &w, t).unwrap().upper;
+            assert!(
+                u <= last * (1.0 + 1e-14) && u >= sigma * (1.0 - 1e-14),
+                "T = {t}"
+            );
+            last = u;
+        }
+    }
+}
+
+#[test]
+fn clustered_top_values_still_enclose() {
+    let mut rng = Rng::new();
+    let (m, n) = (30, 20);
+    let mut s: Vec<f64> = (0..n).map(|i| 1.0 / (1.0 + i as f64)).collect();
+    s[1] = 1.0 - 1e-6;
+    let w = with_spectrum(&mut rng, m, n, &s);
+    let sigma = spectral_norm_exact(m, n, &w).unwrap();
+    for t in [0, 1, 3, 6, 10] {
+        let b = dense_bound(m, n, &w, t).unwrap();
+        assert!(
+            b.upper >= sigma * (1.0 - 1e-14) && b.lower <= sigma * (1.0 + 1e-14),
+            "T = {t}: {b:?} vs {sigma} (seed {})",
+            rng.seed
+        );
+    }
+}
+
+#[test]
+fn schatten_identities() {
+    let mut rng = Rng::new();
+    // Rank 1: every Schatten norm equals σ₁ = ‖a‖‖b‖.
+    let (m, n) = (13, 7);
+    let a: Vec<f64> = (0..m).map(|_| rng.normal()).collect();
+    let c: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+    let w: Vec<f64> = (0..m * n).map(|i| a[i / n] * c[i % n]).collect();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let sigma = norm(&a) * norm(&c);
+    for t in [0, 2, 5] {
+        let b = dense_bound(m, n, &w, t).unwrap();
+        assert!(
+            rel(b.upper, sigma) <= 1e-14,
+            "rank 1, T = {t}: {b:?} vs {sigma}"
+        );
+    }
+    assert!(rel(spectral_norm_exact(m, n, &w).unwrap(), sigma) <= 1e-14);
+    // Orthogonal l × l: ‖Q‖_p = l^{1/p}, σ₁ = 1, so the lower bound is exactly 1.
+    let l = 16;
+    let q = orthogonal(&mut rng, l);
+    for t in [0u32, 1, 4] {
+        let b = dense_bound(l, l, &q, t).unwrap();
+        let p = 2f64.powi(t as i32 + 1);
+        assert!(
+            rel(b.upper, (l as f64).powf(1.0 / p)) <= 1e-14,
+            "orthogonal, T = {t}"
+        );
+        assert!(rel(b.lower, 1.0) <= 1e-14);
+    }
+}
+
+#[test]
+fn scale_and_transpose_invariance() {
+    let mut rng = Rng::new();
+    let (m, n) = (11, 6);
+    let w: Vec<f64> = (0..m * n).map(|_| rng.normal()).collect();
+    let wt: Vec<f64> = (0..n * m).map(|i| w[(i % m) * n + i / m]).collect();
+    let base = dense_bound(m, n, &w, 5).unwrap();
+    let t = dense_bound(n, m, &wt, 5).unwrap();
+    assert!(rel(t.upper, base.upper) <= 1e-14 && rel(t.lower, base.lower) <= 1e-14);
+    let exact = spectral_norm_exact(m, n, &w).unwrap();
+    assert!(rel(spectral_norm_exact(n, m, &wt).unwrap(), exact) <= 1e-14);
+    for c in [1e-300, 1e-30, 3.7, 1e30, 1e300] {
+        let scaled: Vec<f64> = w.iter().map(|v| v * c).collect();
+        let b = dense_bound(m, n, &scaled, 5).unwrap();
+        assert!(
+            rel(b.upper, c * base.upper) <= 1e-14,
+            "scale {c:e}: {b:?} (seed {})",
+            rng.seed
+        );
+        assert!(rel(spectral_norm_exact(m, n, &scaled).unwrap(), c * exact) <= 1e-14);
+    }
+}
+
+#[test]
+fn bad_input_is_an_error_or_a_defined_value() {
+    assert!(dense_bound(2, 3, &[1.0; 5], 3).is_err());
+    assert!(spectral_norm_exact(2, 3, &[1.0; 7]).is_err());
+    assert!(dense_bound(usize::MAX, 3, &[], 3).is_err());
+    assert!(dense_bound(2, 2, &[1.0; 4], MAX_ITERATIONS + 1).is_err());
+    let zero = Bound {
+        upper: 0.0,
+        lower: 0.0,
+        iterations: 3,
+    };
+    assert_eq!(dense_bound(0, 5, &[], 3).unwrap(), zero);
+    assert_eq!(dense_bound(3, 2, &[0.0; 6], 3).unwrap(), zero);
+    assert_eq!(spectral_norm_exact(4, 0, &[]).unwrap(), 0.0);
+    let mut w = vec![1.0; 6];
+    w[4] = f64::NAN;
+    assert!(dense_bound(3, 2, &w, 3).unwrap().upper.is_nan());
+    assert!(spectral_norm_exact(3, 2, &w).unwrap().is_nan());
+    w[4] = f64::INFINITY;
+    assert_eq!(dense_bound(3, 2, &w, 3).unwrap().upper, f64::INFINITY);
+    // 1 × 1: |w| at every T.
+    for t in [0, 1, MAX_ITERATIONS] {
+        assert!(rel(dense_bound(1, 1, &[-2.5], t).unwrap().upper, 2.5) <= 1e-15);
+    }
+}
