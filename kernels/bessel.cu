@@ -225,7 +225,11 @@ __device__ void k_small(double v, double x, double &log_kv, double &x_ratio) {
     const double nl = floor(v + 0.5);
     const double mu = v - nl;
     double k0, l1;
-    if (x <= TEMME_X_MAX) temme_series(mu, x, k0, l1);
+    if (mu == -0.5) {
+        // Half-integer orders (odd vMF dimensions): K_{-1/2} = K_{1/2} = sqrt(pi/2x) e^-x exactly.
+        k0 = sqrt(0.5 * PI) / sqrt(x) * exp(-x);
+        l1 = 0.5 * (x * k0);  // x * k0 first: x/2 underflows for the smallest x
+    } else if (x <= TEMME_X_MAX) temme_series(mu, x, k0, l1);
     else if (x <= TRAPEZOID_X_MAX) k_trapezoid(mu, x, k0, l1);
     else steed_cf2(mu, x, k0, l1);
     double order = mu;

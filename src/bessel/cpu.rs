@@ -214,7 +214,11 @@ fn k_small(v: f64, x: f64, temme: Option<&TemmeOrder>) -> (f64, f64) {
     let nl = (v + 0.5).floor();
     let mu = v - nl;
     // (K_μ, (x/2)·K_{μ+1})
-    let (k0, l1) = if x <= TEMME_X_MAX {
+    let (k0, l1) = if mu == -0.5 {
+        // Half-integer orders (odd vMF dimensions): K_{−½} = K_½ = √(π/2x) e^{−x} exactly.
+        let k = (0.5 * std::f64::consts::PI).sqrt() / x.sqrt() * (-x).exp();
+        (k, 0.5 * (x * k)) // x·k first: x/2 underflows for the smallest x
+    } else if x <= TEMME_X_MAX {
         match temme {
             Some(t) => temme_series(t, x),
             None => temme_series(&TemmeOrder::new(mu), x),
