@@ -6,7 +6,9 @@
 mod common;
 
 use common::Rng;
-use spherekit::gram::cpu::{dense_bound, spectral_norm_exact};
+use spherekit::gram::cpu::{
+    ConvShape, conv_circular_bound, conv_circular_exact, dense_bound, spectral_norm_exact,
+};
 use spherekit::gram::{Bound, MAX_ITERATIONS};
 
 /// A random orthogonal l × l matrix: a product of l random Householder reflections (exactly
@@ -198,4 +200,162 @@ fn bad_input_is_an_error_or_a_defined_value() {
     for t in [0, 1, MAX_ITERATIONS] {
         assert!(rel(dense_bound(1, 1, &[-2.5], t).unwrap().upper, 2.5) <= 1e-15);
     }
+}
+
+// ---- circular convolutions ----------------------------------------------------------------------
+
+/// The explicit operator of a circular convolution (stride 1), (c_out n²) × (c_in n²), row-major:
+/// y[o, a, b] = Σ_{i,p,q} K[o, i, p, q] x[i, (a + p) mod n, (b + q) mod n].
+fn conv_operator(s: ConvShape, kernel: &[f64]) -> Vec<f64> {
+    let ConvShape { c_out, c_in, k, n } = s;
+    let cols = c_in * n * n;
+    let mut m = vec![0.0; c_out * n * n * cols];
+    for o in 0..c_out {
+        for a in 0..n {
+            for b in 0..n {
+                let row = (o * n + a) * n + b;
+                for i in 0..c_in {
+                    for p in 0..k {
+                        for q in 0..k {
+                            let col = (i * n + (a + p) % n) * n + (b + q) % n;
+                            m[row * cols + col] += kernel[((o * c_in + i) * k + p) * k + q];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    m
+}
+
+fn random_kernel(rng: &mut Rng, s: ConvShape) -> Vec<f64> {
+    (0..s.c_out * s.c_in * s.k * s.k)
+        .map(|_| rng.normal())
+        .collect()
+}
+
+#[test]
+fn circular_exact_norm_equals_the_explicit_operator() {
+    let mut rng = Rng::new();
+    for s in [
+        ConvShape {
+            c_out: 2,
+            c_in: 3,
+            k: 3,
+            n: 4,
+        },
+        ConvShape {
+            c_out: 3,
+            c_in: 2,
+            k: 2,
+            n: 5,
+        },
+        ConvShape {
+            c_out: 1,
+            c_in: 1,
+            k: 3,
+            n: 6,
+        },
+    ] {
+        let kernel = random_kernel(&mut rng, s);
+        let op = conv_operator(s, &kernel);
+        let want = spectral_norm_exact(s.c_out * s.n * s.n, s.c_in * s.n * s.n, &op).unwrap();
+        let got = conv_circular_exact(s, &kernel).unwrap();
+        assert!(
+            rel(got, want) <= 1e-13,
+            "{s:?}: {got} vs {want} (seed {})",
+            rng.seed
+        );
+    }
+}
+
+#[test]
+fn circular_bound_encloses_the_exact_norm() {
+    let mut rng = Rng::new();
+    for s in [
+        ConvShape {
+            c_out: 8,
+            c_in: 4,
+            k: 3,
+            n: 8,
+        },
+        ConvShape {
+            c_out: 4,
+            c_in: 8,
+            k: 3,
+            n: 7,
+        },
+        ConvShape {
+            c_out: 6,
+            c_in: 6,
+            k: 5,
+            n: 9,
+        },
+    ] {
+        let kernel = random_kernel(&mut rng, s);
+        let exact = conv_circular_exact(s, &kernel).unwrap();
+        let k = s.c_out.min(s.c_in) as f64;
+        for t in [0u32, 2, 5, 8] {
+            let b = conv_circular_bound(s, &kernel, t).unwrap();
+            // σ₁ ≤ ‖A‖_p ≤ k^{1/p} σ₁ for every block, so for their maxima too.
+            let slack = k.powf(1.0 / 2f64.powi(t as i32 + 1));
+            assert!(
+                b.lower <= exact * (1.0 + 1e-13)
+                    && exact <= b.upper * (1.0 + 1e-13)
+                    && b.upper <= exact * slack * (1.0 + 1e-13),
+                "{s:?}, T = {t}: {b:?} vs {exact} (seed {})",
+                rng.seed
+            );
+        }
+    }
+}
+
+#[test]
+fn pointwise_kernels_reduce_to_the_dense_matrix() {
+    // k = 1: every frequency block is K[:, :, 0, 0].
+    let mut rng = Rng::new();
+    let s = ConvShape {
+        c_out: 5,
+        c_in: 7,
+        k: 1,
+        n: 6,
+    };
+    let kernel = random_kernel(&mut rng, s);
+    let dense = dense_bound(5, 7, &kernel, 4).unwrap();
+    let conv = conv_circular_bound(s, &kernel, 4).unwrap();
+    assert!(rel(conv.upper, dense.upper) <= 1e-14 && rel(conv.lower, dense.lower) <= 1e-14);
+    let exact = spectral_norm_exact(5, 7, &kernel).unwrap();
+    assert!(rel(conv_circular_exact(s, &kernel).unwrap(), exact) <= 1e-14);
+}
+
+#[test]
+fn circular_bad_input() {
+    let s = ConvShape {
+        c_out: 2,
+        c_in: 2,
+        k: 3,
+        n: 4,
+    };
+    assert!(conv_circular_bound(s, &[1.0; 35], 3).is_err());
+    assert!(conv_circular_bound(ConvShape { n: 2, ..s }, &[1.0; 36], 3).is_err());
+    assert!(
+        conv_circular_exact(
+            ConvShape {
+                c_out: usize::MAX,
+                ..s
+            },
+            &[],
+        )
+        .is_err()
+    );
+    assert!(conv_circular_bound(s, &[1.0; 36], MAX_ITERATIONS + 1).is_err());
+    let mut kernel = vec![0.5; 36];
+    kernel[7] = f64::NAN;
+    assert!(conv_circular_bound(s, &kernel, 3).unwrap().upper.is_nan());
+    assert_eq!(
+        conv_circular_bound(ConvShape { c_out: 0, ..s }, &[], 3)
+            .unwrap()
+            .upper,
+        0.0
+    );
 }

@@ -50,10 +50,6 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-fn frobenius(g: &[f64]) -> f64 {
-    dot(g, g).sqrt()
-}
-
 /// Non-finite entries decide the result alone: NaN if any is NaN, else +∞.
 fn non_finite(w: &[f64]) -> Option<f64> {
     if w.iter().any(|v| v.is_nan()) {
@@ -65,22 +61,99 @@ fn non_finite(w: &[f64]) -> Option<f64> {
     }
 }
 
+/// A complex number (re, im): the Gram core serves real matrices and the complex per-frequency
+/// blocks of convolutions alike.
+type C = (f64, f64);
+
+/// conj(a)·b
+fn cdot(a: &[C], b: &[C]) -> C {
+    a.iter().zip(b).fold((0.0, 0.0), |(re, im), (x, y)| {
+        (re + x.0 * y.0 + x.1 * y.1, im + x.0 * y.1 - x.1 * y.0)
+    })
+}
+
+fn cnorm2(a: &[C]) -> f64 {
+    a.iter().map(|z| z.0 * z.0 + z.1 * z.1).sum()
+}
+
+/// log of the Schatten-2^{T+1} norm of the matrix whose k columns are `cols` (T ≥ 1; entries of
+/// moderate size, not all zero): Gram iteration with the per-step factors kept in log space.
+fn log_schatten(cols: &[Vec<C>], iterations: u32) -> f64 {
+    let k = cols.len();
+    // First step: G₁ = (A/r)ᴴ(A/r), Hermitian k × k, row-major; L = 2 log r.
+    let r2 = cols.iter().map(|c| cnorm2(c)).sum::<f64>();
+    let mut g = vec![(0.0, 0.0); k * k];
+    for i in 0..k {
+        for j in i..k {
+            let v = cdot(&cols[i], &cols[j]);
+            g[i * k + j] = (v.0 / r2, v.1 / r2);
+            g[j * k + i] = (v.0 / r2, -v.1 / r2);
+        }
+    }
+    let mut log_factors = r2.ln(); // 2 (0 + log r)
+    for _ in 1..iterations {
+        // G ← (G/r)ᴴ(G/r) = (G/r)², G Hermitian; (G²)_ij = Σ_l G_il G_lj.
+        let r2 = cnorm2(&g);
+        let mut next = vec![(0.0, 0.0); k * k];
+        for i in 0..k {
+            for j in i..k {
+                let mut acc = (0.0, 0.0);
+                for l in 0..k {
+                    let (x, y) = (g[i * k + l], g[l * k + j]);
+                    acc.0 += x.0 * y.0 - x.1 * y.1;
+                    acc.1 += x.0 * y.1 + x.1 * y.0;
+                }
+                next[i * k + j] = (acc.0 / r2, acc.1 / r2);
+                next[j * k + i] = (acc.0 / r2, -acc.1 / r2);
+            }
+        }
+        g = next;
+        log_factors = 2.0 * (log_factors + 0.5 * r2.ln());
+    }
+    (0.5 * cnorm2(&g).ln() + log_factors) / 2f64.powi(iterations as i32)
+}
+
+/// The bound of a matrix given by its k smaller-side columns, scaled by 1/`scale`.
+fn bound_of(cols: &[Vec<C>], scale: f64, iterations: u32) -> Bound {
+    let k = cols.len() as f64;
+    let frobenius = cols.iter().map(|c| cnorm2(c)).sum::<f64>().sqrt();
+    if frobenius == 0.0 {
+        return Bound {
+            upper: 0.0,
+            lower: 0.0,
+            iterations,
+        };
+    }
+    let upper = if iterations == 0 {
+        frobenius * scale
+    } else {
+        log_schatten(cols, iterations).exp() * scale
+    };
+    Bound {
+        upper,
+        // σ₁ ≥ ‖A‖_p · rank^{−1/p}, rank ≤ k.
+        lower: upper * k.powf(-1.0 / 2f64.powi(iterations as i32 + 1)),
+        iterations,
+    }
+}
+
+fn complex(cols: Vec<Vec<f64>>) -> Vec<Vec<C>> {
+    cols.into_iter()
+        .map(|c| c.into_iter().map(|v| (v, 0.0)).collect())
+        .collect()
+}
+
 /// Gram iteration with `iterations` = T steps: the Schatten-2^{T+1} norm of W as
 /// [`Bound::upper`] and upper · min(m, n)^{−1/2^{T+1}} as [`Bound::lower`] (see [`super`]). T = 0
-/// gives the Frobenius norm. Computed in f64 with the per-step rescaling kept in log space, so
-/// any finite input scale is safe. Not certified against rounding: the enclosure holds to a few
-/// ulp.
+/// gives the Frobenius norm. Computed in f64 with the per-step rescaling kept in log space and a
+/// power-of-two prescale applied at the end, so any finite input scale is safe. Not certified
+/// against rounding: the enclosure holds to a few ulp.
 ///
 /// A zero side gives 0; a NaN entry gives NaN bounds, an infinite one +∞.
 ///
 /// Errors: `w.len() != m·n`, T > [`MAX_ITERATIONS`].
 pub fn dense_bound(m: usize, n: usize, w: &[f64], iterations: u32) -> Result<Bound> {
-    if iterations > MAX_ITERATIONS {
-        return Err(Error::param(
-            "iterations",
-            format!("{iterations} > {MAX_ITERATIONS}"),
-        ));
-    }
+    check_iterations(iterations)?;
     let exact = |v: f64| Bound {
         upper: v,
         lower: v,
@@ -93,61 +166,21 @@ pub fn dense_bound(m: usize, n: usize, w: &[f64], iterations: u32) -> Result<Bou
         return Ok(exact(v));
     }
     let scale = power_of_two_scale(w);
-    let cols = columns(m, n, w, scale);
-    let k = cols.len();
-    if cols.iter().all(|c| c.iter().all(|&v| v == 0.0)) {
-        return Ok(exact(0.0));
-    }
-    // log of the factors r_t taken out so far (G_t ∝ (AᴴA)^{2^{t−1}}, A = W/scale). The power of
-    // two `scale` is applied at the end: doubling its (possibly huge) log T times would cost
-    // |log scale|·ε in the result.
-    let mut log_scale = 0.0;
-    let mut g: Vec<f64>; // k × k, row-major
-    if iterations == 0 {
-        let f = cols.iter().map(|c| dot(c, c)).sum::<f64>().sqrt() * scale;
-        return Ok(Bound {
-            upper: f,
-            lower: f / (k as f64).sqrt(),
-            iterations,
-        });
-    }
-    {
-        // First step: G₁ = (A/r)ᴴ(A/r), A the k columns.
-        let r = cols.iter().map(|c| dot(c, c)).sum::<f64>().sqrt();
-        let r2 = r * r;
-        g = vec![0.0; k * k];
-        for i in 0..k {
-            for j in i..k {
-                let v = dot(&cols[i], &cols[j]) / r2;
-                g[i * k + j] = v;
-                g[j * k + i] = v;
-            }
-        }
-        log_scale = 2.0 * (log_scale + r.ln());
-    }
-    for _ in 1..iterations {
-        // G ← (G/r)ᴴ(G/r) = (G/r)², G symmetric.
-        let r = frobenius(&g);
-        let r2 = r * r;
-        let mut next = vec![0.0; k * k];
-        for i in 0..k {
-            for j in i..k {
-                let v = dot(&g[i * k..(i + 1) * k], &g[j * k..(j + 1) * k]) / r2;
-                next[i * k + j] = v;
-                next[j * k + i] = v;
-            }
-        }
-        g = next;
-        log_scale = 2.0 * (log_scale + r.ln());
-    }
-    let p_half = 2f64.powi(iterations as i32); // 2^T
-    let upper = ((frobenius(&g).ln() + log_scale) / p_half).exp() * scale;
-    let lower = upper * (k as f64).powf(-0.5 / p_half);
-    Ok(Bound {
-        upper,
-        lower,
+    Ok(bound_of(
+        &complex(columns(m, n, w, scale)),
+        scale,
         iterations,
-    })
+    ))
+}
+
+fn check_iterations(iterations: u32) -> Result<()> {
+    if iterations > MAX_ITERATIONS {
+        return Err(Error::param(
+            "iterations",
+            format!("{iterations} > {MAX_ITERATIONS}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The exact spectral norm σ₁ of W by one-sided Jacobi SVD (Hestenes): plane rotations of pairs
@@ -197,4 +230,147 @@ pub fn spectral_norm_exact(m: usize, n: usize, w: &[f64]) -> Result<f64> {
     }
     let max = cols.iter().map(|c| dot(c, c)).fold(0.0f64, f64::max);
     Ok(max.sqrt() * scale)
+}
+
+// ---- convolutions, circular padding ----------------------------------------------------------
+
+/// The shape of a convolution kernel [c_out, c_in, k, k] (row-major) on n × n inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvShape {
+    /// Output channels.
+    pub c_out: usize,
+    /// Input channels.
+    pub c_in: usize,
+    /// Kernel side.
+    pub k: usize,
+    /// Input side (circular padding, stride 1).
+    pub n: usize,
+}
+
+impl ConvShape {
+    fn check(&self, kernel: &[f64]) -> Result<()> {
+        let ConvShape { c_out, c_in, k, n } = *self;
+        if k > n {
+            return Err(Error::shape(format!(
+                "a {k} x {k} kernel does not fit a {n} x {n} circular input"
+            )));
+        }
+        let pairs = c_out.checked_mul(c_in);
+        let taps = k.checked_mul(k);
+        match (pairs, taps) {
+            (Some(a), Some(b)) => check(a, b, kernel).map(|_| ()),
+            _ => Err(Error::shape(format!(
+                "a {c_out} x {c_in} x {k} x {k} kernel overflows usize"
+            ))),
+        }
+    }
+
+    /// The per-frequency blocks A(u, v)[o][i] = Σ_{p,q<k} K[o,i,p,q] e^{−2πi(pu + qv)/n} for
+    /// u < n, v ≤ n/2 (a real kernel's blocks at −(u, v) are their conjugates: same singular
+    /// values), each as the columns of its smaller side, scaled by 1/`scale`. A direct small DFT.
+    fn blocks(&self, kernel: &[f64], scale: f64) -> Vec<Vec<Vec<C>>> {
+        let ConvShape { c_out, c_in, k, n } = *self;
+        let tau = std::f64::consts::TAU / n as f64;
+        let mut out = Vec::with_capacity(n * (n / 2 + 1));
+        for u in 0..n {
+            for v in 0..=n / 2 {
+                // Twiddles e^{−iτ(pu+qv)}, reduced mod n exactly before the angle is formed.
+                let twiddle: Vec<C> = (0..k * k)
+                    .map(|pq| {
+                        let phase = ((pq / k) * u + (pq % k) * v) % n;
+                        let a = -tau * phase as f64;
+                        (a.cos(), a.sin())
+                    })
+                    .collect();
+                let entry = |o: usize, i: usize| -> C {
+                    let taps = &kernel[(o * c_in + i) * k * k..(o * c_in + i + 1) * k * k];
+                    taps.iter().zip(&twiddle).fold((0.0, 0.0), |acc, (&w, t)| {
+                        (acc.0 + w / scale * t.0, acc.1 + w / scale * t.1)
+                    })
+                };
+                let cols: Vec<Vec<C>> = if c_in <= c_out {
+                    (0..c_in)
+                        .map(|i| (0..c_out).map(|o| entry(o, i)).collect())
+                        .collect()
+                } else {
+                    // Columns of Aᴴ: conjugated rows of A (the Gram AAᴴ is the smaller side).
+                    (0..c_out)
+                        .map(|o| {
+                            (0..c_in)
+                                .map(|i| {
+                                    let z = entry(o, i);
+                                    (z.0, -z.1)
+                                })
+                                .collect()
+                        })
+                        .collect()
+                };
+                out.push(cols);
+            }
+        }
+        out
+    }
+}
+
+/// The Gram-iteration bound on the spectral norm of a convolution with circular padding and
+/// stride 1 (Delattre et al. 2023): the operator is block-diagonalized by the 2-D DFT (Sedghi et
+/// al. 2019), so σ₁ = max over frequencies of σ₁ of the c_out × c_in block there; the bound is
+/// the max over blocks of their Gram-iteration bounds, and the lower bound the max of theirs.
+///
+/// Errors: kernel length ≠ c_out·c_in·k², k > n, T > [`MAX_ITERATIONS`]. An empty kernel gives 0,
+/// NaN entries NaN, infinite ones +∞.
+pub fn conv_circular_bound(shape: ConvShape, kernel: &[f64], iterations: u32) -> Result<Bound> {
+    check_iterations(iterations)?;
+    shape.check(kernel)?;
+    let exact = |v: f64| Bound {
+        upper: v,
+        lower: v,
+        iterations,
+    };
+    if kernel.is_empty() {
+        return Ok(exact(0.0));
+    }
+    if let Some(v) = non_finite(kernel) {
+        return Ok(exact(v));
+    }
+    let scale = power_of_two_scale(kernel);
+    let mut best = exact(0.0);
+    for cols in shape.blocks(kernel, scale) {
+        let b = bound_of(&cols, scale, iterations);
+        best.upper = best.upper.max(b.upper);
+        best.lower = best.lower.max(b.lower);
+    }
+    Ok(best)
+}
+
+/// The exact spectral norm of the circular convolution: max over frequencies of the exact σ₁ of
+/// each block (Sedghi et al. 2019), each by [`spectral_norm_exact`] of its real embedding
+/// [[Re A, −Im A], [Im A, Re A]] (whose singular values are A's, each twice). For tests.
+///
+/// Errors, empty and non-finite kernels: as [`conv_circular_bound`].
+pub fn conv_circular_exact(shape: ConvShape, kernel: &[f64]) -> Result<f64> {
+    shape.check(kernel)?;
+    if kernel.is_empty() {
+        return Ok(0.0);
+    }
+    if let Some(v) = non_finite(kernel) {
+        return Ok(v);
+    }
+    let scale = power_of_two_scale(kernel);
+    let mut best: f64 = 0.0;
+    for cols in shape.blocks(kernel, scale) {
+        // cols: k columns of length l; the real embedding is 2l × 2k, row-major.
+        let (k, l) = (cols.len(), cols[0].len());
+        let mut m = vec![0.0; 4 * k * l];
+        for (j, col) in cols.iter().enumerate() {
+            for (i, z) in col.iter().enumerate() {
+                m[i * 2 * k + j] = z.0;
+                m[i * 2 * k + k + j] = -z.1;
+                m[(l + i) * 2 * k + j] = z.1;
+                m[(l + i) * 2 * k + k + j] = z.0;
+            }
+        }
+        best = best.max(spectral_norm_exact(2 * l, 2 * k, &m)?);
+    }
+    Ok(best * scale)
 }
