@@ -351,12 +351,15 @@ fn batches_validate_lengths_and_isolate_bad_elements() {
         .unwrap();
     assert_eq!(a, b);
     // A batch with one order (whose order-only work is done once) gives the scalar function's
-    // bits, for log K and its derivative, both signs of the order.
+    // bits, for log K and its derivative (both signs of the order) and log I.
     for (f, v) in [
         (Function::LogK, 12.3),
         (Function::DlogK, 12.3),
         (Function::LogK, -0.4),
         (Function::DlogK, 3.0),
+        (Function::LogI, 12.3),
+        (Function::LogI, 0.0),
+        (Function::LogI, 37.5),
     ] {
         spherekit::bessel::evaluate_cpu_threads(f, Orders::All(v), &xs, &mut a, 2).unwrap();
         for (k, &x) in xs.iter().enumerate() {

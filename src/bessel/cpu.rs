@@ -187,7 +187,8 @@ fn i_series_tail(v: f64, x: f64) -> f64 {
 }
 
 /// log I_v(x) for ρ < RHO_DEBYE, v ≥ 0, x > 0.
-fn log_i_small(v: f64, x: f64) -> f64 {
+/// `order`: (1/Γ(v+1), its log) if the caller has them ([`i_order_factors`]).
+fn log_i_small(v: f64, x: f64, order: Option<(f64, f64)>) -> f64 {
     let tail = i_series_tail(v, x);
     if v == 0.0 {
         return tail.ln_1p();
@@ -195,11 +196,13 @@ fn log_i_small(v: f64, x: f64) -> f64 {
     if x > 2.0 {
         // v log(x/2) > 0 and log Γ(v+1) (up to 103) can cancel to a log I near 0: form the
         // prefactor in linear space (pow and 1/Γ are accurate to a few ulp) instead.
-        ((0.5 * x).powf(v) * rgamma(v + 1.0) * (1.0 + tail)).ln()
+        let rg = order.map_or_else(|| rgamma(v + 1.0), |o| o.0);
+        ((0.5 * x).powf(v) * rg * (1.0 + tail)).ln()
     } else {
         // v log(x/2) ≤ 0 and −log Γ(v+1) ≤ 0.13 do not cancel (log Γ < 0 only below 2, where
         // it is above −0.13); log S = log1p(S − 1) ≤ x²/4(v+1).
-        v * (x.ln() - std::f64::consts::LN_2) + rgamma(v + 1.0).ln() + tail.ln_1p()
+        let log_rg = order.map_or_else(|| rgamma(v + 1.0).ln(), |o| o.1);
+        v * (x.ln() - std::f64::consts::LN_2) + log_rg + tail.ln_1p()
     }
 }
 
@@ -512,6 +515,20 @@ pub fn region(v: f64, x: f64) -> Region {
 
 /// log I_v(x) for v ≥ 0 (negative v by reflection; see [`super`]), x ≥ 0.
 pub fn log_i(v: f64, x: f64) -> f64 {
+    log_i_with(v, x, None)
+}
+
+/// (1/Γ(v+1), log 1/Γ(v+1)) for orders whose small region uses them (0 ≤ v < RHO_DEBYE), for
+/// batches with one order; None otherwise.
+pub(crate) fn i_order_factors(v: f64) -> Option<(f64, f64)> {
+    (0.0..RHO_DEBYE).contains(&v).then(|| {
+        let rg = rgamma(v + 1.0);
+        (rg, rg.ln())
+    })
+}
+
+/// [`log_i`] with the order's factors precomputed ([`i_order_factors`] of this v).
+pub(crate) fn log_i_with(v: f64, x: f64, order: Option<(f64, f64)>) -> f64 {
     if v.is_nan() || x.is_nan() || x < 0.0 {
         return f64::NAN;
     }
@@ -534,7 +551,7 @@ pub fn log_i(v: f64, x: f64) -> f64 {
         v_eta(v, x, rho) - 0.5 * (LN_2PI + rho.ln())
             + debye_sum(p, t * t, 1.0, debye_terms(rho)).ln_1p()
     } else {
-        log_i_small(v, x)
+        log_i_small(v, x, order)
     }
 }
 

@@ -209,6 +209,10 @@ pub fn evaluate_cpu_threads<T: Real>(
         }
         _ => None,
     };
+    let i_order = match (orders, f) {
+        (Orders::All(v), Function::LogI) => cpu::i_order_factors(v.to_f64()),
+        _ => None,
+    };
     let run = |start: usize, out: &mut [T]| {
         for (i, o) in out.iter_mut().enumerate() {
             let j = start + i;
@@ -221,6 +225,7 @@ pub fn evaluate_cpu_threads<T: Real>(
             *o = T::from_f64(match (&temme, f) {
                 (Some(t), Function::LogK) => cpu::log_k_with(order, x, Some(t)),
                 (Some(t), Function::DlogK) => cpu::dlog_k_with(order, x, Some(t)),
+                (_, Function::LogI) if i_order.is_some() => cpu::log_i_with(order, x, i_order),
                 _ => f.eval(order, x),
             });
         }
