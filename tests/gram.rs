@@ -7,7 +7,8 @@ mod common;
 
 use common::Rng;
 use spherekit::gram::cpu::{
-    ConvShape, conv_circular_bound, conv_circular_exact, dense_bound, spectral_norm_exact,
+    ConvShape, MAX_GRADIENT_ITERATIONS, conv_circular_bound, conv_circular_exact, dense_bound,
+    dense_bound_gradient, spectral_norm_exact,
 };
 use spherekit::gram::{Bound, MAX_ITERATIONS};
 
@@ -357,5 +358,70 @@ fn circular_bad_input() {
             .unwrap()
             .upper,
         0.0
+    );
+}
+
+#[test]
+fn dense_gradient_matches_finite_differences() {
+    let mut rng = Rng::new();
+    for (m, n) in [(7, 5), (4, 9), (6, 6)] {
+        let w: Vec<f64> = (0..m * n).map(|_| rng.normal()).collect();
+        for t in [0u32, 1, 2, 4, 6] {
+            let (b, grad) = dense_bound_gradient(m, n, &w, t).unwrap();
+            assert_eq!(b, dense_bound(m, n, &w, t).unwrap());
+            let gnorm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
+            let h = 1e-5;
+            let mut worst: f64 = 0.0;
+            for e in 0..m * n {
+                let (mut wp, mut wm) = (w.clone(), w.clone());
+                wp[e] += h;
+                wm[e] -= h;
+                let fd = (dense_bound(m, n, &wp, t).unwrap().upper
+                    - dense_bound(m, n, &wm, t).unwrap().upper)
+                    / (2.0 * h);
+                worst = worst.max((fd - grad[e]).abs() / gnorm);
+            }
+            assert!(
+                worst <= 1e-7,
+                "{m}x{n}, T = {t}: gradient vs finite differences {worst:e} (seed {})",
+                rng.seed
+            );
+            // Homogeneous of degree 0: the gradient of c·W is the gradient of W.
+            let scaled: Vec<f64> = w.iter().map(|v| v * 1e200).collect();
+            let (_, g2) = dense_bound_gradient(m, n, &scaled, t).unwrap();
+            let diff = g2
+                .iter()
+                .zip(&grad)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f64, f64::max);
+            assert!(
+                diff <= 1e-12 * gnorm,
+                "T = {t}: scale changed the gradient by {diff:e}"
+            );
+        }
+    }
+    // Rank 1: ∂σ₁/∂W = u vᵀ exactly (every Schatten norm is σ₁).
+    let (a, c) = ([1.0, -2.0, 0.5], [3.0, 1.0]);
+    let w: Vec<f64> = (0..6).map(|i| a[i / 2] * c[i % 2]).collect();
+    let (na, nc) = (a.iter().map(|x| x * x).sum::<f64>().sqrt(), 10f64.sqrt());
+    let (_, g) = dense_bound_gradient(3, 2, &w, 5).unwrap();
+    for i in 0..6 {
+        let want = a[i / 2] / na * c[i % 2] / nc;
+        assert!(
+            (g[i] - want).abs() <= 1e-14,
+            "rank 1 gradient at {i}: {} vs {want}",
+            g[i]
+        );
+    }
+    assert!(dense_bound_gradient(2, 2, &[1.0; 4], MAX_GRADIENT_ITERATIONS + 1).is_err());
+    assert_eq!(
+        dense_bound_gradient(2, 2, &[0.0; 4], 3).unwrap().1,
+        vec![0.0; 4]
+    );
+    assert!(
+        dense_bound_gradient(2, 2, &[1.0, f64::NAN, 0.0, 1.0], 3)
+            .unwrap()
+            .1[0]
+            .is_nan()
     );
 }

@@ -14,10 +14,10 @@
 //! bound bound · min(m, n)^{−1/p} ≤ σ₁ for free. With a spectral gap σ₂/σ₁ = ρ the relative excess
 //! is about ρ^p: it squares each step.
 //!
-//! Status: the f64 CPU reference for dense matrices and for convolutions with circular padding
-//! (per-frequency blocks by a direct small DFT), and exact σ₁ by one-sided Jacobi SVD to check
-//! them against ([`cpu`]). Kernels, zero padding, the certified and adaptive modes, many shapes in
-//! one call and the gradients are not written yet (issue 4).
+//! Status: the f64 CPU reference for dense matrices (bound and its gradient) and for convolutions
+//! with circular padding (per-frequency blocks by a direct small DFT), and exact σ₁ by one-sided
+//! Jacobi SVD to check them against ([`cpu`]). Kernels, zero padding, the certified and adaptive
+//! modes, many shapes in one call and the convolution gradient are not written yet (issue 4).
 
 pub mod cpu;
 
