@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use cudarc::driver::CudaStream;
+use cudarc::driver::{CudaSlice, CudaStream};
 use spherekit::Gpu;
 use spherekit::bessel::cpu::{Region, region};
 use spherekit::bessel::gpu::{DeviceOrders, evaluate};
@@ -167,22 +167,11 @@ fn gpu_values<T: Real>(
 ) -> (Values, Vec<f64>, Vec<f64>) {
     let v: Vec<T> = p.v.iter().map(|&a| T::from_f64(a)).collect();
     let x: Vec<T> = p.x.iter().map(|&a| T::from_f64(a)).collect();
-    let dv = stream.clone_htod(&v).expect("upload");
-    let dx = stream.clone_htod(&x).expect("upload");
+    let (dv, dx) = (upload::<T>(stream, &p.v), upload::<T>(stream, &p.x));
     let eval = |f: Function| {
         // Poisoned output: an element the kernel skips shows up as NaN.
-        let mut out = stream
-            .clone_htod(&vec![T::from_f64(f64::NAN); x.len()])
-            .expect("upload");
-        evaluate(
-            gpu,
-            stream,
-            f,
-            DeviceOrders::Each(&dv.slice(..)),
-            &dx.slice(..),
-            &mut out.slice_mut(..),
-        )
-        .expect("launch");
+        let mut out = upload::<T>(stream, &vec![f64::NAN; x.len()]);
+        launch(gpu, stream, f, &dv, &dx, &mut out);
         let host = stream.clone_dtoh(&out).expect("download");
         host.into_iter().map(Real::to_f64).collect::<Vec<f64>>()
     };
@@ -315,25 +304,10 @@ fn throughput(gpu: &Gpu, stream: &Arc<CudaStream>, quick: bool) {
 }
 
 fn gpu_rate<T: Real>(gpu: &Gpu, stream: &Arc<CudaStream>, v: &[f64], x: &[f64], copy_gbps: f64) {
-    let dv = stream
-        .clone_htod(&v.iter().map(|&a| T::from_f64(a)).collect::<Vec<T>>())
-        .expect("upload");
-    let dx = stream
-        .clone_htod(&x.iter().map(|&a| T::from_f64(a)).collect::<Vec<T>>())
-        .expect("upload");
+    let (dv, dx) = (upload::<T>(stream, v), upload::<T>(stream, x));
     let mut out = stream.alloc_zeros::<T>(x.len()).expect("alloc");
     for f in [Function::LogI, Function::LogK] {
-        let us = crate::time_us(stream, 10, || {
-            evaluate(
-                gpu,
-                stream,
-                f,
-                DeviceOrders::Each(&dv.slice(..)),
-                &dx.slice(..),
-                &mut out.slice_mut(..),
-            )
-            .expect("launch")
-        });
+        let us = crate::time_us(stream, 10, || launch(gpu, stream, f, &dv, &dx, &mut out));
         let evals = x.len() as f64 / (us * 1e-6);
         let bytes = 3.0 * std::mem::size_of::<T>() as f64;
         println!(
@@ -343,4 +317,30 @@ fn gpu_rate<T: Real>(gpu: &Gpu, stream: &Arc<CudaStream>, v: &[f64], x: &[f64], 
             100.0 * evals * bytes / (copy_gbps * 1e9)
         );
     }
+}
+
+/// `v` rounded to T, on the device.
+fn upload<T: Real>(stream: &Arc<CudaStream>, v: &[f64]) -> CudaSlice<T> {
+    let host: Vec<T> = v.iter().map(|&a| T::from_f64(a)).collect();
+    stream.clone_htod(&host).expect("upload")
+}
+
+/// out[i] = f(v[i], x[i]) on `stream`, per-element orders.
+fn launch<T: Real>(
+    gpu: &Gpu,
+    stream: &Arc<CudaStream>,
+    f: Function,
+    v: &CudaSlice<T>,
+    x: &CudaSlice<T>,
+    out: &mut CudaSlice<T>,
+) {
+    evaluate(
+        gpu,
+        stream,
+        f,
+        DeviceOrders::Each(&v.slice(..)),
+        &x.slice(..),
+        &mut out.slice_mut(..),
+    )
+    .expect("launch");
 }
