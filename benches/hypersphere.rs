@@ -9,7 +9,9 @@
 //! launch, after warm-up, median of many runs, on random inputs.
 //!
 //! `cargo bench --bench hypersphere` also runs criterion on a few shapes; with
-//! SPHEREKIT_BENCH_QUICK=1 (the GPU suite) only the RESULT measurements run.
+//! SPHEREKIT_BENCH_QUICK=1 (the GPU suite) only the RESULT measurements run. With
+//! SPHEREKIT_BENCH_TIERS=1 it measures each shape with every tier that holds it instead (the
+//! data behind the automatic tier choice).
 
 use std::sync::Arc;
 
@@ -17,7 +19,8 @@ use criterion::Criterion;
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr};
 use half::bf16;
-use spherekit::hypersphere::{Eps, LerpNormalize, Normalize};
+use spherekit::hypersphere::gpu::{LERP_BWD_VECTOR_TIERS, VECTOR_TIERS};
+use spherekit::hypersphere::{Eps, LerpNormalize, Normalize, Tier};
 use spherekit::{Element, Gpu, Rows, RowsMut, Workspace};
 
 const INPUT_BYTES: usize = 256 << 20;
@@ -59,6 +62,7 @@ struct Buffers<T> {
     out0: CudaSlice<T>,
     out1: CudaSlice<T>,
     p: CudaSlice<T>,
+    dp: CudaSlice<T>,
 }
 
 fn random_host<T: Element>(n: usize, seed: u64) -> Vec<T> {
@@ -88,6 +92,7 @@ fn buffers<T: Element>(stream: &Arc<CudaStream>, n: usize, max_cols: usize) -> B
         p: stream
             .clone_htod(&random_host::<T>(max_cols, 3))
             .expect("upload"),
+        dp: stream.alloc_zeros(max_cols).expect("alloc"),
     }
 }
 
@@ -113,7 +118,7 @@ fn copy_gbps(stream: &Arc<CudaStream>) -> f64 {
     gbps
 }
 
-/// One launch of `op` over `rows` x `cols` of the buffers.
+/// One launch of `op` over `rows` x `cols` of the buffers, with the automatic tier.
 fn launch<T: Element + DeviceRepr>(
     gpu: &Gpu,
     stream: &Arc<CudaStream>,
@@ -123,27 +128,100 @@ fn launch<T: Element + DeviceRepr>(
     rows: usize,
     cols: usize,
 ) {
+    launch_tier(gpu, stream, op, bufs, ws, rows, cols, Tier::Auto).expect("launch");
+}
+
+/// One launch of `op` with a given tier (an error where the tier cannot hold the rows). The
+/// lerp backward computes dp, as training does (and as the PyTorch baseline does).
+#[allow(clippy::too_many_arguments)]
+fn launch_tier<T: Element + DeviceRepr>(
+    gpu: &Gpu,
+    stream: &Arc<CudaStream>,
+    op: Op,
+    bufs: &mut Buffers<T>,
+    ws: &mut Workspace,
+    rows: usize,
+    cols: usize,
+    tier: Tier,
+) -> spherekit::Result<()> {
     let n = rows * cols;
-    let norm = Normalize::new(Eps::Clamp(1e-12));
+    let norm = Normalize::new(Eps::Clamp(1e-12)).with_tier(tier);
     let lerp = LerpNormalize {
         eps: Eps::Clamp(1e-12),
+        tier,
         ..LerpNormalize::ngpt(0.05)
     };
     let a = Rows::new(bufs.a.slice(..n), rows, cols).unwrap();
     let b = Rows::new(bufs.b.slice(..n), rows, cols).unwrap();
     let p = bufs.p.slice(..cols);
     let mut o0 = RowsMut::new(bufs.out0.slice_mut(..n), rows, cols).unwrap();
-    let result = match op {
+    match op {
         Op::NormFwd => norm.forward(gpu, stream, &a, None, &mut o0),
         Op::NormBwd => norm.backward(gpu, stream, &a, None, &b, &mut o0, None, ws),
         Op::LerpFwd => lerp.forward(gpu, stream, &a, &b, &p, &mut o0),
         Op::LerpBwd => {
             let mut o1 = RowsMut::new(bufs.out1.slice_mut(..n), rows, cols).unwrap();
+            let mut dp = bufs.dp.slice_mut(..cols);
             // dy = a: any random tensor serves for timing.
-            lerp.backward(gpu, stream, &a, &b, &p, &a, &mut o0, &mut o1, None, ws)
+            lerp.backward(
+                gpu,
+                stream,
+                &a,
+                &b,
+                &p,
+                &a,
+                &mut o0,
+                &mut o1,
+                Some(&mut dp),
+                ws,
+            )
         }
-    };
-    result.expect("launch");
+    }
+}
+
+/// With SPHEREKIT_BENCH_TIERS=1: every shape of the sweep with each tier that holds it (the
+/// three smallest register tiers and the streaming tier), variant "tier=<threads|stream>", to
+/// tune the automatic choice from measurements.
+fn tier_sweep<T: Element + DeviceRepr>(gpu: &Gpu, stream: &Arc<CudaStream>, copy: f64) {
+    let dtype = T::DTYPE.name();
+    let n = INPUT_BYTES / T::DTYPE.size();
+    let mut bufs = buffers::<T>(stream, n, *DIMS.last().unwrap());
+    let mut ws = Workspace::new();
+    for op in Op::ALL {
+        let teams: &[u32] = if op == Op::LerpBwd {
+            &LERP_BWD_VECTOR_TIERS
+        } else {
+            &VECTOR_TIERS
+        };
+        for cols in DIMS {
+            let rows = n / cols;
+            let fitting = teams.iter().map(|&t| Tier::Team(t)).filter(|&tier| {
+                launch_tier(gpu, stream, op, &mut bufs, &mut ws, rows, cols, tier).is_ok()
+            });
+            let tiers: Vec<Tier> = fitting.take(3).chain([Tier::Stream]).collect();
+            for tier in tiers {
+                let us = time_us(stream, 2, 15, || {
+                    launch_tier(gpu, stream, op, &mut bufs, &mut ws, rows, cols, tier)
+                        .expect("launch")
+                });
+                let name = match tier {
+                    Tier::Team(t) => t.to_string(),
+                    _ => "stream".to_string(),
+                };
+                let bytes = op.tensors() * rows * cols * T::DTYPE.size();
+                report(
+                    op,
+                    dtype,
+                    rows,
+                    cols,
+                    us,
+                    bytes,
+                    copy,
+                    &format!("tier={name}"),
+                );
+            }
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -265,6 +343,12 @@ fn main() {
     );
     let copy = copy_gbps(&stream);
     println!("device-to-device copy: {copy:.0} GB/s (read + write)");
+    if std::env::var("SPHEREKIT_BENCH_TIERS").is_ok_and(|v| v == "1") {
+        tier_sweep::<bf16>(&gpu, &stream, copy);
+        tier_sweep::<f32>(&gpu, &stream, copy);
+        stream.synchronize().unwrap();
+        return;
+    }
     sweep::<bf16>(&gpu, &stream, copy);
     sweep::<f32>(&gpu, &stream, copy);
     // Keep the device pointers' events alive until the work is done.

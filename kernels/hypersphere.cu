@@ -349,8 +349,8 @@ __device__ void norm_fwd_stream(const sk_normalize_params &p) {
     SK_EXPECT(blockDim.x == TPS);
     Team<TPS> team;
     const T *scale = static_cast<const T *>(p.scale);
-#pragma unroll 1
     T *sx = staging_area<T>(0, p.stage);
+#pragma unroll 1
     for (SegCursor c(team.worker(), team.workers(), p.cols / p.group); c.row < p.rows; c.next()) {
         const T *xg = c.in<T>(p.x, p.x_stride, p.group);
         stage_in<T, VEC>(team.lane, p.stage, xg, sx);
@@ -467,8 +467,8 @@ __device__ void norm_bwd_stream(const sk_normalize_params &p) {
     const ScaleSource<T, VEC> s{p.scale ? static_cast<const T *>(p.scale) + j * p.group : nullptr};
     MemSink sink{p.partial ? p.partial + static_cast<uint64_t>(w) * p.group : nullptr, true, true,
                  0.0};
-#pragma unroll 1
     T *sx = staging_area<T>(0, p.stage), *sdy = staging_area<T>(1, p.stage);
+#pragma unroll 1
     for (SegCursor c(w, team.workers(), gpr); c.row < p.rows; c.next()) {
         const T *xg = c.in<T>(p.x, p.x_stride, p.group);
         const T *dyg = c.in<T>(p.dy, p.dy_stride, p.group);
@@ -658,8 +658,8 @@ __device__ void lerp_fwd_stream(const sk_lerp_params &p) {
     SK_EXPECT(blockDim.x == TPS);
     Team<TPS> team;
     const AlphaMem<T, VEC> alphas{&p};
-#pragma unroll 1
     T *sh = staging_area<T>(0, p.stage), *su = staging_area<T>(1, p.stage);
+#pragma unroll 1
     for (uint64_t row = team.worker(); row < p.rows; row += team.workers()) {
         const T *hg = static_cast<const T *>(p.h) + row * p.h_stride;
         const T *ug = static_cast<const T *>(p.u) + row * p.u_stride;
@@ -826,9 +826,9 @@ __device__ void lerp_bwd_stream(const sk_lerp_params &p) {
     const AlphaMem<T, VEC> alphas{&p};
     MemSink sink{p.partial ? p.partial + static_cast<uint64_t>(w) * p.p_len : nullptr, true,
                  p.p_len != 1, 0.0};
-#pragma unroll 1
     T *sh = staging_area<T>(0, p.stage), *su = staging_area<T>(1, p.stage);
     T *sdy = staging_area<T>(2, p.stage);
+#pragma unroll 1
     for (uint64_t row = w; row < p.rows; row += team.workers()) {
         const T *hg = static_cast<const T *>(p.h) + row * p.h_stride;
         const T *ug = static_cast<const T *>(p.u) + row * p.u_stride;
@@ -1035,6 +1035,10 @@ __device__ void project(const sk_project_params &p) {
 #define SK_REGS_norm_bwd 168u
 #define SK_REGS_lerp_fwd 128u
 #define SK_REGS_lerp_bwd 168u
+#define SK_STREAM_BLOCKS_norm_fwd SK_STREAM_BLOCKS_NORM_FWD
+#define SK_STREAM_BLOCKS_norm_bwd SK_STREAM_BLOCKS_NORM_BWD
+#define SK_STREAM_BLOCKS_lerp_fwd SK_STREAM_BLOCKS_LERP_FWD
+#define SK_STREAM_BLOCKS_lerp_bwd SK_STREAM_BLOCKS_LERP_BWD
 
 #define SK_HS_TILE(op, Params, DT, T, V, VECN, TPS)                                       \
     SK_KERNEL(sk_##op##_##DT##_##V##TPS, Params, sk::Team<TPS>::BLOCK,                    \
@@ -1042,7 +1046,7 @@ __device__ void project(const sk_project_params &p) {
               sk::hs::op##_tile<T, TPS, VECN>(p))
 #define SK_HS_STREAM(op, Params, DT, T, V, VECN)                                          \
     SK_KERNEL(sk_##op##_##DT##_##V##stream, Params, SK_STREAM_THREADS,                    \
-              SK_MIN_BLOCKS(SK_STREAM_THREADS, SK_REGS_##op), sk::hs::op##_stream<T, VECN>(p))
+              SK_STREAM_BLOCKS_##op, sk::hs::op##_stream<T, VECN>(p))
 
 // Vector tiers 2 .. 256 threads per segment (every op); 512 for every op but lerp backward,
 // whose three inputs and alpha need more than the 128 registers a 512-thread block may have (its

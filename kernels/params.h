@@ -27,7 +27,15 @@
  * memory on the first pass (input i at byte offset i * stage * sizeof(T)) and read from there
  * afterwards, the rest is re-read from global memory. Each thread reads back only what it wrote,
  * so no barrier is needed. */
-#define SK_STREAM_THREADS 512u
+#define SK_STREAM_THREADS 256u
+/* Streaming blocks resident per SM, per op: the passes of one row (reductions, barriers) then
+ * overlap the loads of the others. It sets both the kernels' register budget (65536 / (threads *
+ * blocks)) and each block's share of the SM's shared memory for staging (the host divides by
+ * it). One block per SM left the memory system idle during every reduction. */
+#define SK_STREAM_BLOCKS_NORM_FWD 4u
+#define SK_STREAM_BLOCKS_NORM_BWD 3u
+#define SK_STREAM_BLOCKS_LERP_FWD 3u
+#define SK_STREAM_BLOCKS_LERP_BWD 2u
 /* Elements each thread keeps in registers, per op, in the register-resident tiers. */
 #define SK_NORM_FWD_ELEMS 32u
 #define SK_NORM_BWD_ELEMS 16u

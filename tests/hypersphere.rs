@@ -1075,7 +1075,7 @@ mod emulator_only {
         // and re-reads the rest: with small budgets rows are staged partly (or not at all), and
         // the results must not change.
         let mut rng = Rng::new();
-        for budget in [0, 1000, 6000] {
+        for budget in [0, 12_000, 30_000] {
             let b = &Emu(Emulator::new(2).with_stream_smem(budget));
             for (i, eps) in EPS_MODES.iter().enumerate() {
                 let op = Normalize::new(*eps).with_tier(Tier::Stream);

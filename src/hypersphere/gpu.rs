@@ -96,6 +96,17 @@ impl RowOp {
             RowOp::LerpBwd => SK_LERP_BWD_ELEMS,
         }
     }
+
+    /// Streaming blocks per SM the kernels are built for (params.h); each stages its rows in
+    /// its share of the SM's shared memory.
+    fn stream_blocks(self) -> u32 {
+        match self {
+            RowOp::NormFwd => SK_STREAM_BLOCKS_NORM_FWD,
+            RowOp::NormBwd => SK_STREAM_BLOCKS_NORM_BWD,
+            RowOp::LerpFwd => SK_STREAM_BLOCKS_LERP_FWD,
+            RowOp::LerpBwd => SK_STREAM_BLOCKS_LERP_BWD,
+        }
+    }
 }
 
 /// One kernel of a row operation.
@@ -308,15 +319,20 @@ fn worker_grid(
 }
 
 /// Shared-memory staging of a streaming launch: how many leading elements of each of its
-/// `inputs` segments fit in `budget` bytes (a multiple of the vector width), and the bytes that
-/// takes. Register tiers stage nothing.
+/// `inputs` segments fit in the block's share of `budget` bytes (the dynamic shared memory one
+/// block may have, about an SM's: each of the op's resident blocks gets 1/`stream_blocks` of it,
+/// less the 1 KiB the driver reserves per block and the kernels' 1 KiB of static shared
+/// memory), a multiple of the vector width; and the bytes that takes. Register tiers stage
+/// nothing.
 fn staging(k: &RowKernel, len: usize, inputs: usize, budget: u32) -> (u32, u32) {
     if k.tps.is_some() {
         return (0, 0);
     }
+    let blocks = k.op.stream_blocks().max(1) as usize;
+    let share = ((budget as usize + 2048) / blocks).saturating_sub(2048) / 128 * 128;
     let size = k.dtype.size();
     let vec = k.vec() as usize;
-    let stage = (budget as usize / (inputs * size)).min(len) / vec * vec;
+    let stage = (share / (inputs * size)).min(len) / vec * vec;
     (stage as u32, (stage * inputs * size) as u32)
 }
 

@@ -163,18 +163,7 @@ pub fn widened<T: Element>(v: &[T]) -> Vec<f64> {
 
 /// The spacing of the storage type's numbers at |v| (one ulp of T), including subnormals.
 pub fn ulp(dtype: DType, v: f64) -> f64 {
-    let (mant_bits, min_exp) = match dtype {
-        DType::F32 => (23, -126),
-        DType::F16 => (10, -14),
-        DType::BF16 => (7, -126),
-    };
-    let a = v.abs();
-    let e = if a > 0.0 && a.is_finite() {
-        a.log2().floor() as i32
-    } else {
-        min_exp
-    };
-    2f64.powi(e.max(min_exp) - mant_bits)
+    spherekit::accuracy::storage_ulp(dtype, v)
 }
 
 /// Largest finite value of the storage type.
