@@ -83,10 +83,15 @@ __device__ __forceinline__ GradCoef<A> grad_coef(uint32_t mode, A eps, A ss, A d
     return {r, kappa * (r * dot)};
 }
 
-// The lerp of normalize-lerp-normalize, one fma so that recomputing it gives the same bits.
+// The lerp of normalize-lerp-normalize, z = (1 - alpha) a + alpha b with om = 1 - alpha
+// carried exactly enough (alpha_parts), the same expression wherever z is recomputed so that
+// it gives the same bits. Not a + alpha (b - a): with a = h unnormalized, |h| >> 1 and alpha
+// near 1, rounding b - a costs eps |a| where z itself is only about (1 - alpha) |a| + alpha |b|
+// (seen: 2.4e-6 of the row norm in f32, for rows of norm 4e3). Here the error is about
+// eps ((1 - alpha) |a| + |z|).
 template <class A>
-__device__ __forceinline__ A lerp_z(A a, A b, A alpha) {
-    return fma_acc(alpha, b - a, a);
+__device__ __forceinline__ A lerp_z(A a, A b, A alpha, A om) {
+    return fma_acc(alpha, b, om * a);
 }
 
 template <class A, int VEC>
@@ -489,29 +494,51 @@ __device__ void norm_bwd_stream(const sk_normalize_params &p) {
 }
 
 // ============================================================================================
-// lerp_normalize: a = N(h) or h, b = N(u), alpha = c p or |c p|, z = a + alpha (b - a),
+// lerp_normalize: a = N(h) or h, b = N(u), alpha = c p or |c p|, z = (1 - alpha) a + alpha b,
 // y = N(z). Whole rows (no groups); p is per channel (p_len == cols) or one scalar.
 // ============================================================================================
 
-// alpha and d alpha / d p for one channel.
-struct Alpha {
-    float alpha, dalpha_dp;
+// alpha = c p (or |c p|) of one channel as the kernels carry it: cp, the f32 product c p (its
+// sign tells d|cp|/dp), and om = 1 - alpha from the exact product (c p = cp + lo exactly, lo
+// by an fma): 1 - alpha multiplies a in z, and where a = h is large and alpha near 1 the
+// rounding of cp alone would cost eps |a| (2e-6 of the row norm seen in f32).
+struct AlphaParts {
+    float cp, om;
 };
 
-__device__ __forceinline__ Alpha alpha_of(float pv, float c, bool absolute) {
+__device__ __forceinline__ AlphaParts alpha_parts(float pv, float c, bool absolute) {
     const float cp = c * pv;
-    if (!absolute) return {cp, c};
-    // d|cp|/dp = c sign(cp), with sign(0) = 0 (torch's abs backward).
-    const float sign = cp > 0.0f ? 1.0f : (cp < 0.0f ? -1.0f : 0.0f);
-    return {fabsf(cp), c * sign};
+    const float lo = fmaf(c, pv, -cp);
+    const bool flip = absolute && cp < 0.0f;
+    const float a_hi = flip ? -cp : cp, a_lo = flip ? -lo : lo;
+    return {cp, (1.0f - a_hi) - a_lo};
 }
+
+// alpha and d alpha / d p from cp: d|cp|/dp = c sign(cp), with sign(0) = 0 (torch's abs
+// backward).
+__device__ __forceinline__ void alpha_of(float cp, float c, bool absolute, float &alpha,
+                                         float &dalpha_dp) {
+    if (!absolute) {
+        alpha = cp;
+        dalpha_dp = c;
+        return;
+    }
+    alpha = fabsf(cp);
+    dalpha_dp = cp > 0.0f ? c : (cp < 0.0f ? -c : 0.0f);
+}
+
+// alpha, 1 - alpha and d alpha / d p of a chunk's channels: the interface of AlphaMem and
+// AlphaTile.
+template <int VEC>
+struct AlphaChunk {
+    float al[VEC], om[VEC], dal[VEC];
+};
 
 // alpha from p in memory (per channel, or the scalar broadcast).
 template <class T, int VEC>
 struct AlphaMem {
     const sk_lerp_params *p;
-    __device__ __forceinline__ void operator()(int, uint32_t col, float (&al)[VEC],
-                                               float (&dal)[VEC]) const {
+    __device__ __forceinline__ void parts(uint32_t col, float (&cp)[VEC], float (&om)[VEC]) const {
         const bool absolute = (p->flags & SK_LERP_ABS_ALPHA) != 0;
         float pv[VEC];
         if (p->p_len == 1) {
@@ -523,43 +550,73 @@ struct AlphaMem {
         }
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
-            const Alpha a = alpha_of(pv[e], p->c, absolute);
-            al[e] = a.alpha;
-            dal[e] = a.dalpha_dp;
+            const AlphaParts a = alpha_parts(pv[e], p->c, absolute);
+            cp[e] = a.cp;
+            om[e] = a.om;
         }
+    }
+    __device__ __forceinline__ void operator()(int, uint32_t col, AlphaChunk<VEC> &a) const {
+        const bool absolute = (p->flags & SK_LERP_ABS_ALPHA) != 0;
+        float cp[VEC];
+        parts(col, cp, a.om);
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) alpha_of(cp[e], p->c, absolute, a.al[e], a.dal[e]);
     }
 };
 
 // alpha of the channels a thread owns, computed once per worker (rows have no groups, so a
-// worker's channels never change).
+// worker's channels never change): cp and 1 - alpha in registers, the rest derived.
 template <int VEC>
 struct AlphaTile {
-    const float (*al)[VEC];
-    const float (*dal)[VEC];
-    __device__ __forceinline__ void operator()(int k, uint32_t, float (&a)[VEC],
-                                               float (&d)[VEC]) const {
+    const float (*cp)[VEC];
+    const float (*om)[VEC];
+    const sk_lerp_params *p;  // c and the flags, read where used (no registers held for them)
+    __device__ __forceinline__ void operator()(int k, uint32_t, AlphaChunk<VEC> &a) const {
+        const bool absolute = (p->flags & SK_LERP_ABS_ALPHA) != 0;
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
-            a[e] = al[k][e];
-            d[e] = dal[k][e];
+            alpha_of(cp[k][e], p->c, absolute, a.al[e], a.dal[e]);
+            a.om[e] = om[k][e];
+        }
+    }
+};
+
+// The forward's tile: 1 - alpha alone, alpha = 1 - om (within eps/2 of c p, which is all the
+// alpha b term needs; d alpha / d p is not needed). Half the registers of AlphaTile.
+template <int VEC>
+struct AlphaTileFwd {
+    const float (*om)[VEC];
+    __device__ __forceinline__ void operator()(int k, uint32_t, AlphaChunk<VEC> &a) const {
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+            a.om[e] = om[k][e];
+            a.al[e] = 1.0f - om[k][e];
+            a.dal[e] = 0.0f;
         }
     }
 };
 
 template <class T, int TPS, int VEC, int CH>
 __device__ __forceinline__ void load_alpha_tile(const sk_lerp_params &p, int lane,
-                                                float (&al)[CH][VEC], float (&dal)[CH][VEC]) {
+                                                float (&cp)[CH][VEC], float (&om)[CH][VEC]) {
     const AlphaMem<T, VEC> mem{&p};
 #pragma unroll
     for (int k = 0; k < CH; ++k) {
         const uint32_t col = chunk_col<TPS, VEC>(k, lane);
         if (col < p.cols) {
-            mem(k, col, al[k], dal[k]);
+            mem.parts(col, cp[k], om[k]);
         } else {
 #pragma unroll
-            for (int e = 0; e < VEC; ++e) al[k][e] = dal[k][e] = 0.0f;
+            for (int e = 0; e < VEC; ++e) cp[k][e] = om[k][e] = 0.0f;
         }
     }
+}
+
+template <int VEC>
+__device__ __forceinline__ AlphaTile<VEC> alpha_tile(const sk_lerp_params &p,
+                                                     const float (*cp)[VEC],
+                                                     const float (*om)[VEC]) {
+    return {cp, om, &p};
 }
 
 // The first phase of every lerp pass: the norms of h and u (h only counts with renorm_h).
@@ -602,13 +659,14 @@ __device__ bool lerp_fwd_finish(Team<TPS> &team, const sk_lerp_params &p, const 
     const A rh = n.rh, ru = n.ru;
     A zz = A(0);
     for_chunks<TPS, VEC, CH>(team.lane, p.cols, [&](int k, uint32_t col) {
-        float h[VEC], u[VEC], al[VEC], dal[VEC];
+        float h[VEC], u[VEC];
+        AlphaChunk<VEC> al;
         hs(k, col, h);
         us(k, col, u);
-        alphas(k, col, al, dal);
+        alphas(k, col, al);
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
-            const A z = lerp_z(A(h[e]) * rh, A(u[e]) * ru, A(al[e]));
+            const A z = lerp_z(A(h[e]) * rh, A(u[e]) * ru, A(al.al[e]), A(al.om[e]));
             zz = fma_acc(z, z, zz);
         }
     });
@@ -616,13 +674,15 @@ __device__ bool lerp_fwd_finish(Team<TPS> &team, const sk_lerp_params &p, const 
     if (!sumsq_trusted(zz)) return false;
     const A rz = inv_norm<A>(p.eps_mode, eps, zz);
     for_chunks<TPS, VEC, CH>(team.lane, p.cols, [&](int k, uint32_t col) {
-        float h[VEC], u[VEC], al[VEC], dal[VEC];
+        float h[VEC], u[VEC];
+        AlphaChunk<VEC> al;
         hs(k, col, h);
         us(k, col, u);
-        alphas(k, col, al, dal);
+        alphas(k, col, al);
         A out[VEC];
 #pragma unroll
-        for (int e = 0; e < VEC; ++e) out[e] = lerp_z(A(h[e]) * rh, A(u[e]) * ru, A(al[e])) * rz;
+        for (int e = 0; e < VEC; ++e)
+            out[e] = lerp_z(A(h[e]) * rh, A(u[e]) * ru, A(al.al[e]), A(al.om[e])) * rz;
         store_vec<T, VEC, A>(y + col, out);
     });
     return true;
@@ -634,8 +694,8 @@ __device__ void lerp_fwd_tile(const sk_lerp_params &p) {
     SK_EXPECT(blockDim.x == Team<TPS>::BLOCK);
     SK_EXPECT(p.cols <= static_cast<uint32_t>(CH * TPS * VEC));
     Team<TPS> team;
-    float al[CH][VEC], dal[CH][VEC];
-    load_alpha_tile<T, TPS, VEC, CH>(p, team.lane, al, dal);
+    float cp[CH][VEC], om[CH][VEC];
+    load_alpha_tile<T, TPS, VEC, CH>(p, team.lane, cp, om);
 #pragma unroll 1
     for (uint64_t row = team.worker(); row < p.rows; row += team.workers()) {
         const T *hp = static_cast<const T *>(p.h) + row * p.h_stride;
@@ -645,7 +705,7 @@ __device__ void lerp_fwd_tile(const sk_lerp_params &p) {
         load_tile<T, TPS, VEC, CH>(hp, team.lane, p.cols, h);
         load_tile<T, TPS, VEC, CH>(up, team.lane, p.cols, u);
         if (!lerp_fwd_finish<float, TPS, VEC, CH>(team, p, TileSource<VEC>{h}, TileSource<VEC>{u},
-                                                  AlphaTile<VEC>{al, dal}, y)) {
+                                                  AlphaTileFwd<VEC>{om}, y)) {
             lerp_fwd_finish<double, TPS, VEC, CH>(team, p, MemSource<T, VEC>{hp},
                                                   MemSource<T, VEC>{up}, AlphaMem<T, VEC>{&p}, y);
         }
@@ -673,7 +733,7 @@ __device__ void lerp_fwd_stream(const sk_lerp_params &p) {
     }
 }
 
-// Backward, with a = N(h) (renorm) or h, b = N(u), z = a + alpha (b - a), y = N(z):
+// Backward, with a = N(h) (renorm) or h, b = N(u), z = (1 - alpha) a + alpha b, y = N(z):
 //   gz = r_z (dy - c_z yhat_z)                (normalize backward at z, g = dy)
 //   d alpha = gz (b - a)  -> dp += d alpha * d alpha / d p
 //   gb = alpha gz,  du = r_u (gb - c_u b)     (normalize backward at u, g = gb)
@@ -681,15 +741,15 @@ __device__ void lerp_fwd_stream(const sk_lerp_params &p) {
 // Three dependent team reductions: (|h|^2, |u|^2), (|z|^2, <z, dy>), (<u, gb>, <h, ga>).
 template <class A>
 struct LerpGrad {
-    A a, b, alpha, gz;
+    A a, b, alpha, om, gz;
 };
 
 template <class A>
-__device__ __forceinline__ LerpGrad<A> lerp_grad(A h, A u, A dy, A alpha, A rh, A ru,
+__device__ __forceinline__ LerpGrad<A> lerp_grad(A h, A u, A dy, A alpha, A om, A rh, A ru,
                                                  GradCoef<A> cz) {
     const A a = h * rh, b = u * ru;
-    const A z = lerp_z(a, b, alpha);
-    return {a, b, alpha, cz.r * (dy - cz.c * (z * cz.r))};
+    const A z = lerp_z(a, b, alpha, om);
+    return {a, b, alpha, om, cz.r * (dy - cz.c * (z * cz.r))};
 }
 
 template <class A, int TPS, int VEC, int CH, class T, class HS, class US, class GS, class AS,
@@ -706,14 +766,15 @@ __device__ bool lerp_bwd_finish(Team<TPS> &team, const sk_lerp_params &p, const 
 
     Pair<A> zr = {A(0), A(0)};  // (|z|^2, <z, dy>)
     for_chunks<TPS, VEC, CH>(team.lane, p.cols, [&](int k, uint32_t col) {
-        float h[VEC], u[VEC], dy[VEC], al[VEC], dal[VEC];
+        float h[VEC], u[VEC], dy[VEC];
+        AlphaChunk<VEC> al;
         hs(k, col, h);
         us(k, col, u);
         dys(k, col, dy);
-        alphas(k, col, al, dal);
+        alphas(k, col, al);
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
-            const A z = lerp_z(A(h[e]) * rh, A(u[e]) * ru, A(al[e]));
+            const A z = lerp_z(A(h[e]) * rh, A(u[e]) * ru, A(al.al[e]), A(al.om[e]));
             zr.a = fma_acc(z, z, zr.a);
             zr.b = fma_acc(z, A(dy[e]), zr.b);
         }
@@ -724,16 +785,18 @@ __device__ bool lerp_bwd_finish(Team<TPS> &team, const sk_lerp_params &p, const 
 
     Pair<A> dots = {A(0), A(0)};  // (<u, gb>, <h, ga>)
     for_chunks<TPS, VEC, CH>(team.lane, p.cols, [&](int k, uint32_t col) {
-        float h[VEC], u[VEC], dy[VEC], al[VEC], dal[VEC];
+        float h[VEC], u[VEC], dy[VEC];
+        AlphaChunk<VEC> al;
         hs(k, col, h);
         us(k, col, u);
         dys(k, col, dy);
-        alphas(k, col, al, dal);
+        alphas(k, col, al);
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
-            const LerpGrad<A> q = lerp_grad(A(h[e]), A(u[e]), A(dy[e]), A(al[e]), rh, ru, cz);
+            const LerpGrad<A> q =
+                lerp_grad(A(h[e]), A(u[e]), A(dy[e]), A(al.al[e]), A(al.om[e]), rh, ru, cz);
             dots.a = fma_acc(A(u[e]), q.alpha * q.gz, dots.a);
-            dots.b = fma_acc(A(h[e]), (A(1) - q.alpha) * q.gz, dots.b);
+            dots.b = fma_acc(A(h[e]), q.om * q.gz, dots.b);
         }
     });
     dots = team.sum(dots);
@@ -743,19 +806,21 @@ __device__ bool lerp_bwd_finish(Team<TPS> &team, const sk_lerp_params &p, const 
         renorm ? grad_coef<A>(p.eps_mode, eps, ss.a, dots.b) : GradCoef<A>{A(1), A(0)};
 
     for_chunks<TPS, VEC, CH>(team.lane, p.cols, [&](int k, uint32_t col) {
-        float h[VEC], u[VEC], dy[VEC], al[VEC], dal[VEC];
+        float h[VEC], u[VEC], dy[VEC];
+        AlphaChunk<VEC> al;
         hs(k, col, h);
         us(k, col, u);
         dys(k, col, dy);
-        alphas(k, col, al, dal);
+        alphas(k, col, al);
         A oh[VEC], ou[VEC];
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
-            const LerpGrad<A> q = lerp_grad(A(h[e]), A(u[e]), A(dy[e]), A(al[e]), rh, ru, cz);
-            const A gb = q.alpha * q.gz, ga = (A(1) - q.alpha) * q.gz;
+            const LerpGrad<A> q =
+                lerp_grad(A(h[e]), A(u[e]), A(dy[e]), A(al.al[e]), A(al.om[e]), rh, ru, cz);
+            const A gb = q.alpha * q.gz, ga = q.om * q.gz;
             ou[e] = cu.r * (gb - cu.c * (A(u[e]) * cu.r));
             oh[e] = renorm ? ch.r * (ga - ch.c * (A(h[e]) * ch.r)) : ga;
-            sink.add(k, col, e, static_cast<double>(q.gz * (q.b - q.a) * A(dal[e])));
+            sink.add(k, col, e, static_cast<double>(q.gz * (q.b - q.a) * A(al.dal[e])));
         }
         store_vec<T, VEC, A>(du + col, ou);
         store_vec<T, VEC, A>(dh + col, oh);
@@ -769,8 +834,8 @@ __device__ void lerp_bwd_tile(const sk_lerp_params &p) {
     SK_EXPECT(blockDim.x == Team<TPS>::BLOCK);
     SK_EXPECT(p.cols <= static_cast<uint32_t>(CH * TPS * VEC));
     Team<TPS> team;
-    float al[CH][VEC], dal[CH][VEC];
-    load_alpha_tile<T, TPS, VEC, CH>(p, team.lane, al, dal);
+    float cp[CH][VEC], om[CH][VEC];
+    load_alpha_tile<T, TPS, VEC, CH>(p, team.lane, cp, om);
     double dp[CH][VEC];
 #pragma unroll
     for (int k = 0; k < CH; ++k)
@@ -791,7 +856,7 @@ __device__ void lerp_bwd_tile(const sk_lerp_params &p) {
         load_tile<T, TPS, VEC, CH>(up, team.lane, p.cols, u);
         load_tile<T, TPS, VEC, CH>(dyp, team.lane, p.cols, dy);
         if (!lerp_bwd_finish<float, TPS, VEC, CH>(team, p, TileSource<VEC>{h}, TileSource<VEC>{u},
-                                                  TileSource<VEC>{dy}, AlphaTile<VEC>{al, dal},
+                                                  TileSource<VEC>{dy}, alpha_tile<VEC>(p, cp, om),
                                                   dh, du, sink)) {
             lerp_bwd_finish<double, TPS, VEC, CH>(team, p, MemSource<T, VEC>{hp},
                                                   MemSource<T, VEC>{up}, MemSource<T, VEC>{dyp},
@@ -862,22 +927,31 @@ __device__ void lerp_bwd_stream(const sk_lerp_params &p) {
 
 template <class T>
 __device__ void colsum(const sk_colsum_params &p) {
-    // 32 channels x 32 worker lanes; lane ty sums workers j + (ty + 32 i) * groups_per_row in
-    // increasing order, then lane 0 adds the 32 lane sums in increasing order: the same bits
-    // on every run for the same partials.
-    __shared__ double lanes[32][33];
     SK_EXPECT(blockDim.x == 1024);
-    const uint32_t tx = threadIdx.x % 32, ty = threadIdx.x / 32;
     // Channels are < 2^31 (the host checks), so 32-bit division suffices.
     const uint32_t total = p.group * p.groups_per_row;
-    const uint32_t ch = blockIdx.x * 32 + tx;
+    if (p.step == SK_COLSUM_TOTAL) {
+        const uint32_t ch = blockIdx.x * 1024 + threadIdx.x;
+        if (ch >= total) return;
+        double t = 0.0;
+        for (uint32_t s = 0; s < p.slices; ++s) t += p.sums[static_cast<uint64_t>(s) * total + ch];
+        static_cast<T *>(p.out)[ch] = to_storage<T>(t);
+        return;
+    }
+    // 32 channels x 32 lanes; lane ty sums m = lo + ty, lo + ty + 32, ... of the block's slice
+    // [lo, hi) in increasing order, then lane 0 adds the 32 lane sums in increasing order.
+    __shared__ double lanes[32][33];
+    const uint32_t tx = threadIdx.x % 32, ty = threadIdx.x / 32;
+    const uint32_t tile = blockIdx.x % p.col_tiles, slice = blockIdx.x / p.col_tiles;
+    const uint64_t per_group = p.workers / p.groups_per_row;
+    const uint64_t lo = per_group * slice / p.slices, hi = per_group * (slice + 1) / p.slices;
+    const uint32_t ch = tile * 32 + tx;
     double acc = 0.0;
     if (ch < total) {
         const uint32_t j = ch / p.group;
         const uint32_t c = ch % p.group;
-        for (uint64_t w = j + static_cast<uint64_t>(ty) * p.groups_per_row; w < p.workers;
-             w += 32ull * p.groups_per_row) {
-            acc += p.partial[w * p.group + c];  // w is 64-bit
+        for (uint64_t m = lo + ty; m < hi; m += 32) {
+            acc += p.partial[(j + m * p.groups_per_row) * p.group + c];
         }
     }
     lanes[ty][tx] = acc;
@@ -885,7 +959,11 @@ __device__ void colsum(const sk_colsum_params &p) {
     if (ty == 0 && ch < total) {
         double t = 0.0;
         for (int i = 0; i < 32; ++i) t += lanes[i][tx];
-        static_cast<T *>(p.out)[ch] = to_storage<T>(t);
+        if (p.slices == 1) {
+            static_cast<T *>(p.out)[ch] = to_storage<T>(t);
+        } else {
+            p.sums[static_cast<uint64_t>(slice) * total + ch] = t;
+        }
     }
 }
 

@@ -94,16 +94,25 @@ typedef struct sk_lerp_params {
     uint32_t reserved;
 } sk_lerp_params;
 
-/* Deterministic column sums of backward partials:
- * out[j * group + c] = sum over workers w with w % groups_per_row == j, in increasing w,
- * of partial[w * group + c]. */
+/* Deterministic column sums of backward partials, in two launches when the workers are many.
+ * Channel ch = j * group + c sums partial[w * group + c] over the workers w = j + m *
+ * groups_per_row, m = 0 .. workers / groups_per_row - 1, split into `slices` contiguous ranges
+ * of m. Launch SK_COLSUM_SLICES (grid col_tiles * slices, col_tiles = ceil(channels / 32)):
+ * each block sums one range for 32 channels, into out (slices == 1) or sums[slice * channels +
+ * ch]. Launch SK_COLSUM_TOTAL (grid ceil(channels / 1024)): out[ch] = the slices' sums in order.
+ * The order of every addition is fixed by (workers, slices): the same bits on every run. */
+#define SK_COLSUM_SLICES 0u
+#define SK_COLSUM_TOTAL 1u
 typedef struct sk_colsum_params {
-    const double *partial;
-    void *out;
+    const double *partial; /* [workers, group] */
+    double *sums;          /* [slices, channels], or NULL when slices == 1 */
+    void *out;             /* [channels] in the storage type */
     uint32_t workers;
     uint32_t group;
     uint32_t groups_per_row;
-    uint32_t reserved;
+    uint32_t slices;
+    uint32_t col_tiles;
+    uint32_t step;         /* SK_COLSUM_SLICES or SK_COLSUM_TOTAL */
 } sk_colsum_params;
 
 /* In-place projection of weight matrices onto the unit sphere along rows or columns. */

@@ -18,6 +18,8 @@ pub const SK_LERP_FWD_ELEMS: u32 = 16;
 pub const SK_LERP_BWD_ELEMS: u32 = 8;
 pub const SK_LERP_RENORM_H: u32 = 1;
 pub const SK_LERP_ABS_ALPHA: u32 = 2;
+pub const SK_COLSUM_SLICES: u32 = 0;
+pub const SK_COLSUM_TOTAL: u32 = 1;
 pub const SK_AXIS_ROWS: u32 = 0;
 pub const SK_AXIS_COLS: u32 = 1;
 pub const SK_PROJECT_MAX_MATRICES: u32 = 112;
@@ -179,28 +181,37 @@ impl Default for sk_lerp_params {
 #[derive(Debug, Copy, Clone)]
 pub struct sk_colsum_params {
     pub partial: *const f64,
+    pub sums: *mut f64,
     pub out: *mut ::core::ffi::c_void,
     pub workers: u32,
     pub group: u32,
     pub groups_per_row: u32,
-    pub reserved: u32,
+    pub slices: u32,
+    pub col_tiles: u32,
+    pub step: u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of sk_colsum_params"][::core::mem::size_of::<sk_colsum_params>() - 32usize];
+    ["Size of sk_colsum_params"][::core::mem::size_of::<sk_colsum_params>() - 48usize];
     ["Alignment of sk_colsum_params"][::core::mem::align_of::<sk_colsum_params>() - 8usize];
     ["Offset of field: sk_colsum_params::partial"]
         [::core::mem::offset_of!(sk_colsum_params, partial) - 0usize];
+    ["Offset of field: sk_colsum_params::sums"]
+        [::core::mem::offset_of!(sk_colsum_params, sums) - 8usize];
     ["Offset of field: sk_colsum_params::out"]
-        [::core::mem::offset_of!(sk_colsum_params, out) - 8usize];
+        [::core::mem::offset_of!(sk_colsum_params, out) - 16usize];
     ["Offset of field: sk_colsum_params::workers"]
-        [::core::mem::offset_of!(sk_colsum_params, workers) - 16usize];
+        [::core::mem::offset_of!(sk_colsum_params, workers) - 24usize];
     ["Offset of field: sk_colsum_params::group"]
-        [::core::mem::offset_of!(sk_colsum_params, group) - 20usize];
+        [::core::mem::offset_of!(sk_colsum_params, group) - 28usize];
     ["Offset of field: sk_colsum_params::groups_per_row"]
-        [::core::mem::offset_of!(sk_colsum_params, groups_per_row) - 24usize];
-    ["Offset of field: sk_colsum_params::reserved"]
-        [::core::mem::offset_of!(sk_colsum_params, reserved) - 28usize];
+        [::core::mem::offset_of!(sk_colsum_params, groups_per_row) - 32usize];
+    ["Offset of field: sk_colsum_params::slices"]
+        [::core::mem::offset_of!(sk_colsum_params, slices) - 36usize];
+    ["Offset of field: sk_colsum_params::col_tiles"]
+        [::core::mem::offset_of!(sk_colsum_params, col_tiles) - 40usize];
+    ["Offset of field: sk_colsum_params::step"]
+        [::core::mem::offset_of!(sk_colsum_params, step) - 44usize];
 };
 impl Default for sk_colsum_params {
     fn default() -> Self {

@@ -1091,6 +1091,20 @@ mod emulator_only {
     }
 
     #[test]
+    fn column_sums_of_many_workers_reduce_in_slices() {
+        // Thousands of short rows on 64 emulated SMs: thousands of workers, whose partial sums
+        // are reduced in two launches (slices, then their total).
+        let mut rng = Rng::new();
+        let b = &Emu(Emulator::new(64));
+        let op = Normalize::new(Eps::Clamp(1e-6));
+        normalize_bwd_case::<f32, _>(b, &mut rng, &op, 6000, 8, 0, 0, true);
+        normalize_bwd_case::<bf16, _>(b, &mut rng, &op.groups(8), 3000, 16, 0, 0, true);
+        let lerp = LerpNormalize::ngpt(0.3);
+        lerp_case::<f32, _>(b, &mut rng, &lerp, 6000, 8, 0, 0, false, true);
+        lerp_case::<f16, _>(b, &mut rng, &lerp, 6000, 8, 0, 0, true, true);
+    }
+
+    #[test]
     fn column_sums_do_not_depend_on_the_grid() {
         // Different SM counts give different persistent grids; the sums agree to rounding.
         let mut rng = Rng::new();

@@ -43,6 +43,8 @@ pub const VECTOR_TIERS: [u32; 9] = [2, 4, 8, 16, 32, 64, 128, 256, 512];
 /// The vector tiers of lerp backward: 512 threads would leave each fewer registers than its
 /// three inputs need.
 pub const LERP_BWD_VECTOR_TIERS: [u32; 8] = [2, 4, 8, 16, 32, 64, 128, 256];
+/// The smallest vector team [`Tier::Auto`] picks.
+const MIN_AUTO_VECTOR_TEAM: u32 = 4;
 /// Threads per segment of the register tiers with scalar access (odd lengths, misalignment).
 pub const SCALAR_TIERS: [u32; 4] = [8, 32, 128, 512];
 
@@ -220,8 +222,11 @@ pub(crate) fn choose(
     };
     match tier {
         Tier::Stream => Ok(stream),
+        // Vector teams of 2 threads measured slower than teams of 4 at every length they hold
+        // (f32 rows of 64: 80% against 95% of copy bandwidth on an H200): the smallest is 4.
         Tier::Auto => Ok(tiers
             .iter()
+            .filter(|&&t| !vector || t >= MIN_AUTO_VECTOR_TEAM)
             .map(|&t| RowKernel {
                 op,
                 dtype,
@@ -337,12 +342,83 @@ fn staging(k: &RowKernel, len: usize, inputs: usize, budget: u32) -> (u32, u32) 
 }
 
 /// A planned call: the main launch, and for backward passes with column sums the workspace it
-/// needs (f64 elements) and the launch that reduces it.
+/// needs (f64 elements) and the launches that reduce it.
 #[derive(Debug)]
 pub(crate) struct Plan<P> {
     pub main: Launch<P>,
     pub workspace: usize,
-    pub finish: Option<Launch<sk_colsum_params>>,
+    pub finish: Option<ColumnSums>,
+}
+
+/// The deterministic reduction of a backward pass's per-worker column partial sums (kernels/
+/// params.h, sk_colsum_params): the workspace holds the partials (`partial_len` f64), then the
+/// slices' sums when there is a second launch.
+#[derive(Debug)]
+pub(crate) struct ColumnSums {
+    partial_len: usize,
+    slices: Launch<sk_colsum_params>,
+    total: Option<Launch<sk_colsum_params>>,
+}
+
+impl ColumnSums {
+    /// Plans the sums of `workers` partial rows of `group` channels into `out` (`groups_per_row`
+    /// groups of channels per row, worker w holding group w % groups_per_row), with enough
+    /// slices of workers to occupy about two blocks per SM; returns the workspace f64 it needs
+    /// with it. One slice (one launch) when the workers are few.
+    fn plan(
+        dtype: DType,
+        workers: u64,
+        group: u64,
+        groups_per_row: u64,
+        out: u64,
+        sm_count: u32,
+    ) -> (usize, ColumnSums) {
+        let channels = group * groups_per_row;
+        let col_tiles = channels.div_ceil(32);
+        let per_group = workers / groups_per_row;
+        // At least 128 workers per slice (4 per lane), at most ~2 blocks per SM in all.
+        let slices = (2 * u64::from(sm_count))
+            .div_ceil(col_tiles)
+            .min(per_group.div_ceil(128))
+            .max(1);
+        let kernel = format!("sk_colsum_{}", dtype.name());
+        let params = |step: u32| sk_colsum_params {
+            partial: std::ptr::null(),
+            sums: std::ptr::null_mut(),
+            out: ptr_mut(out),
+            workers: workers as u32,
+            group: group as u32,
+            groups_per_row: groups_per_row as u32,
+            slices: slices as u32,
+            col_tiles: col_tiles as u32,
+            step,
+        };
+        let partial_len = (workers * group) as usize;
+        let sums = ColumnSums {
+            partial_len,
+            slices: Launch {
+                kernel: kernel.clone(),
+                grid: (col_tiles * slices) as u32,
+                block: 1024,
+                shared_mem_bytes: 0,
+                params: params(SK_COLSUM_SLICES),
+            },
+            total: (slices > 1).then(|| Launch {
+                kernel,
+                grid: channels.div_ceil(1024) as u32,
+                block: 1024,
+                shared_mem_bytes: 0,
+                params: params(SK_COLSUM_TOTAL),
+            }),
+        };
+        let workspace = partial_len
+            + if slices > 1 {
+                (slices * channels) as usize
+            } else {
+                0
+            };
+        (workspace, sums)
+    }
 }
 
 /// Parameter structs with a workspace pointer for column partial sums.
@@ -363,39 +439,25 @@ impl HasPartial for sk_lerp_params {
 impl<P: KernelParams + HasPartial> Plan<P> {
     /// Launches the plan with its workspace at `workspace_addr` (ignored when none is needed).
     pub(crate) fn run(mut self, l: &impl Launcher, workspace_addr: u64) -> Result<()> {
-        if let Some(finish) = self.finish.as_mut() {
+        if let Some(f) = self.finish.as_mut() {
             self.main.params.set_partial(workspace_addr);
-            finish.params.partial = workspace_addr as *const f64;
+            let sums_addr = workspace_addr + 8 * f.partial_len as u64;
+            for launch in std::iter::once(&mut f.slices).chain(f.total.as_mut()) {
+                launch.params.partial = workspace_addr as *const f64;
+                launch.params.sums = sums_addr as *mut f64;
+            }
+            if f.total.is_none() {
+                f.slices.params.sums = std::ptr::null_mut();
+            }
         }
         l.launch(&self.main)?;
-        if let Some(finish) = &self.finish {
-            l.launch(finish)?;
+        if let Some(f) = &self.finish {
+            l.launch(&f.slices)?;
+            if let Some(total) = &f.total {
+                l.launch(total)?;
+            }
         }
         Ok(())
-    }
-}
-
-fn colsum_launch(
-    dtype: DType,
-    workers: u64,
-    group: u64,
-    groups_per_row: u64,
-    out: u64,
-) -> Launch<sk_colsum_params> {
-    let channels = group * groups_per_row;
-    Launch {
-        kernel: format!("sk_colsum_{}", dtype.name()),
-        grid: channels.div_ceil(32) as u32,
-        block: 1024,
-        shared_mem_bytes: 0,
-        params: sk_colsum_params {
-            partial: std::ptr::null(),
-            out: ptr_mut(out),
-            workers: workers as u32,
-            group: group as u32,
-            groups_per_row: groups_per_row as u32,
-            reserved: 0,
-        },
     }
 }
 
@@ -510,11 +572,15 @@ pub(crate) fn plan_normalize_backward<T: Element>(
             workspace: 0,
             finish: None,
         },
-        Some(d) => Plan {
-            main,
-            workspace: (workers * g as u64) as usize,
-            finish: Some(colsum_launch(T::DTYPE, workers, g as u64, gpr, d.addr)),
-        },
+        Some(d) => {
+            let (workspace, sums) =
+                ColumnSums::plan(T::DTYPE, workers, g as u64, gpr, d.addr, l.sm_count());
+            Plan {
+                main,
+                workspace,
+                finish: Some(sums),
+            }
+        }
     })
 }
 
@@ -659,11 +725,15 @@ pub(crate) fn plan_lerp_backward<T: Element>(
             workspace: 0,
             finish: None,
         },
-        Some(dp) => Plan {
-            main,
-            workspace: (workers * a.p.len as u64) as usize,
-            finish: Some(colsum_launch(T::DTYPE, workers, a.p.len as u64, 1, dp.addr)),
-        },
+        Some(dp) => {
+            let (workspace, sums) =
+                ColumnSums::plan(T::DTYPE, workers, a.p.len as u64, 1, dp.addr, l.sm_count());
+            Plan {
+                main,
+                workspace,
+                finish: Some(sums),
+            }
+        }
     })
 }
 

@@ -177,7 +177,9 @@ pub fn max_finite(dtype: DType) -> f64 {
 
 /// Compares `got` with `want` segment by segment (each `seg` consecutive entries of a row),
 /// allowing |got - want| <= ulps * ulp_T(want) + rel * ||want_segment||. NaN must meet NaN, and
-/// a reference beyond the storage type's range must meet the infinity it rounds to.
+/// a reference beyond the storage type's range (max + half an ulp, by more than the tolerance)
+/// must meet the infinity it rounds to; within the tolerance of that threshold either the
+/// infinity or a finite value within tolerance is right.
 /// Returns the worst error relative to the segment norm, or a message naming the first failure.
 pub fn compare(
     what: &str,
@@ -216,16 +218,11 @@ pub fn compare_scaled(
 ) -> Result<f64, String> {
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");
     let mut worst: f64 = 0.0;
+    // Round to nearest overflows from max + half an ulp there (ties go to infinity: the largest
+    // finite value has an odd significand).
+    let overflow_at = max_finite(dtype) + ulp(dtype, max_finite(dtype)) / 2.0;
     for (s, ((g, w), &norm)) in got.chunks(seg).zip(want.chunks(seg)).zip(norms).enumerate() {
         for (i, (&a, &b)) in g.iter().zip(w).enumerate() {
-            if b.is_finite() && b.abs() > max_finite(dtype) * (1.0 + ulp(dtype, 1.0) / 2.0) {
-                if a != b.signum() * f64::INFINITY {
-                    return Err(format!(
-                        "{what}: segment {s} entry {i}: got {a:e}, want {b:e} (overflows)"
-                    ));
-                }
-                continue;
-            }
             if b.is_nan() || a.is_nan() {
                 if !(a.is_nan() && b.is_nan()) {
                     return Err(format!(
@@ -234,7 +231,7 @@ pub fn compare_scaled(
                 }
                 continue;
             }
-            if b.is_infinite() || a.is_infinite() {
+            if b.is_infinite() {
                 if a != b {
                     return Err(format!(
                         "{what}: segment {s} entry {i}: got {a:e}, want {b:e}"
@@ -242,8 +239,24 @@ pub fn compare_scaled(
                 }
                 continue;
             }
-            let err = (a - b).abs();
             let tol = ulps * ulp(dtype, b) + rel * norm;
+            // Near the overflow threshold either side of it is within tolerance; beyond it by
+            // more than the tolerance only the infinity of b's sign is right.
+            if a.is_infinite() {
+                if a.signum() == b.signum() && b.abs() + tol >= overflow_at {
+                    continue;
+                }
+                return Err(format!(
+                    "{what}: segment {s} entry {i}: got {a:e}, want {b:e} (tolerance {tol:e}, \
+                     overflow at {overflow_at:e})"
+                ));
+            }
+            if b.abs() - tol > overflow_at {
+                return Err(format!(
+                    "{what}: segment {s} entry {i}: got {a:e}, want {b:e} (overflows)"
+                ));
+            }
+            let err = (a - b).abs();
             if err > tol {
                 return Err(format!(
                     "{what}: segment {s} entry {i}: got {a:e}, want {b:e}, error {err:e} > \
