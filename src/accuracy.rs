@@ -22,6 +22,16 @@ pub fn storage_ulp(dtype: DType, v: f64) -> f64 {
     2f64.powi(e.max(min_exp) - mant_bits)
 }
 
+/// The Euclidean norm of the finite entries of `v` (a reference segment's scale: entries that
+/// are NaN or infinite by definition do not set it).
+pub fn finite_norm(v: &[f64]) -> f64 {
+    v.iter()
+        .filter(|v| v.is_finite())
+        .map(|v| v * v)
+        .sum::<f64>()
+        .sqrt()
+}
+
 /// How far `got` is from `want` against the tolerance the tests use for a stored output:
 /// the largest |got − want| / (ulps · ulp_T(want) + rel · ‖want_seg‖) over the entries (segments
 /// of `seg` entries, ulp_T from [`storage_ulp`]). At most 1 means every entry is within
@@ -42,12 +52,7 @@ pub fn tolerance_ratio(
     assert!(seg > 0, "tolerance_ratio: zero segment length");
     let mut worst: f64 = 0.0;
     for (g, w) in got.chunks(seg).zip(want.chunks(seg)) {
-        let norm = w
-            .iter()
-            .filter(|v| v.is_finite())
-            .map(|v| v * v)
-            .sum::<f64>()
-            .sqrt();
+        let norm = finite_norm(w);
         for (&a, &b) in g.iter().zip(w) {
             let ratio = if a == b || (a.is_nan() && b.is_nan()) {
                 0.0
@@ -87,12 +92,7 @@ pub fn segment_errors(got: &[f64], want: &[f64], seg: usize) -> SegmentErrors {
     let mut errors = Vec::with_capacity(got.len());
     let mut nan_mismatches = 0;
     for (g, w) in got.chunks(seg).zip(want.chunks(seg)) {
-        let norm = w
-            .iter()
-            .filter(|v| v.is_finite())
-            .map(|v| v * v)
-            .sum::<f64>()
-            .sqrt();
+        let norm = finite_norm(w);
         let scale = if norm > 0.0 { norm } else { 1.0 };
         for (&a, &b) in g.iter().zip(w) {
             if a.is_nan() || b.is_nan() {

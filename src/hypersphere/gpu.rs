@@ -441,13 +441,14 @@ impl<P: KernelParams + HasPartial> Plan<P> {
     pub(crate) fn run(mut self, l: &impl Launcher, workspace_addr: u64) -> Result<()> {
         if let Some(f) = self.finish.as_mut() {
             self.main.params.set_partial(workspace_addr);
-            let sums_addr = workspace_addr + 8 * f.partial_len as u64;
+            // The slices' sums follow the partials in the workspace (only with two launches).
+            let sums = match f.total {
+                Some(_) => (workspace_addr + 8 * f.partial_len as u64) as *mut f64,
+                None => std::ptr::null_mut(),
+            };
             for launch in std::iter::once(&mut f.slices).chain(f.total.as_mut()) {
                 launch.params.partial = workspace_addr as *const f64;
-                launch.params.sums = sums_addr as *mut f64;
-            }
-            if f.total.is_none() {
-                f.slices.params.sums = std::ptr::null_mut();
+                launch.params.sums = sums;
             }
         }
         l.launch(&self.main)?;

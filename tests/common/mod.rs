@@ -196,11 +196,7 @@ pub fn compare(
 
 /// The Euclidean norm of the finite entries.
 pub fn finite_norm(v: &[f64]) -> f64 {
-    v.iter()
-        .filter(|v| v.is_finite())
-        .map(|v| v * v)
-        .sum::<f64>()
-        .sqrt()
+    spherekit::accuracy::finite_norm(v)
 }
 
 /// As [`compare`], with the magnitude of each segment given (for outputs that can cancel to
