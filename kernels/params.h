@@ -164,4 +164,50 @@ typedef struct sk_bessel_params {
     uint64_t n;
 } sk_bessel_params;
 
+/* Gram iteration (spectral-norm bounds) on many dense matrices in one launch. Matrix i is
+ * row-major rows x cols at element offset matrices[i].offset of `w`; its Gram matrix is the
+ * smaller side, k = min(rows, cols), padded to a multiple of the tile side and kept in shared
+ * memory for every step. Matrices with k <= SK_GRAM_WARP_K are served one per warp,
+ * SK_GRAM_THREADS / 32 to a block; larger ones (k <= SK_GRAM_MAX_K) one per block. `order`
+ * lists the warp tier's matrices first: block b < warp_blocks serves order[b * 8 + warp], block
+ * warp_blocks + j serves order[warp_matrices + j]. */
+#define SK_GRAM_THREADS 256u
+#define SK_GRAM_WARP_K 32u
+#define SK_GRAM_MAX_K 128u
+#define SK_GRAM_MAX_K_COMPLEX 64u
+#define SK_GRAM_WARP_TILE 2u  /* tile side of the warp tier (k padded to a multiple)  */
+#define SK_GRAM_BLOCK_TILE 4u /* tile side of the block tier                         */
+#define SK_GRAM_MAX_STEPS 61u /* iterations + 1 recorded per matrix                  */
+
+/* Result flags */
+#define SK_GRAM_CERTIFIED 1u /* upper is a rigorous bound despite rounding            */
+#define SK_GRAM_CONVERGED 2u /* adaptive: upper / lower <= 1 + tolerance was reached  */
+
+typedef struct sk_gram_matrix {
+    uint64_t offset; /* elements from `w` to entry (0, 0)  */
+    uint32_t rows;
+    uint32_t cols;
+} sk_gram_matrix;
+
+typedef struct sk_gram_bound {
+    double upper;        /* >= sigma_1 (Schatten-2^(T+1) norm)                           */
+    double lower;        /* <= sigma_1 (max column norm of the last Gram power, rooted)  */
+    uint32_t iterations; /* T actually run                                               */
+    uint32_t flags;      /* SK_GRAM_*                                                    */
+} sk_gram_bound;
+
+typedef struct sk_gram_params {
+    const void *w;                  /* every matrix, in the storage type             */
+    const sk_gram_matrix *matrices; /* [count]                                       */
+    const uint32_t *order;          /* [count] matrix indices, warp tier first       */
+    sk_gram_bound *out;             /* [count], by matrix index                      */
+    double tolerance;               /* > 0: adaptive, stop once upper/lower <= 1+tol */
+    uint32_t count;
+    uint32_t warp_matrices;
+    uint32_t warp_blocks;
+    uint32_t iterations;      /* T, or the most iterations when adaptive          */
+    uint32_t certified;       /* 1: rigorous upper bound (f64 arithmetic kernels) */
+    uint32_t block_capacity;  /* block tier: shared-memory elements for the Gram   */
+} sk_gram_params;
+
 #endif /* SPHEREKIT_PARAMS_H */

@@ -43,6 +43,7 @@ struct GpuInner {
     functions: HashMap<String, CudaFunction>,
     info: DeviceInfo,
     stream_smem_budget: u32,
+    gram_smem_budget: u32,
     // Keeps the module loaded for as long as any handle lives.
     _module: Arc<CudaModule>,
 }
@@ -150,7 +151,10 @@ impl Gpu {
                 .map_err(|e| Error::driver("looking up a kernel in the module", e))?;
             functions.insert(name, f);
         }
-        let stream_smem_budget = opt_in_dynamic_smem(&functions, &info)?;
+        let stream_smem_budget =
+            opt_in_dynamic_smem(&functions, &info, |name| name.ends_with("stream"))?;
+        let gram_smem_budget =
+            opt_in_dynamic_smem(&functions, &info, |name| name.starts_with("sk_gram_"))?;
         let stream = ctx.default_stream();
         Ok(Gpu {
             inner: Arc::new(GpuInner {
@@ -159,6 +163,7 @@ impl Gpu {
                 functions,
                 info,
                 stream_smem_budget,
+                gram_smem_budget,
                 _module: module,
             }),
         })
@@ -192,6 +197,11 @@ impl Gpu {
         self.inner.stream_smem_budget
     }
 
+    /// Dynamic shared memory each Gram-iteration kernel may use per block, in bytes.
+    pub(crate) fn gram_smem_budget(&self) -> u32 {
+        self.inner.gram_smem_budget
+    }
+
     /// Checks that `stream` belongs to this handle's context.
     pub(crate) fn check_stream(&self, stream: &CudaStream) -> Result<()> {
         if stream.context().cu_ctx() == self.inner.ctx.cu_ctx() {
@@ -202,16 +212,17 @@ impl Gpu {
     }
 }
 
-/// Raises the dynamic shared memory limit of the streaming row kernels (names ending in
-/// "stream") to what the device allows beside their static shared memory, and returns the
-/// smallest such budget: the bytes every one of them may be launched with.
+/// Raises the dynamic shared memory limit of the kernels `select` picks (the streaming row
+/// kernels, the Gram kernels) to what the device allows beside their static shared memory, and
+/// returns the smallest such budget: the bytes every one of them may be launched with.
 fn opt_in_dynamic_smem(
     functions: &HashMap<String, CudaFunction>,
     info: &DeviceInfo,
+    select: impl Fn(&str) -> bool,
 ) -> Result<u32> {
     use cudarc::driver::sys::CUfunction_attribute as Attr;
     let mut budget = u32::MAX;
-    for (name, f) in functions.iter().filter(|(n, _)| n.ends_with("stream")) {
+    for (name, f) in functions.iter().filter(|(n, _)| select(n)) {
         let static_smem = f
             .get_attribute(Attr::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
             .map_err(|e| Error::driver("reading a kernel's shared memory size", e))?;

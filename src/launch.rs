@@ -37,6 +37,8 @@ pub(crate) trait Launcher {
     fn sm_count(&self) -> u32;
     /// Dynamic shared memory a block of the streaming row kernels may use, in bytes.
     fn stream_smem_budget(&self) -> u32;
+    /// Dynamic shared memory a block of the Gram-iteration kernels may use, in bytes.
+    fn gram_smem_budget(&self) -> u32;
     /// Enqueues one launch. The parameters' pointers must have been validated by the caller.
     fn launch<P: KernelParams>(&self, launch: &Launch<P>) -> Result<()>;
 }
@@ -64,6 +66,10 @@ impl Launcher for CudaLauncher<'_> {
 
     fn stream_smem_budget(&self) -> u32 {
         self.gpu.stream_smem_budget()
+    }
+
+    fn gram_smem_budget(&self) -> u32 {
+        self.gpu.gram_smem_budget()
     }
 
     fn launch<P: KernelParams>(&self, launch: &Launch<P>) -> Result<()> {
@@ -416,5 +422,6 @@ kernel_params!(
     crate::params::sk_lerp_params,
     crate::params::sk_colsum_params,
     crate::params::sk_project_params,
-    crate::params::sk_bessel_params
+    crate::params::sk_bessel_params,
+    crate::params::sk_gram_params
 );

@@ -65,5 +65,6 @@ pub mod build_info {
 pub fn kernel_names() -> Vec<String> {
     let mut names = hypersphere::gpu::kernel_names();
     names.extend(bessel::gpu::kernel_names());
+    names.extend(gram::gpu::kernel_names());
     names
 }

@@ -38,6 +38,15 @@ pub const SK_BESSEL_VMF_ONE_MINUS_MEAN_RESULTANT: u32 = 8;
 pub const SK_BESSEL_VMF_MEAN_RESULTANT_DERIVATIVE: u32 = 9;
 pub const SK_BESSEL_VMF_KAPPA_MLE: u32 = 10;
 pub const SK_BESSEL_THREADS: u32 = 256;
+pub const SK_GRAM_THREADS: u32 = 256;
+pub const SK_GRAM_WARP_K: u32 = 32;
+pub const SK_GRAM_MAX_K: u32 = 128;
+pub const SK_GRAM_MAX_K_COMPLEX: u32 = 64;
+pub const SK_GRAM_WARP_TILE: u32 = 2;
+pub const SK_GRAM_BLOCK_TILE: u32 = 4;
+pub const SK_GRAM_MAX_STEPS: u32 = 61;
+pub const SK_GRAM_CERTIFIED: u32 = 1;
+pub const SK_GRAM_CONVERGED: u32 = 2;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct sk_normalize_params {
@@ -318,6 +327,95 @@ const _: () = {
         [::core::mem::offset_of!(sk_bessel_params, n) - 32usize];
 };
 impl Default for sk_bessel_params {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct sk_gram_matrix {
+    pub offset: u64,
+    pub rows: u32,
+    pub cols: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of sk_gram_matrix"][::core::mem::size_of::<sk_gram_matrix>() - 16usize];
+    ["Alignment of sk_gram_matrix"][::core::mem::align_of::<sk_gram_matrix>() - 8usize];
+    ["Offset of field: sk_gram_matrix::offset"]
+        [::core::mem::offset_of!(sk_gram_matrix, offset) - 0usize];
+    ["Offset of field: sk_gram_matrix::rows"]
+        [::core::mem::offset_of!(sk_gram_matrix, rows) - 8usize];
+    ["Offset of field: sk_gram_matrix::cols"]
+        [::core::mem::offset_of!(sk_gram_matrix, cols) - 12usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct sk_gram_bound {
+    pub upper: f64,
+    pub lower: f64,
+    pub iterations: u32,
+    pub flags: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of sk_gram_bound"][::core::mem::size_of::<sk_gram_bound>() - 24usize];
+    ["Alignment of sk_gram_bound"][::core::mem::align_of::<sk_gram_bound>() - 8usize];
+    ["Offset of field: sk_gram_bound::upper"]
+        [::core::mem::offset_of!(sk_gram_bound, upper) - 0usize];
+    ["Offset of field: sk_gram_bound::lower"]
+        [::core::mem::offset_of!(sk_gram_bound, lower) - 8usize];
+    ["Offset of field: sk_gram_bound::iterations"]
+        [::core::mem::offset_of!(sk_gram_bound, iterations) - 16usize];
+    ["Offset of field: sk_gram_bound::flags"]
+        [::core::mem::offset_of!(sk_gram_bound, flags) - 20usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct sk_gram_params {
+    pub w: *const ::core::ffi::c_void,
+    pub matrices: *const sk_gram_matrix,
+    pub order: *const u32,
+    pub out: *mut sk_gram_bound,
+    pub tolerance: f64,
+    pub count: u32,
+    pub warp_matrices: u32,
+    pub warp_blocks: u32,
+    pub iterations: u32,
+    pub certified: u32,
+    pub block_capacity: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of sk_gram_params"][::core::mem::size_of::<sk_gram_params>() - 64usize];
+    ["Alignment of sk_gram_params"][::core::mem::align_of::<sk_gram_params>() - 8usize];
+    ["Offset of field: sk_gram_params::w"][::core::mem::offset_of!(sk_gram_params, w) - 0usize];
+    ["Offset of field: sk_gram_params::matrices"]
+        [::core::mem::offset_of!(sk_gram_params, matrices) - 8usize];
+    ["Offset of field: sk_gram_params::order"]
+        [::core::mem::offset_of!(sk_gram_params, order) - 16usize];
+    ["Offset of field: sk_gram_params::out"]
+        [::core::mem::offset_of!(sk_gram_params, out) - 24usize];
+    ["Offset of field: sk_gram_params::tolerance"]
+        [::core::mem::offset_of!(sk_gram_params, tolerance) - 32usize];
+    ["Offset of field: sk_gram_params::count"]
+        [::core::mem::offset_of!(sk_gram_params, count) - 40usize];
+    ["Offset of field: sk_gram_params::warp_matrices"]
+        [::core::mem::offset_of!(sk_gram_params, warp_matrices) - 44usize];
+    ["Offset of field: sk_gram_params::warp_blocks"]
+        [::core::mem::offset_of!(sk_gram_params, warp_blocks) - 48usize];
+    ["Offset of field: sk_gram_params::iterations"]
+        [::core::mem::offset_of!(sk_gram_params, iterations) - 52usize];
+    ["Offset of field: sk_gram_params::certified"]
+        [::core::mem::offset_of!(sk_gram_params, certified) - 56usize];
+    ["Offset of field: sk_gram_params::block_capacity"]
+        [::core::mem::offset_of!(sk_gram_params, block_capacity) - 60usize];
+};
+impl Default for sk_gram_params {
     fn default() -> Self {
         let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
         unsafe {

@@ -425,3 +425,454 @@ fn dense_gradient_matches_finite_differences() {
             .is_nan()
     );
 }
+
+#[test]
+fn lower_bound_beats_the_rank_bound_and_stays_below_sigma() {
+    let mut rng = Rng::new();
+    for (m, n) in [(6, 6), (20, 9), (9, 30)] {
+        let w: Vec<f64> = (0..m * n).map(|_| rng.normal()).collect();
+        let sigma = spectral_norm_exact(m, n, &w).unwrap();
+        for t in [0, 1, 2, 5] {
+            let b = dense_bound(m, n, &w, t).unwrap();
+            let rank = b.upper * (m.min(n) as f64).powf(-1.0 / 2f64.powi(t as i32 + 1));
+            assert!(
+                b.lower >= rank * (1.0 - 1e-14) && b.lower <= sigma * (1.0 + 1e-14),
+                "seed {}: {m} x {n}, T = {t}: lower {} rank bound {rank} sigma {sigma}",
+                rng.seed,
+                b.lower
+            );
+        }
+    }
+}
+
+// ---- the kernels (CPU emulator, GPU) against the CPU reference ----------------------------------
+
+use spherekit::gram::{DenseBatch, DeviceBound, Iterations, Precision, Storage};
+
+/// Runs a batch on one target.
+trait Target {
+    fn bounds<T: Storage>(
+        &self,
+        batch: &DenseBatch,
+        w: &[T],
+        precision: Precision,
+        iterations: Iterations,
+    ) -> spherekit::Result<Vec<DeviceBound>>;
+}
+
+#[cfg(feature = "emulator")]
+struct Emu(spherekit::emulator::Emulator);
+
+#[cfg(feature = "emulator")]
+impl Target for Emu {
+    fn bounds<T: Storage>(
+        &self,
+        batch: &DenseBatch,
+        w: &[T],
+        precision: Precision,
+        iterations: Iterations,
+    ) -> spherekit::Result<Vec<DeviceBound>> {
+        let mut out = vec![DeviceBound::default(); batch.len()];
+        batch.bounds_emulated(&self.0, w, &mut out, precision, iterations)?;
+        Ok(out)
+    }
+}
+
+struct Device(spherekit::Gpu, std::sync::Arc<cudarc::driver::CudaStream>);
+
+impl Target for Device {
+    fn bounds<T: Storage>(
+        &self,
+        batch: &DenseBatch,
+        w: &[T],
+        precision: Precision,
+        iterations: Iterations,
+    ) -> spherekit::Result<Vec<DeviceBound>> {
+        use spherekit::gram::gpu::{DeviceDenseBatch, dense_bounds};
+        let s = &self.1;
+        let tables = DeviceDenseBatch::new(&self.0, s, batch)?;
+        // Device buffers cannot be empty: pad with one element the batch never reads.
+        let mut host = w.to_vec();
+        host.push(T::from_f64(0.0));
+        let dw = s.clone_htod(&host).unwrap();
+        // Poisoned output: NaN bounds and an impossible iteration count.
+        let poison = DeviceBound {
+            upper: f64::NAN,
+            lower: f64::NAN,
+            iterations: u32::MAX,
+            flags: u32::MAX,
+        };
+        let mut dout = s.clone_htod(&vec![poison; batch.len().max(1)]).unwrap();
+        let n = batch.len();
+        let r = dense_bounds(
+            &self.0,
+            s,
+            &tables,
+            &dw.slice(..w.len()),
+            &mut dout.slice_mut(..n),
+            precision,
+            iterations,
+        );
+        let mut out = s.clone_dtoh(&dout).unwrap();
+        s.synchronize().unwrap();
+        out.truncate(n);
+        r.map(|()| out)
+    }
+}
+
+/// Random matrices of the given shapes, packed, with entries of mixed signs and magnitudes.
+fn random_batch(rng: &mut Rng, shapes: &[(usize, usize)]) -> (DenseBatch, Vec<f64>) {
+    let batch = DenseBatch::packed(shapes).unwrap();
+    let w = (0..batch.span()).map(|_| rng.normal()).collect();
+    (batch, w)
+}
+
+/// Shapes of both tiers (warp: min side <= 32; block: above), interleaved, tall and wide.
+const SHAPES: [(usize, usize); 12] = [
+    (1, 1),
+    (40, 64),
+    (5, 3),
+    (3, 5),
+    (16, 16),
+    (33, 33),
+    (32, 7),
+    (7, 90),
+    (128, 130),
+    (1, 70),
+    (200, 36),
+    (32, 32),
+];
+
+fn check_parity<T: Storage>(t: &impl Target, precision: Precision, tol: f64) {
+    let mut rng = Rng::new();
+    let (batch, w) = random_batch(&mut rng, &SHAPES);
+    let stored: Vec<T> = w.iter().map(|&v| T::from_f64(v)).collect();
+    let as_f64: Vec<f64> = stored.iter().map(|v| v.to_f64()).collect();
+    for steps in [0, 1, 3, 6] {
+        let got = t
+            .bounds(&batch, &stored, precision, Iterations::Fixed(steps))
+            .unwrap();
+        for (i, g) in got.iter().enumerate() {
+            let (m, n) = batch.shape(i).unwrap();
+            let off: usize = SHAPES[..i].iter().map(|(a, b)| a * b).sum();
+            let want = dense_bound(m, n, &as_f64[off..off + m * n], steps).unwrap();
+            assert!(
+                rel(g.upper, want.upper) <= tol && rel(g.lower, want.lower) <= tol,
+                "seed {}: {} {precision:?} {m} x {n}, T = {steps}: got {g:?}, want {want:?}",
+                rng.seed,
+                T::NAME
+            );
+            assert_eq!(g.iterations, steps);
+            assert_eq!(g.certified(), precision == Precision::Certified);
+        }
+    }
+}
+
+/// GPU = CPU reference of the same algorithm: 1e-5 relative in f32 arithmetic, 1e-12 in f64
+/// (the tolerances), for every storage type, on both tiers.
+fn kernels_match_the_reference(t: &impl Target) {
+    check_parity::<f32>(t, Precision::Fast, 1e-5);
+    check_parity::<half::f16>(t, Precision::Fast, 1e-5);
+    check_parity::<half::bf16>(t, Precision::Fast, 1e-5);
+    check_parity::<f32>(t, Precision::F64, 1e-12);
+    check_parity::<f64>(t, Precision::Fast, 1e-12);
+    check_parity::<half::bf16>(t, Precision::Certified, 1e-12);
+}
+
+/// sqrt(n) <= b exactly: b² = hi + lo exactly (two-product), n < 2^53 an integer.
+fn at_least_sqrt(b: f64, n: f64) -> bool {
+    let hi = b * b;
+    let lo = b.mul_add(b, -hi);
+    hi > n || (hi == n && lo >= 0.0)
+}
+
+/// Certified upper bounds are >= the exact σ₁ on matrices whose σ₁ is known exactly: rank-1
+/// integer outer products u vᵀ (σ₁² = |u|²|v|², an integer) and scaled permutations, at scales
+/// 2^-100..2^100 (1e-30..1e30) and T up to 12, where the Schatten excess vanishes and only the
+/// rounding analysis keeps the bound above σ₁. The fast f32 mode is not a certificate: the test
+/// counts how often it falls below (it does, for many of these).
+fn certified_bounds_enclose_exact_norms(t: &impl Target) {
+    let mut rng = Rng::new();
+    let mut below_fast = 0;
+    let mut trials = 0;
+    for (m, n) in [(1, 1), (5, 3), (24, 24), (40, 70), (128, 128)] {
+        let mut shapes = Vec::new();
+        let mut w = Vec::new();
+        let mut exact2 = Vec::new(); // σ₁² / scale², an integer
+        let mut scales = Vec::new();
+        for e in [-100, -37, 0, 45, 100] {
+            // Nonzero integers in ±1..7.
+            let mut int = || (rng.below(7) + 1) as f64 * if rng.below(2) == 0 { 1.0 } else { -1.0 };
+            let u: Vec<f64> = (0..m).map(|_| int()).collect();
+            let v: Vec<f64> = (0..n).map(|_| int()).collect();
+            let (nu, nv) = (
+                u.iter().map(|x| x * x).sum::<f64>(),
+                v.iter().map(|x| x * x).sum::<f64>(),
+            );
+            let scale = 2f64.powi(e);
+            shapes.push((m, n));
+            for a in &u {
+                w.extend(v.iter().map(|b| a * b * scale));
+            }
+            exact2.push(nu * nv);
+            scales.push(scale);
+            // A permutation times 3·2^e: σ₁ = 3·2^e exactly.
+            let k = m.min(n);
+            let mut p = vec![0.0; m * n];
+            let mut cols: Vec<usize> = (0..n).collect();
+            for i in 0..k {
+                let j = i + rng.below(n - i);
+                cols.swap(i, j);
+                p[i * n + cols[i]] = if rng.below(2) == 0 { 3.0 } else { -3.0 } * scale;
+            }
+            shapes.push((m, n));
+            w.extend(p);
+            exact2.push(9.0);
+            scales.push(scale);
+        }
+        let batch = DenseBatch::packed(&shapes).unwrap();
+        let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+        for steps in [0, 1, 2, 5, 12] {
+            let it = Iterations::Fixed(steps);
+            let cert = t.bounds(&batch, &w32, Precision::Certified, it).unwrap();
+            let cert64 = t.bounds(&batch, &w, Precision::Certified, it).unwrap();
+            let fast = t.bounds(&batch, &w32, Precision::Fast, it).unwrap();
+            for i in 0..batch.len() {
+                let (n2, s) = (exact2[i], scales[i]);
+                for (name, b) in [("f32 storage", &cert[i]), ("f64 storage", &cert64[i])] {
+                    assert!(
+                        b.certified() && at_least_sqrt(b.upper / s, n2),
+                        "seed {}: {m} x {n} #{i}, T = {steps}, {name}: certified {} < exact {}",
+                        rng.seed,
+                        b.upper / s,
+                        n2.sqrt()
+                    );
+                    // The inflation is small: (k² + l) 2^-53 relative at most, far below 1e-9.
+                    let excess = b.upper / s / n2.sqrt() - 1.0;
+                    let schatten = (m.min(n) as f64).powf(1.0 / 2f64.powi(steps as i32 + 1)) - 1.0;
+                    assert!(
+                        excess <= schatten + 1e-9,
+                        "{m} x {n}, T = {steps}: excess {excess}"
+                    );
+                }
+                trials += 1;
+                if !at_least_sqrt(fast[i].upper / s, n2) {
+                    below_fast += 1;
+                }
+            }
+        }
+    }
+    eprintln!(
+        "certified: every bound >= sigma_1; fast f32 fell below sigma_1 in {below_fast} of {trials}"
+    );
+}
+
+/// Matrices of known spectrum U diag(s) Vᵀ: a clustered top pair (s2/s1 = 1 - 1e-6), a gap
+/// (s2/s1 = 0.9), Gaussian, tall and wide. Certified bounds are >= the exact σ₁ (Jacobi, a few
+/// ulp); with the gap, T = 6 gives a relative excess <= 1e-6; the adaptive mode stops with
+/// upper/lower <= 1 + tol and still encloses σ₁.
+fn known_spectra(t: &impl Target) {
+    let mut rng = Rng::new();
+    let (m, n) = (48, 40);
+    let mut shapes = Vec::new();
+    let mut w = Vec::new();
+    let mut sigma = Vec::new();
+    for spectrum in 0..3 {
+        let s: Vec<f64> = (0..n)
+            .map(|i| match (spectrum, i) {
+                (0, 0) => 1.0,
+                (0, 1) => 1.0 - 1e-6,
+                (1, 0) => 1.0,
+                (1, 1) => 0.9,
+                (2, _) => rng.uniform(0.1, 2.0),
+                _ => rng.uniform(0.0, 0.85),
+            })
+            .collect();
+        shapes.push((m, n));
+        let a = with_spectrum(&mut rng, m, n, &s);
+        sigma.push(spectral_norm_exact(m, n, &a).unwrap());
+        w.extend(a);
+    }
+    let batch = DenseBatch::packed(&shapes).unwrap();
+    let cert = t
+        .bounds(&batch, &w, Precision::Certified, Iterations::Fixed(6))
+        .unwrap();
+    for (i, b) in cert.iter().enumerate() {
+        assert!(
+            b.upper >= sigma[i] * (1.0 - 4e-16) && b.lower <= sigma[i] * (1.0 + 1e-14),
+            "seed {}: spectrum {i}: {b:?} vs sigma {}",
+            rng.seed,
+            sigma[i]
+        );
+    }
+    assert!(
+        rel(cert[1].upper, sigma[1]) <= 1e-6,
+        "seed {}: gap 0.9, T = 6: excess {}",
+        rng.seed,
+        rel(cert[1].upper, sigma[1])
+    );
+    let tolerance = 1e-6;
+    let adaptive = t
+        .bounds(
+            &batch,
+            &w,
+            Precision::F64,
+            Iterations::Adaptive { tolerance, max: 40 },
+        )
+        .unwrap();
+    for (i, b) in adaptive.iter().enumerate() {
+        assert!(
+            b.converged()
+                && b.upper / b.lower <= 1.0 + tolerance * (1.0 + 1e-9)
+                && b.upper >= sigma[i] * (1.0 - 1e-14)
+                && b.lower <= sigma[i] * (1.0 + 1e-14),
+            "seed {}: adaptive, spectrum {i}: {b:?} vs sigma {}",
+            rng.seed,
+            sigma[i]
+        );
+    }
+    // With a gap it stops early; the clustered pair needs many more steps.
+    let steps: Vec<u32> = adaptive.iter().map(|b| b.iterations).collect();
+    assert!(
+        steps[1] <= 8 && steps[0] > steps[1],
+        "adaptive steps {steps:?}"
+    );
+}
+
+/// Scaling by 2^e scales every bound by exactly 2^e (the prescale is a power of two), across
+/// f32's whole useful range, and entries from 1e-30 to 1e30 in one matrix stay finite.
+fn scale_invariance(t: &impl Target) {
+    let mut rng = Rng::new();
+    let shapes = [(20, 12), (64, 50)];
+    let (batch, w) = random_batch(&mut rng, &shapes);
+    let base: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+    let it = Iterations::Fixed(5);
+    let want = t.bounds(&batch, &base, Precision::Fast, it).unwrap();
+    for e in [-100, -60, 60, 100, 120] {
+        let s = 2f32.powi(e);
+        let scaled: Vec<f32> = base.iter().map(|&v| v * s).collect();
+        let got = t.bounds(&batch, &scaled, Precision::Fast, it).unwrap();
+        for (g, b) in got.iter().zip(&want) {
+            let s = f64::from(s);
+            assert!(
+                g.upper == b.upper * s && g.lower == b.lower * s,
+                "2^{e}: {g:?} vs {b:?}"
+            );
+        }
+    }
+    // Entries spanning 1e-30 .. 1e30 in one matrix.
+    let wide: Vec<f32> = base
+        .iter()
+        .map(|&v| v * 10f32.powi(rng.below(61) as i32 - 30))
+        .collect();
+    let got = t.bounds(&batch, &wide, Precision::Fast, it).unwrap();
+    let as_f64: Vec<f64> = wide.iter().map(|&v| f64::from(v)).collect();
+    let mut off = 0;
+    for (i, &(m, n)) in shapes.iter().enumerate() {
+        let want = dense_bound(m, n, &as_f64[off..off + m * n], 5).unwrap();
+        assert!(
+            got[i].upper.is_finite() && rel(got[i].upper, want.upper) <= 1e-5,
+            "seed {}: {:?} vs {want:?}",
+            rng.seed,
+            got[i]
+        );
+        off += m * n;
+    }
+}
+
+/// Bad input: defined values for degenerate matrices (that matrix only), errors for bad calls.
+fn bad_input(t: &impl Target) {
+    let shapes = [(3, 4), (0, 5), (2, 2), (40, 40), (5, 0), (3, 3)];
+    let batch = DenseBatch::packed(&shapes).unwrap();
+    let mut w = vec![1.0f32; batch.span()];
+    w[12 + 1] = f32::NAN; // the 2 x 2
+    w[16 + 7] = f32::INFINITY; // the 40 x 40
+    w[16 + 1600..].iter_mut().for_each(|v| *v = 0.0); // the 3 x 3 is zero
+    let got = t
+        .bounds(&batch, &w, Precision::Fast, Iterations::Fixed(4))
+        .unwrap();
+    // A 3 x 4 of ones: rank 1, σ₁ = sqrt(12) exactly (the Schatten norms of rank 1 equal it).
+    assert!(rel(got[0].upper, 12f64.sqrt()) <= 1e-6, "{:?}", got[0]);
+    assert_eq!((got[1].upper, got[1].lower), (0.0, 0.0));
+    assert!(got[2].upper.is_nan() && got[2].lower.is_nan());
+    assert_eq!(got[3].upper, f64::INFINITY);
+    assert_eq!((got[4].upper, got[4].lower), (0.0, 0.0));
+    assert_eq!((got[5].upper, got[5].lower), (0.0, 0.0));
+    // Errors: short storage, T too large, a bad tolerance.
+    assert!(matches!(
+        t.bounds(
+            &batch,
+            &w[..w.len() - 1],
+            Precision::Fast,
+            Iterations::Fixed(4)
+        ),
+        Err(spherekit::Error::BufferTooSmall { .. })
+    ));
+    assert!(
+        t.bounds(&batch, &w, Precision::Fast, Iterations::Fixed(61))
+            .is_err()
+    );
+    for (tolerance, max) in [(0.0, 10), (f64::NAN, 10), (1e-3, 0), (1e-3, 61)] {
+        assert!(
+            t.bounds(
+                &batch,
+                &w,
+                Precision::Fast,
+                Iterations::Adaptive { tolerance, max }
+            )
+            .is_err()
+        );
+    }
+    // An empty batch is a no-op.
+    let empty = DenseBatch::packed(&[]).unwrap();
+    assert!(
+        t.bounds::<f32>(&empty, &[], Precision::Fast, Iterations::Fixed(3))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn batches_reject_matrices_too_large_for_the_chip() {
+    assert!(DenseBatch::packed(&[(129, 129)]).is_err());
+    assert!(DenseBatch::packed(&[(129, 128), (4096, 128)]).is_ok());
+    assert!(DenseBatch::packed(&[(usize::MAX, 2)]).is_err());
+    assert!(DenseBatch::with_offsets(&[(usize::MAX, 2, 2)]).is_err());
+}
+
+fn every_kernel_check(t: &impl Target) {
+    kernels_match_the_reference(t);
+    certified_bounds_enclose_exact_norms(t);
+    known_spectra(t);
+    scale_invariance(t);
+    bad_input(t);
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emulated_kernels_match_the_reference() {
+    kernels_match_the_reference(&Emu(spherekit::emulator::Emulator::new(2)));
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emulated_certified_bounds_enclose_exact_norms() {
+    certified_bounds_enclose_exact_norms(&Emu(spherekit::emulator::Emulator::new(2)));
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emulated_known_spectra_scale_and_bad_input() {
+    let emu = Emu(spherekit::emulator::Emulator::new(2));
+    known_spectra(&emu);
+    scale_invariance(&emu);
+    bad_input(&emu);
+}
+
+#[test]
+fn gpu_gram_kernels_match_the_reference() {
+    let Some((gpu, stream)) = common::gpu("gpu_gram_kernels_match_the_reference") else {
+        return;
+    };
+    every_kernel_check(&Device(gpu, stream));
+}

@@ -122,14 +122,40 @@ fn log_schatten_of(seq: &[(Vec<C>, f64)]) -> f64 {
     (0.5 * cnorm2(g).ln() + lambda) / 2f64.powi(seq.len() as i32)
 }
 
-/// log of the Schatten-2^{T+1} norm of the matrix whose k columns are `cols` (T ≥ 1).
-fn log_schatten(cols: &[Vec<C>], iterations: u32) -> f64 {
-    log_schatten_of(&gram_sequence(cols, iterations))
+/// A lower bound on ‖g‖₂ for a Hermitian (nearly PSD) k × k matrix g: the larger of the column
+/// bound ‖g e_j‖ and the Rayleigh quotient xᴴgx / xᴴx of x = g e_j, for j the first column of
+/// largest norm. With x close to the top eigenvector the quotient is far tighter than the
+/// column bound, which stops at the largest entry of the top singular vector.
+fn level_lower(g: &[C], k: usize) -> f64 {
+    let column = |j: usize| -> Vec<C> { (0..k).map(|i| g[i * k + j]).collect() };
+    let (mut j, mut best) = (0, -1.0);
+    for c in 0..k {
+        let n2 = cnorm2(&column(c));
+        if n2 > best {
+            (j, best) = (c, n2);
+        }
+    }
+    let x = column(j);
+    // xᴴ g x = Σ_i conj(x_i) (g x)_i: real for Hermitian g.
+    let gx: Vec<C> = (0..k)
+        .map(|i| {
+            (0..k).fold((0.0, 0.0), |acc, l| {
+                let (a, b) = (g[i * k + l], x[l]);
+                (acc.0 + a.0 * b.0 - a.1 * b.1, acc.1 + a.0 * b.1 + a.1 * b.0)
+            })
+        })
+        .collect();
+    let quotient = cdot(&x, &gx).0 / best;
+    best.sqrt().max(quotient)
 }
 
 /// The bound of a matrix given by its k smaller-side columns, scaled by 1/`scale`.
+///
+/// Lower bound: σ₁^{2^T} = ‖(AᴴA)^{2^{T−1}}‖₂ ≥ [`level_lower`] of G_T times e^{λ_T}; for T = 0
+/// the largest column norm of A. It is never below upper · k^{−1/2^{T+1}} (the largest of k
+/// column norms is at least their RMS value).
 fn bound_of(cols: &[Vec<C>], scale: f64, iterations: u32) -> Bound {
-    let k = cols.len() as f64;
+    let k = cols.len();
     let frobenius = cols.iter().map(|c| cnorm2(c)).sum::<f64>().sqrt();
     if frobenius == 0.0 {
         return Bound {
@@ -138,15 +164,20 @@ fn bound_of(cols: &[Vec<C>], scale: f64, iterations: u32) -> Bound {
             iterations,
         };
     }
-    let upper = if iterations == 0 {
-        frobenius * scale
-    } else {
-        log_schatten(cols, iterations).exp() * scale
-    };
+    if iterations == 0 {
+        let column = cols.iter().map(|c| cnorm2(c)).fold(0.0, f64::max).sqrt();
+        return Bound {
+            upper: frobenius * scale,
+            lower: column * scale,
+            iterations,
+        };
+    }
+    let seq = gram_sequence(cols, iterations);
+    let (g, lambda) = seq.last().expect("one step at least");
+    let root = 2f64.powi(iterations as i32);
     Bound {
-        upper,
-        // σ₁ ≥ ‖A‖_p · rank^{−1/p}, rank ≤ k.
-        lower: upper * k.powf(-1.0 / 2f64.powi(iterations as i32 + 1)),
+        upper: log_schatten_of(&seq).exp() * scale,
+        lower: ((level_lower(g, k).ln() + lambda) / root).exp() * scale,
         iterations,
     }
 }
@@ -158,8 +189,9 @@ fn complex(cols: Vec<Vec<f64>>) -> Vec<Vec<C>> {
 }
 
 /// Gram iteration with `iterations` = T steps: the Schatten-2^{T+1} norm of W as
-/// [`Bound::upper`] and upper · min(m, n)^{−1/2^{T+1}} as [`Bound::lower`] (see [`super`]). T = 0
-/// gives the Frobenius norm. Computed in f64 with the per-step rescaling kept in log space and a
+/// [`Bound::upper`] and the column-norm lower bound of the last Gram power as [`Bound::lower`]
+/// (at least upper · min(m, n)^{−1/2^{T+1}}; see [`super`]). T = 0 gives the Frobenius norm and
+/// the largest column norm. Computed in f64 with the per-step rescaling kept in log space and a
 /// power-of-two prescale applied at the end, so any finite input scale is safe. Not certified
 /// against rounding: the enclosure holds to a few ulp.
 ///

@@ -10,23 +10,47 @@
 //! ```
 //!
 //! G_T is (WᴴW)^{2^{T−1}} up to scale, so the bound is the Schatten norm ‖W‖_p with p = 2^{T+1}:
-//! σ₁ ≤ bound ≤ r^{1/p} σ₁ for a matrix of rank r ≤ min(m, n), which gives the a-posteriori lower
-//! bound bound · min(m, n)^{−1/p} ≤ σ₁ for free. With a spectral gap σ₂/σ₁ = ρ the relative excess
-//! is about ρ^p: it squares each step.
+//! σ₁ ≤ bound ≤ r^{1/p} σ₁ for a matrix of rank r ≤ min(m, n). With a spectral gap σ₂/σ₁ = ρ the
+//! relative excess is about ρ^p: it squares each step.
 //!
-//! Status: the f64 CPU reference for dense matrices (bound and its gradient) and for convolutions
-//! with circular padding (per-frequency blocks by a direct small DFT), and exact σ₁ by one-sided
-//! Jacobi SVD to check them against ([`cpu`]). Kernels, zero padding, the certified and adaptive
-//! modes, many shapes in one call and the convolution gradient are not written yet (issue 4).
+//! The lower bound is a-posteriori and free: σ₁^{2^T} = ‖G_T‖₂ e^{…} ≥ max_j ‖G_T e_j‖ e^{…},
+//! the largest column norm of the last Gram power. It is never below the rank bound
+//! bound · min(m, n)^{−1/p} (the largest of k column norms is at least their RMS) and is much
+//! tighter once the top singular value dominates: upper/lower = (‖G_T‖_F / max_j ‖G_T e_j‖)^{1/2^T}
+//! tends to 1, which is the adaptive mode's stopping test ([`Iterations::Adaptive`]).
+//!
+//! # Kernels
+//! [`gpu::dense_bounds`] bounds many matrices of any shapes in one launch (every layer of a
+//! network): one warp per matrix with min(m, n) ≤ 32, one block per larger one, the Gram power
+//! kept in shared memory for all T steps, rescaled by exact powers of two. Its
+//! [`Precision::Certified`] mode computes in f64 and carries a rounding-error bound through the
+//! iteration (see kernels/gram.cu), so the upper bound is ≥ the exact σ₁ of the stored matrix
+//! despite rounding; [`Precision::Fast`] uses f32 arithmetic for f32/f16/bf16 storage and is
+//! within a few f32 ulps of the exact Schatten norm, on either side.
+//!
+//! Status: dense kernels for min(m, n) ≤ [`MAX_ON_CHIP_K`]; the CPU reference ([`cpu`]) also
+//! covers the dense gradient and circular convolutions (bound and exact norm). Larger matrices,
+//! convolutions on the GPU, zero padding and the convolution gradient are not written yet
+//! (issue 4).
 
 pub mod cpu;
+pub mod gpu;
+
+#[cfg(feature = "emulator")]
+mod emulated;
+
+use crate::error::{Error, Result};
+use crate::params::{
+    SK_GRAM_CERTIFIED, SK_GRAM_CONVERGED, SK_GRAM_MAX_K, SK_GRAM_THREADS, SK_GRAM_WARP_K,
+    sk_gram_bound, sk_gram_matrix,
+};
 
 /// A two-sided enclosure of the spectral norm σ₁ from Gram iteration.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bound {
-    /// The Schatten-2^{T+1} norm: ≥ σ₁ (up to rounding in this mode).
+    /// The Schatten-2^{T+1} norm: ≥ σ₁ (up to rounding, or rigorously in certified mode).
     pub upper: f64,
-    /// upper · min(m, n)^{−1/2^{T+1}}: ≤ σ₁ (up to rounding).
+    /// The column-norm bound of the last Gram power: ≤ σ₁ (up to rounding).
     pub lower: f64,
     /// The iterations run.
     pub iterations: u32,
@@ -35,3 +59,307 @@ pub struct Bound {
 /// The most iterations accepted: beyond ~60 the exponent 1/2^{T+1} is below f64's resolution of
 /// any useful bound, and a request for more is a mistake.
 pub const MAX_ITERATIONS: u32 = 60;
+
+/// The largest smaller side min(m, n) the on-chip kernels handle (the Gram power lives in one
+/// block's shared memory).
+pub const MAX_ON_CHIP_K: usize = SK_GRAM_MAX_K as usize;
+
+/// The arithmetic of a Gram-iteration kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 arithmetic for f32, f16 and bf16 storage (f64 for f64 storage), sums of squares in
+    /// f64. Not a certificate: the upper bound may fall below σ₁ by a few f32 ulps when the
+    /// Schatten excess is smaller than that (a rank-1 matrix, a large gap and a large T).
+    Fast,
+    /// f64 arithmetic whatever the storage; same caveat at f64's ulp.
+    F64,
+    /// f64 arithmetic and a rigorous rounding-error bound carried through every step (kernels/
+    /// gram.cu documents the analysis): the upper bound is ≥ the exact σ₁ of the stored matrix.
+    /// The inflation is about (k² + l) · 2^-53 relative in the worst case. The lower bound is
+    /// not certified.
+    Certified,
+}
+
+/// How many iterations to run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Iterations {
+    /// Exactly T steps (T = 0 gives the Frobenius norm and the largest column norm).
+    Fixed(u32),
+    /// Step until upper / lower ≤ 1 + `tolerance`, at most `max` steps (at least one).
+    Adaptive {
+        /// The relative width of the enclosure to reach, > 0.
+        tolerance: f64,
+        /// The most steps, 1..=[`MAX_ITERATIONS`].
+        max: u32,
+    },
+}
+
+impl Iterations {
+    /// (T or T_max, tolerance or 0), validated.
+    pub(crate) fn check(self) -> Result<(u32, f64)> {
+        match self {
+            Iterations::Fixed(t) if t > MAX_ITERATIONS => Err(Error::param(
+                "iterations",
+                format!("{t} > {MAX_ITERATIONS}"),
+            )),
+            Iterations::Fixed(t) => Ok((t, 0.0)),
+            Iterations::Adaptive { tolerance, max } => {
+                if !(tolerance > 0.0 && tolerance.is_finite()) {
+                    return Err(Error::param(
+                        "tolerance",
+                        format!("{tolerance} is not a positive finite number"),
+                    ));
+                }
+                if max == 0 || max > MAX_ITERATIONS {
+                    return Err(Error::param(
+                        "iterations",
+                        format!("adaptive at most {max} steps: must be 1..={MAX_ITERATIONS}"),
+                    ));
+                }
+                Ok((max, tolerance))
+            }
+        }
+    }
+}
+
+/// The result of one matrix as the kernels write it (24 bytes, C layout; a device buffer of
+/// these is the output of [`gpu::dense_bounds`]).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DeviceBound {
+    /// ≥ σ₁ (see [`Precision`] for how strictly).
+    pub upper: f64,
+    /// ≤ σ₁ (up to rounding).
+    pub lower: f64,
+    /// The iterations run.
+    pub iterations: u32,
+    /// Bit 0: certified; bit 1: the adaptive tolerance was reached.
+    pub flags: u32,
+}
+
+// The Rust mirror must match the kernels' struct field by field.
+const _: () = {
+    assert!(std::mem::size_of::<DeviceBound>() == std::mem::size_of::<sk_gram_bound>());
+    assert!(std::mem::offset_of!(DeviceBound, upper) == std::mem::offset_of!(sk_gram_bound, upper));
+    assert!(std::mem::offset_of!(DeviceBound, lower) == std::mem::offset_of!(sk_gram_bound, lower));
+    assert!(
+        std::mem::offset_of!(DeviceBound, iterations)
+            == std::mem::offset_of!(sk_gram_bound, iterations)
+    );
+    assert!(std::mem::offset_of!(DeviceBound, flags) == std::mem::offset_of!(sk_gram_bound, flags));
+};
+
+// SAFETY: DeviceBound is repr(C) plain old data (two f64 and two u32, no padding), so any bit
+// pattern is a valid value, all-zero included, and it can be copied to and from the device.
+unsafe impl cudarc::driver::DeviceRepr for DeviceBound {}
+// SAFETY: as above: all-zero bits are a valid DeviceBound.
+unsafe impl cudarc::driver::ValidAsZeroBits for DeviceBound {}
+
+impl DeviceBound {
+    /// The enclosure.
+    pub fn bound(&self) -> Bound {
+        Bound {
+            upper: self.upper,
+            lower: self.lower,
+            iterations: self.iterations,
+        }
+    }
+    /// Whether the upper bound is certified against rounding.
+    pub fn certified(&self) -> bool {
+        self.flags & SK_GRAM_CERTIFIED != 0
+    }
+    /// Whether the adaptive tolerance was reached.
+    pub fn converged(&self) -> bool {
+        self.flags & SK_GRAM_CONVERGED != 0
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+    impl Sealed for half::f16 {}
+    impl Sealed for half::bf16 {}
+}
+
+/// A storage type of the Gram kernels: f32, f64, [`half::f16`] or [`half::bf16`].
+pub trait Storage:
+    cudarc::driver::DeviceRepr
+    + Copy
+    + Default
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + 'static
+    + sealed::Sealed
+{
+    /// The name in kernel names (`f32`, `f64`, `f16`, `bf16`).
+    const NAME: &'static str;
+    /// Widens exactly to f64.
+    fn to_f64(self) -> f64;
+    /// Rounds an f64 to this type (nearest, ties to even).
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Storage for f32 {
+    const NAME: &'static str = "f32";
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+impl Storage for f64 {
+    const NAME: &'static str = "f64";
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+impl Storage for half::f16 {
+    const NAME: &'static str = "f16";
+    fn to_f64(self) -> f64 {
+        half::f16::to_f64(self)
+    }
+    fn from_f64(v: f64) -> Self {
+        half::f16::from_f64(v)
+    }
+}
+impl Storage for half::bf16 {
+    const NAME: &'static str = "bf16";
+    fn to_f64(self) -> f64 {
+        half::bf16::to_f64(self)
+    }
+    fn from_f64(v: f64) -> Self {
+        half::bf16::from_f64(v)
+    }
+}
+
+/// Which matrices one call bounds, where each starts in the storage buffer, and how the launch
+/// serves them: built once on the host (for a network, once per architecture), then uploaded
+/// with [`gpu::DeviceDenseBatch::new`] and reused every step.
+#[derive(Debug, Clone)]
+pub struct DenseBatch {
+    matrices: Vec<sk_gram_matrix>,
+    /// Matrix indices, the warp tier's first.
+    order: Vec<u32>,
+    warp_matrices: u32,
+    /// The largest padded smaller side in the block tier (0 when it is empty).
+    block_k_pad: u32,
+    /// Elements of storage the matrices span.
+    span: usize,
+}
+
+impl DenseBatch {
+    /// `count` matrices of `rows × cols`, packed one after another (row-major, no gaps).
+    ///
+    /// Errors: as [`DenseBatch::packed`].
+    pub fn uniform(count: usize, rows: usize, cols: usize) -> Result<Self> {
+        Self::packed(&vec![(rows, cols); count])
+    }
+
+    /// Matrices of the given (rows, cols) shapes, packed one after another in one buffer.
+    ///
+    /// Errors: as [`DenseBatch::with_offsets`].
+    pub fn packed(shapes: &[(usize, usize)]) -> Result<Self> {
+        let mut offset = 0usize;
+        let mut list = Vec::with_capacity(shapes.len());
+        for &(rows, cols) in shapes {
+            list.push((offset, rows, cols));
+            offset = rows
+                .checked_mul(cols)
+                .and_then(|n| offset.checked_add(n))
+                .ok_or_else(|| Error::TooLarge(format!("matrices up to {rows} x {cols}")))?;
+        }
+        Self::with_offsets(&list)
+    }
+
+    /// Matrices given as (offset, rows, cols): matrix i is row-major at element `offset` of the
+    /// storage buffer (they may overlap or leave gaps; a network's parameters in one buffer).
+    /// A matrix with a zero side is allowed (its bounds are 0).
+    ///
+    /// Errors: a side above 2^32 − 1, a smaller side above [`MAX_ON_CHIP_K`], more than
+    /// 2^31 − 1 matrices, or an end offset that overflows.
+    pub fn with_offsets(list: &[(usize, usize, usize)]) -> Result<Self> {
+        if list.len() > (1usize << 31) - 1 {
+            return Err(Error::TooLarge(format!("{} matrices", list.len())));
+        }
+        let mut matrices = Vec::with_capacity(list.len());
+        let mut span = 0usize;
+        let (mut warp, mut block) = (Vec::new(), Vec::new());
+        let mut block_k_pad = 0u32;
+        for (i, &(offset, rows, cols)) in list.iter().enumerate() {
+            let (r, c) = match (u32::try_from(rows), u32::try_from(cols)) {
+                (Ok(r), Ok(c)) => (r, c),
+                _ => {
+                    return Err(Error::TooLarge(format!(
+                        "matrix {i} is {rows} x {cols}: sides must be below 2^32"
+                    )));
+                }
+            };
+            let k = rows.min(cols);
+            if k > MAX_ON_CHIP_K {
+                return Err(Error::shape(format!(
+                    "matrix {i} is {rows} x {cols}: the smaller side {k} exceeds \
+                     {MAX_ON_CHIP_K}, the largest the on-chip kernels handle"
+                )));
+            }
+            let end = rows
+                .checked_mul(cols)
+                .and_then(|n| n.checked_add(offset))
+                .ok_or_else(|| Error::TooLarge(format!("matrix {i} ends beyond usize")))?;
+            span = span.max(end);
+            matrices.push(sk_gram_matrix {
+                offset: offset as u64,
+                rows: r,
+                cols: c,
+            });
+            if k <= SK_GRAM_WARP_K as usize {
+                warp.push(i as u32);
+            } else {
+                block.push(i as u32);
+                let tile = crate::params::SK_GRAM_BLOCK_TILE;
+                block_k_pad = block_k_pad.max((k as u32).div_ceil(tile) * tile);
+            }
+        }
+        let warp_matrices = warp.len() as u32;
+        warp.extend(block);
+        Ok(DenseBatch {
+            matrices,
+            order: warp,
+            warp_matrices,
+            block_k_pad,
+            span,
+        })
+    }
+
+    /// The number of matrices.
+    pub fn len(&self) -> usize {
+        self.matrices.len()
+    }
+
+    /// Whether there are no matrices.
+    pub fn is_empty(&self) -> bool {
+        self.matrices.is_empty()
+    }
+
+    /// The storage elements the matrices span (the buffer must hold at least this many).
+    pub fn span(&self) -> usize {
+        self.span
+    }
+
+    /// (rows, cols) of matrix i.
+    pub fn shape(&self, i: usize) -> Option<(usize, usize)> {
+        self.matrices
+            .get(i)
+            .map(|m| (m.rows as usize, m.cols as usize))
+    }
+
+    fn warp_blocks(&self) -> u32 {
+        // One warp per matrix.
+        self.warp_matrices.div_ceil(SK_GRAM_THREADS / 32)
+    }
+}
