@@ -1,16 +1,18 @@
-// Gram iteration on many dense matrices in one launch: per matrix, an upper bound on the
-// spectral norm sigma_1 (the Schatten-2^(T+1) norm) and an a-posteriori lower bound, with every
-// Gram power kept in shared memory for all T steps (one global read of the matrix, twice: once
-// for its largest entry). The math and its error analysis are in src/gram/mod.rs; the f64 CPU
-// reference of the same algorithm is src/gram/cpu.rs.
+// Gram iteration on many matrices in one launch: per matrix, an upper bound on the spectral
+// norm sigma_1 (the Schatten-2^(T+1) norm) and an a-posteriori lower bound, with every Gram
+// power kept in shared memory for all T steps. The matrices are dense (real) or the per-frequency
+// blocks of a circular convolution (complex, formed on the fly by a direct DFT of the kernel).
+// The math is in src/gram/mod.rs; the f64 CPU reference of the same algorithm is
+// src/gram/cpu.rs.
 //
-// Per matrix W (rows x cols), X = W or W^T so that X is l x k with k = min(rows, cols):
-//   A = X / 2^s, 2^s the power of two at or below max|w|    (exact; any finite scale is safe)
-//   M_1 = A^T A
+// Per matrix, X is l x k with k the smaller side (X = W, or W^H when W is wide):
+//   A = X / 2^s, 2^s the power of two at or below the largest |entry| (exact; any finite
+//       scale is safe; convolutions: of the kernel, the same for all of a layer's frequencies)
+//   M_1 = A^H A
 //   M_{t+1} = fl(M_t M_t) 2^(-2 e_t), 2^(2 e_t) ~ ||M_t||_F^2  (exact rescaling by powers of two)
-// so every M_t is O(1) and M_t = (A^T A)^(2^(t-1)) up to an exact power of two. Every M_t is
-// stored exactly symmetric (the upper triangle is computed, the lower mirrored), so
-// ||M_t||_2^2 = ||M_t^2||_2, which gives the bound by a backward recursion (finish()).
+// so every M_t is O(1) and M_t = (A^H A)^(2^(t-1)) up to an exact power of two. Every M_t is
+// stored exactly Hermitian (the upper triangle is computed, the lower mirrored, the diagonal
+// real), so ||M_t||_2^2 = ||M_t^2||_2, which gives the bounds by a backward recursion (finish()).
 #include "common.cuh"
 
 namespace sk {
@@ -31,6 +33,55 @@ template <class R>
 __device__ __forceinline__ R pow2(int e) {
     return static_cast<R>(ldexp(1.0, e));
 }
+
+template <class R>
+struct Cplx {
+    R re, im;
+};
+
+// The scalar field of the Gram matrices: real (dense matrices) or complex (DFT blocks).
+// acc_conj(acc, a, b) adds conj(a) b; dot_gamma(n) bounds the relative error of such a sum of
+// n terms (Higham Thm 3.5; complex: both parts are real sums of 2n products, |error| <=
+// sqrt(2) gamma(2n) sum |a||b|).
+template <class R>
+struct RealField {
+    using real = R;
+    using elem = R;
+    static constexpr bool COMPLEX = false;
+    __device__ static elem zero() { return R(0); }
+    __device__ static elem from(double v) { return static_cast<R>(v); }
+    __device__ static void acc_conj(elem &acc, elem a, elem b) { acc = fma(a, b, acc); }
+    __device__ static double abs2(elem a) {
+        const double x = static_cast<double>(a);
+        return x * x;
+    }
+    __device__ static elem scale(elem a, R s) { return a * s; }
+    __device__ static elem conj(elem a) { return a; }
+    __device__ static elem real_part(elem a) { return a; }
+    __device__ static double re(elem a) { return static_cast<double>(a); }
+    __device__ static double im(elem) { return 0.0; }
+};
+
+template <class R>
+struct ComplexField {
+    using real = R;
+    using elem = Cplx<R>;
+    static constexpr bool COMPLEX = true;
+    __device__ static elem zero() { return {R(0), R(0)}; }
+    __device__ static void acc_conj(elem &acc, elem a, elem b) {
+        acc.re = fma(a.re, b.re, fma(a.im, b.im, acc.re));
+        acc.im = fma(a.re, b.im, fma(-a.im, b.re, acc.im));
+    }
+    __device__ static double abs2(elem a) {
+        const double x = static_cast<double>(a.re), y = static_cast<double>(a.im);
+        return fma(x, x, y * y);
+    }
+    __device__ static elem scale(elem a, R s) { return {a.re * s, a.im * s}; }
+    __device__ static elem conj(elem a) { return {a.re, -a.im}; }
+    __device__ static elem real_part(elem a) { return {a.re, R(0)}; }
+    __device__ static double re(elem a) { return static_cast<double>(a.re); }
+    __device__ static double im(elem a) { return static_cast<double>(a.im); }
+};
 
 // ---- teams: one warp (small matrices) or one block (larger ones) ----------------------------
 template <int NT>
@@ -79,8 +130,124 @@ struct GramTeam {
     }
 };
 
+// ---- the matrices: dense storage, or DFT blocks of a convolution kernel ---------------------
+// A source says what X is (l x k) and loads its entries scaled by 2^-s. `scan` returns the
+// largest |raw entry| and whether any is NaN; `dft_error` bounds ||X_computed - X_exact||_F in
+// scaled units (certified mode).
+template <class T, class F>
+struct DenseSource {
+    const T *w;
+    int rows, cols;
+    bool transposed;  // X = W^T: the Gram W W^T is the smaller side
+    int k, l;
+
+    __device__ DenseSource(const sk_gram_params &p, uint32_t index) {
+        const sk_gram_matrix m = static_cast<const sk_gram_matrix *>(p.items)[index];
+        w = static_cast<const T *>(p.w) + m.offset;
+        rows = static_cast<int>(m.rows);
+        cols = static_cast<int>(m.cols);
+        transposed = cols > rows;
+        k = transposed ? rows : cols;
+        l = transposed ? cols : rows;
+    }
+    __device__ uint64_t raw_len() const { return static_cast<uint64_t>(rows) * cols; }
+    __device__ double raw(uint64_t e) const { return widen<T>(w[e]); }
+    template <int NT>
+    __device__ void prepare(GramTeam<NT> &, int) {}
+    // Panel entry (r, c) of rows l0.. (n rows), element e of the panel's n * k_pad entries:
+    // consecutive threads read consecutive entries of W's rows.
+    __device__ void panel_index(int e, int n, int k_pad, int &r, int &c) const {
+        if (transposed) {
+            c = e / n;
+            r = e % n;
+        } else {
+            r = e / k_pad;
+            c = e % k_pad;
+        }
+    }
+    __device__ typename F::elem load(int row, int c, int s) const {
+        const uint64_t at = transposed ? static_cast<uint64_t>(c) * cols + row
+                                       : static_cast<uint64_t>(row) * cols + c;
+        return F::from(ldexp(widen<T>(w[at]), -s));
+    }
+    __device__ double dft_error() const { return 0.0; }
+};
+
+// The c_out x c_in block A(u, v)[o][i] = sum_{p,q < taps} K[o,i,p,q] e^{-2 pi i (p u + q v) / n}
+// (Sedghi et al.), as X = A (c_in <= c_out) or X = A^H. The twiddles factor: e^{-2 pi i p u/n}
+// e^{-2 pi i q v/n}, 2 taps values per block, in shared memory; the phase p u mod n is formed
+// exactly in integers before the angle.
+template <class T, class F>
+struct ConvSource {
+    using R = typename F::real;
+    const T *w;
+    int c_out, c_in, taps, n, u, v;
+    bool transposed;  // X = A^H (c_in > c_out)
+    int k, l;
+    Cplx<R> *twiddles;  // [2 * taps]: e^{-2 pi i p u / n}, then e^{-2 pi i q v / n}
+
+    __device__ ConvSource(const sk_gram_params &p, uint32_t index, Cplx<R> *tw) {
+        const sk_gram_conv_item it = static_cast<const sk_gram_conv_item *>(p.items)[index];
+        w = static_cast<const T *>(p.w) + it.offset;
+        c_out = static_cast<int>(it.c_out);
+        c_in = static_cast<int>(it.c_in);
+        taps = static_cast<int>(it.taps);
+        n = static_cast<int>(it.n);
+        u = static_cast<int>(it.u);
+        v = static_cast<int>(it.v);
+        transposed = c_in > c_out;
+        k = transposed ? c_out : c_in;
+        l = transposed ? c_in : c_out;
+        twiddles = tw;
+    }
+    __device__ uint64_t raw_len() const {
+        return static_cast<uint64_t>(c_out) * c_in * taps * taps;
+    }
+    __device__ double raw(uint64_t e) const { return widen<T>(w[e]); }
+    template <int NT>
+    __device__ void prepare(GramTeam<NT> &team, int) {
+        for (int j = team.rank; j < 2 * taps; j += NT) {
+            const int freq = j < taps ? u : v;
+            const int phase = ((j % taps) * freq) % n;
+            double sn, cs;
+            sincospi(-2.0 * phase / n, &sn, &cs);
+            twiddles[j] = {static_cast<R>(cs), static_cast<R>(sn)};
+        }
+        team.sync();
+    }
+    __device__ void panel_index(int e, int, int k_pad, int &r, int &c) const {
+        r = e / k_pad;
+        c = e % k_pad;
+    }
+    __device__ typename F::elem load(int row, int c, int s) const {
+        const int o = transposed ? c : row, i = transposed ? row : c;
+        const T *tap = w + (static_cast<uint64_t>(o) * c_in + i) * taps * taps;
+        R re = R(0), im = R(0);
+        for (int p = 0; p < taps; ++p) {
+            R qre = R(0), qim = R(0);  // sum_q K[p][q] e_q(v)
+            for (int q = 0; q < taps; ++q) {
+                const R kv = static_cast<R>(widen<T>(tap[p * taps + q]));
+                qre = fma(kv, twiddles[taps + q].re, qre);
+                qim = fma(kv, twiddles[taps + q].im, qim);
+            }
+            const Cplx<R> e = twiddles[p];
+            re = fma(qre, e.re, fma(-qim, e.im, re));
+            im = fma(qre, e.im, fma(qim, e.re, im));
+        }
+        const R scale = pow2<R>(-s);  // kernel scales are within 2^+-149: exact in f32/f64
+        typename F::elem x;
+        x.re = re * scale;
+        x.im = transposed ? -im * scale : im * scale;
+        return x;
+    }
+    // Each entry sums taps^2 terms |K| |twiddle product| with |K / 2^s| < 2: the twiddles carry
+    // <= 4 u each (sincospi's 1 ulp, the phase's rounding), their product and the two complex
+    // fma sums gamma(2 taps^2 + 4); 16 u + 2 gamma per unit of 2 taps^2, over l k entries.
+    __device__ double dft_error() const;
+};
+
 // ---- upper-triangle tiles ---------------------------------------------------------------------
-// The Gram of a k_pad x k_pad symmetric matrix is computed tile by tile: TS x TS tiles (bi, bj),
+// The Gram of a k_pad x k_pad Hermitian matrix is computed tile by tile: TS x TS tiles (bi, bj),
 // bi <= bj, numbered row by row; thread `rank` owns tiles rank, rank + NT, ... (at most MAXT).
 template <int TS, int MAXT>
 struct Tiles {
@@ -106,20 +273,21 @@ struct Tiles {
     }
 };
 
-// acc[t] += sum over rows l < rows of x[l][i] x[l][j] for the owned tiles (i, j): the Gram of
-// the columns of a rows x k_pad panel with row stride ld.
-template <class R, int TS, int MAXT>
-__device__ __forceinline__ void gram_accumulate(const R *x, int ld, int rows,
+// acc[t] += sum over rows l < rows of conj(x[l][i]) x[l][j] for the owned tiles (i, j): the Gram
+// of the columns of a rows x k_pad panel with row stride ld.
+template <class F, int TS, int MAXT>
+__device__ __forceinline__ void gram_accumulate(const typename F::elem *x, int ld, int rows,
                                                 const Tiles<TS, MAXT> &tiles,
-                                                R (&acc)[MAXT][TS][TS]) {
+                                                typename F::elem (&acc)[MAXT][TS][TS]) {
+    using E = typename F::elem;
 #pragma unroll
     for (int t = 0; t < MAXT; ++t) {
         if (!tiles.live[t]) continue;
-        const R *ci = x + tiles.bi[t] * TS;
-        const R *cj = x + tiles.bj[t] * TS;
+        const E *ci = x + tiles.bi[t] * TS;
+        const E *cj = x + tiles.bj[t] * TS;
 #pragma unroll 2
         for (int l = 0; l < rows; ++l) {
-            R a[TS], b[TS];
+            E a[TS], b[TS];
 #pragma unroll
             for (int u = 0; u < TS; ++u) {
                 a[u] = ci[l * ld + u];
@@ -128,47 +296,55 @@ __device__ __forceinline__ void gram_accumulate(const R *x, int ld, int rows,
 #pragma unroll
             for (int u = 0; u < TS; ++u)
 #pragma unroll
-                for (int v = 0; v < TS; ++v) acc[t][u][v] = fma(a[u], b[v], acc[t][u][v]);
+                for (int v = 0; v < TS; ++v) F::acc_conj(acc[t][u][v], a[u], b[v]);
         }
     }
 }
 
 // Writes the owned tiles (times `scale`, an exact power of two) into the k_pad x k_pad matrix m
-// and mirrors the off-diagonal tiles, so m is exactly symmetric.
-template <class R, int TS, int MAXT>
-__device__ __forceinline__ void store_tiles(R *m, int ld, const Tiles<TS, MAXT> &tiles,
-                                            const R (&acc)[MAXT][TS][TS], R scale) {
+// and mirrors them, so m is exactly Hermitian: off-diagonal tiles are mirrored whole; inside a
+// diagonal tile the upper part is mirrored and the diagonal made real (the computed (v, u) entry
+// need not be the exact conjugate of (u, v), and the diagonal's imaginary part is rounding).
+template <class F, int TS, int MAXT>
+__device__ __forceinline__ void store_tiles(typename F::elem *m, int ld,
+                                            const Tiles<TS, MAXT> &tiles,
+                                            const typename F::elem (&acc)[MAXT][TS][TS],
+                                            typename F::real scale) {
 #pragma unroll
     for (int t = 0; t < MAXT; ++t) {
         if (!tiles.live[t]) continue;
         const int i0 = tiles.bi[t] * TS, j0 = tiles.bj[t] * TS;
+        const bool diagonal = i0 == j0;
 #pragma unroll
         for (int u = 0; u < TS; ++u)
 #pragma unroll
             for (int v = 0; v < TS; ++v) {
-                const R val = acc[t][u][v] * scale;
+                if (diagonal && v < u) continue;
+                typename F::elem val = F::scale(acc[t][u][v], scale);
+                if (diagonal && u == v) val = F::real_part(val);
                 m[(i0 + u) * ld + j0 + v] = val;
-                if (i0 != j0) m[(j0 + v) * ld + i0 + u] = val;
+                if (!(diagonal && u == v)) m[(j0 + v) * ld + i0 + u] = F::conj(val);
             }
     }
 }
 
-template <int MAXT, int TS, class R>
-__device__ __forceinline__ void zero(R (&acc)[MAXT][TS][TS]) {
+template <class F, int MAXT, int TS>
+__device__ __forceinline__ void zero(typename F::elem (&acc)[MAXT][TS][TS]) {
 #pragma unroll
     for (int t = 0; t < MAXT; ++t)
 #pragma unroll
         for (int u = 0; u < TS; ++u)
 #pragma unroll
-            for (int v = 0; v < TS; ++v) acc[t][u][v] = R(0);
+            for (int v = 0; v < TS; ++v) acc[t][u][v] = F::zero();
 }
 
 // ---- the certified recursion ------------------------------------------------------------------
-// Rounding-error analysis in f64 (u = 2^-53), with gamma(n) = n u / (1 - n u) bounding the
-// relative error of a sum of n products (Higham, Thm 3.5; also with fma):
-//   ||A^T A||_2  <= ||M_1||_2 + gamma(l) ||A||_F^2,
-//   ||M_t||_2^2 = ||M_t^2||_2 <= 2^(2 e_t) ||M_{t+1}||_2 + gamma(k) ||M_t||_F^2,
+// Rounding-error analysis in f64 (u = 2^-53), with g(n) = dot_gamma(n) bounding the relative
+// error of a sum of n products (see the fields):
+//   ||A^H A||_2  <= ||M_1||_2 + g(l) ||A||_F^2,
+//   ||M_t||_2^2 = ||M_t^2||_2 <= 2^(2 e_t) ||M_{t+1}||_2 + g(k) ||M_t||_F^2,
 //   ||M_T||_2   <= ||M_T||_F,
+//   sigma_1(X_exact / 2^s) <= sigma_1(A) + dft_error (convolutions),
 // each computed upward: up(x) >= x for any correctly rounded op whose result is x (a relative
 // error <= u; up adds 8 u). Underflow adds at most 2^-1074 per product; an absolute 2^-900 in
 // every error term covers it for any k, l < 2^40 (every M_t has ||M_t||_2 >= 2^-70 or so).
@@ -179,6 +355,17 @@ __device__ __forceinline__ double up(double x) { return x * (1.0 + 0x1p-50); }
 __device__ __forceinline__ double gamma_bound(double n) {
     return up(n * U64 / (1.0 - n * U64));
 }
+template <class F>
+__device__ __forceinline__ double dot_gamma(double n) {
+    return F::COMPLEX ? up(1.5 * gamma_bound(2.0 * n)) : gamma_bound(n);
+}
+
+template <class T, class F>
+__device__ double ConvSource<T, F>::dft_error() const {
+    const double t2 = static_cast<double>(taps) * taps;
+    const double per_entry = up(2.0 * t2 * up(16.0 * U64 + 2.0 * gamma_bound(2.0 * t2 + 4.0)));
+    return up(per_entry * sqrt(up(static_cast<double>(l) * k)));
+}
 
 // Per-team record of the steps: S_t = computed ||M_t||_F^2 and the rescaling exponents e_t.
 struct History {
@@ -187,30 +374,27 @@ struct History {
 };
 
 struct Stats {
-    double fro2;    // sum of squares of M_t (computed)
-    double colmax;  // largest column sum of squares of M_t
+    double fro2;    // sum of |entries|^2 of M_t (computed)
+    double colmax;  // largest column sum of |entries|^2 of M_t
     int jmax;       // the first column that has it
     double trace;   // t = 1: trace of M_1 = ||A||_F^2
     double diagmax; // t = 1: largest diagonal entry of M_1 = largest column norm^2 of A
 };
 
-// Sums of squares per column of the k x k (of k_pad) matrix m, reduced over the team.
-template <int NT, class R>
-__device__ Stats column_stats(GramTeam<NT> &team, const R *m, int ld, int k) {
+// Column sums of |entries|^2 of the k x k (of k_pad) matrix m, reduced over the team.
+template <class F, int NT>
+__device__ Stats column_stats(GramTeam<NT> &team, const typename F::elem *m, int ld, int k) {
     double fro2 = 0.0, colmax = -1.0, trace = 0.0, diagmax = 0.0;
     int jmax = k;
     for (int j = team.rank; j < k; j += NT) {
         double cs = 0.0;
-        for (int i = 0; i < k; ++i) {
-            const double v = static_cast<double>(m[i * ld + j]);
-            cs = fma(v, v, cs);
-        }
+        for (int i = 0; i < k; ++i) cs += F::abs2(m[i * ld + j]);
         fro2 += cs;
         if (cs > colmax) {  // strict: the first of equal columns
             colmax = cs;
             jmax = j;
         }
-        const double d = static_cast<double>(m[j * ld + j]);
+        const double d = F::re(m[j * ld + j]);
         trace += d;
         diagmax = fmax(diagmax, d);
     }
@@ -224,28 +408,33 @@ __device__ Stats column_stats(GramTeam<NT> &team, const R *m, int ld, int k) {
     return s;
 }
 
-// The level-t lower bound on ||M_t||_2 (M_t symmetric, nearly PSD): the larger of the column
-// bound ||M e_j|| and the Rayleigh quotient x^T M x / x^T x of x = M e_j, j the largest column.
-// With x ~ the top eigenvector the quotient is within (sigma_2/sigma_1)^(2^(t+1)) of the norm,
-// where the column bound stops at |u_1|_inf^... of the top singular vector.
-template <int NT, class R>
-__device__ double level_lower(GramTeam<NT> &team, const R *m, int ld, int k, const Stats &st) {
+// The level-t lower bound on ||M_t||_2 (M_t Hermitian, nearly PSD): the larger of the column
+// bound ||M e_j|| and the Rayleigh quotient Re(x^H M x) / x^H x of x = M e_j, j the largest
+// column. With x close to the top eigenvector the quotient is within (sigma_2 / sigma_1)^(2^t)
+// of the norm; the column bound stops at the largest entry of the top singular vector.
+template <class F, int NT>
+__device__ double level_lower(GramTeam<NT> &team, const typename F::elem *m, int ld, int k,
+                              const Stats &st) {
     const int j = st.jmax;
     double num = 0.0;
     for (int i = team.rank; i < k; i += NT) {
-        double y = 0.0;  // (M x)_i
-        for (int l = 0; l < k; ++l) {
-            y = fma(static_cast<double>(m[i * ld + l]), static_cast<double>(m[l * ld + j]), y);
+        double yre = 0.0, yim = 0.0;  // (M x)_i
+        for (int c = 0; c < k; ++c) {
+            const auto a = m[i * ld + c], b = m[c * ld + j];
+            yre += F::re(a) * F::re(b) - F::im(a) * F::im(b);
+            yim += F::re(a) * F::im(b) + F::im(a) * F::re(b);
         }
-        num = fma(static_cast<double>(m[i * ld + j]), y, num);
+        const auto x = m[i * ld + j];
+        num += F::re(x) * yre + F::im(x) * yim;  // Re(conj(x_i) y_i)
     }
     num = team.sum(num);
     return fmax(sqrt(st.colmax), num / st.colmax);
 }
 
 // The bounds from the recorded steps 1..T (T >= 1), for A (before the 2^s prescale).
+template <class F>
 __device__ void finish(const History &h, int T, double level_low, double trace, int k_pad, int l,
-                       bool certified, double &upper, double &lower) {
+                       bool certified, double dft_err, double &upper, double &lower) {
     // Lower: level_low <= ||M_T||_2, rooted back through the recursion (not certified).
     double lo = level_low;
     for (int t = T - 1; t >= 1; --t) lo = ldexp(sqrt(lo), h.exps[t]);
@@ -256,33 +445,37 @@ __device__ void finish(const History &h, int T, double level_low, double trace, 
         upper = sqrt(b);
         return;
     }
-    const double gsum = gamma_bound(2.0 * k_pad * k_pad + 8.0);  // sums of squares
+    const double gsum = gamma_bound(2.0 * k_pad * k_pad + 8.0);  // sums of |entries|^2
     double b = up(sqrt(up(h.fro2[T] * (1.0 + gsum)) + TINY));     // >= ||M_T||_2
-    const double gk = gamma_bound(static_cast<double>(k_pad));
+    const double gk = dot_gamma<F>(static_cast<double>(k_pad));
     for (int t = T - 1; t >= 1; --t) {
         const double err = up(gk * up(h.fro2[t] * (1.0 + gsum))) + TINY;
         b = up(sqrt(up(ldexp(b, 2 * h.exps[t]) + err)));  // >= ||M_t||_2
     }
-    // ||A||_F^2 <= trace / ((1 - gamma(l)) (1 - gamma(k))): the diagonal entries are sums of l
-    // squares, the trace a sum of k of them.
-    const double fa2 = up(up(trace * (1.0 + 2.0 * gamma_bound(l + 2.0))) *
+    // ||A||_F^2 <= trace / ((1 - g(l)) (1 - g(k))): the diagonal entries are sums of l
+    // products, the trace a sum of k of them.
+    const double fa2 = up(up(trace * (1.0 + 2.0 * dot_gamma<F>(l + 2.0))) *
                           (1.0 + 2.0 * gamma_bound(k_pad + 2.0)));
-    upper = up(sqrt(up(b + up(gamma_bound(static_cast<double>(l)) * fa2) + TINY)));
+    upper = up(sqrt(up(b + up(dot_gamma<F>(static_cast<double>(l)) * fa2) + TINY)));
+    if (dft_err > 0.0) upper = up(upper + dft_err);
+}
+
+// Certified Frobenius norm (T = 0): ||A||_F <= sqrt of the trace inflated as in finish().
+template <class F>
+__device__ double certified_frobenius(double trace, int k_pad, int l) {
+    return up(sqrt(up(up(trace * (1.0 + 2.0 * dot_gamma<F>(l + 2.0))) *
+                      (1.0 + 2.0 * gamma_bound(k_pad + 2.0)))));
 }
 
 // ---- one matrix, one team ---------------------------------------------------------------------
-template <class T, class R, int NT, int TS, int MAXT>
-__device__ void bound_one(const sk_gram_params &p, uint32_t index, R *buf, int capacity,
-                          History &hist) {
+template <class F, int NT, int TS, int MAXT, class Src>
+__device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
+                          typename F::elem *buf, int capacity, History &hist) {
+    using R = typename F::real;
+    using E = typename F::elem;
     GramTeam<NT> team;
-    const sk_gram_matrix mat = p.matrices[index];
-    const T *w = static_cast<const T *>(p.w) + mat.offset;
-    const int rows = static_cast<int>(mat.rows), cols = static_cast<int>(mat.cols);
-    const bool transposed = cols > rows;  // X = W^T: the Gram W W^T is the smaller side
-    const int k = transposed ? rows : cols;
-    const int l = transposed ? cols : rows;
+    const int k = src.k, l = src.l;
     const uint32_t steps = p.iterations;
-    sk_gram_bound *out = p.out + index;
 
     auto write = [&](double upper, double lower, uint32_t iters, uint32_t flags) {
         if (team.rank == 0) {
@@ -299,10 +492,9 @@ __device__ void bound_one(const sk_gram_params &p, uint32_t index, R *buf, int c
     }
 
     // Pass 1: the largest |entry|, and whether any is NaN.
-    const uint64_t len = static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols);
     double amax = 0.0, nan = 0.0;
-    for (uint64_t e = team.rank; e < len; e += NT) {
-        const double v = fabs(widen<T>(w[e]));
+    for (uint64_t e = team.rank; e < src.raw_len(); e += NT) {
+        const double v = fabs(src.raw(e));
         if (v != v) nan = 1.0;
         amax = fmax(amax, v);
     }
@@ -317,51 +509,36 @@ __device__ void bound_one(const sk_gram_params &p, uint32_t index, R *buf, int c
         write(0.0, 0.0, steps, cert_flag);
         return;
     }
-    const int s = ilogb(amax);  // A = X 2^-s has its largest entry in [1, 2)
+    const int s = ilogb(amax);  // the entries of X 2^-s are below 2 in magnitude
+    src.prepare(team, s);
 
-    // Step 1: M_1 = A^T A, streaming panels of X through the buffer.
+    // Step 1: M_1 = A^H A, streaming panels of X through the buffer.
     const int k_pad = (k + TS - 1) / TS * TS;
     const int ld = k_pad + TS;  // row stride: keeps rows TS-aligned, shifts banks per row
     const int chunk = capacity / ld;
     const Tiles<TS, MAXT> tiles(team.rank, NT, k_pad / TS);
-    R acc[MAXT][TS][TS];
-    zero(acc);
+    E acc[MAXT][TS][TS];
+    zero<F>(acc);
     for (int l0 = 0; l0 < l; l0 += chunk) {
         const int n = chunk < l - l0 ? chunk : l - l0;
         team.sync();  // the previous panel has been read
         for (int e = team.rank; e < n * k_pad; e += NT) {
-            // Consecutive threads read consecutive entries of W's rows.
             int r, c;
-            if (transposed) {
-                c = e / n;
-                r = e % n;
-            } else {
-                r = e / k_pad;
-                c = e % k_pad;
-            }
-            R v = R(0);
-            if (c < k) {
-                const uint64_t at = transposed
-                                        ? static_cast<uint64_t>(c) * cols + (l0 + r)
-                                        : static_cast<uint64_t>(l0 + r) * cols + c;
-                v = static_cast<R>(ldexp(widen<T>(w[at]), -s));
-            }
-            buf[r * ld + c] = v;
+            src.panel_index(e, n, k_pad, r, c);
+            buf[r * ld + c] = c < k ? src.load(l0 + r, c, s) : F::zero();
         }
         team.sync();
-        gram_accumulate<R, TS, MAXT>(buf, ld, n, tiles, acc);
+        gram_accumulate<F, TS, MAXT>(buf, ld, n, tiles, acc);
     }
     team.sync();
-    store_tiles<R, TS, MAXT>(buf, ld, tiles, acc, R(1));
+    store_tiles<F, TS, MAXT>(buf, ld, tiles, acc, R(1));
     team.sync();
-    Stats st = column_stats(team, buf, ld, k);
+    Stats st = column_stats<F>(team, buf, ld, k);
     const double trace = st.trace;
+    const double dft_err = p.certified ? src.dft_error() : 0.0;
     if (steps == 0) {  // Frobenius norm; lower: the largest column norm of A
         double upper = sqrt(trace);
-        if (p.certified) {
-            upper = up(sqrt(up(up(trace * (1.0 + 2.0 * gamma_bound(l + 2.0))) *
-                               (1.0 + 2.0 * gamma_bound(k_pad + 2.0)))));
-        }
+        if (p.certified) upper = up(certified_frobenius<F>(trace, k_pad, l) + dft_err);
         write(ldexp(upper, s), ldexp(sqrt(st.diagmax), s), 0, cert_flag);
         return;
     }
@@ -373,7 +550,7 @@ __device__ void bound_one(const sk_gram_params &p, uint32_t index, R *buf, int c
     const double log_target = p.tolerance > 0.0 ? log1p(p.tolerance) : 0.0;
     for (;;) {
         if (team.rank == 0) hist.fro2[t] = st.fro2;
-        if (p.tolerance > 0.0 || t >= steps) low = level_lower(team, buf, ld, k, st);
+        if (p.tolerance > 0.0 || t >= steps) low = level_lower<F>(team, buf, ld, k, st);
         // upper/lower at level t is (||M_t||_F / low_t)^(1 / 2^t).
         if (p.tolerance > 0.0 && 0.5 * log(st.fro2) - log(low) <= ldexp(log_target, t)) {
             converged = true;
@@ -382,18 +559,18 @@ __device__ void bound_one(const sk_gram_params &p, uint32_t index, R *buf, int c
         if (t >= steps) break;
         const int e = ilogb(st.fro2) >> 1;  // ||M_t 2^-e||_F^2 in [1, 8)
         if (team.rank == 0) hist.exps[t] = e;
-        zero(acc);
-        gram_accumulate<R, TS, MAXT>(buf, ld, k_pad, tiles, acc);
+        zero<F>(acc);
+        gram_accumulate<F, TS, MAXT>(buf, ld, k_pad, tiles, acc);
         team.sync();
-        store_tiles<R, TS, MAXT>(buf, ld, tiles, acc, pow2<R>(-2 * e));
+        store_tiles<F, TS, MAXT>(buf, ld, tiles, acc, pow2<R>(-2 * e));
         team.sync();
-        st = column_stats(team, buf, ld, k);
+        st = column_stats<F>(team, buf, ld, k);
         ++t;
     }
-    team.sync();  // rank 0 reads the history the others wrote (only rank 0 writes it)
     if (team.rank == 0) {
         double upper, lower;
-        finish(hist, static_cast<int>(t), low, trace, k_pad, l, p.certified != 0, upper, lower);
+        finish<F>(hist, static_cast<int>(t), low, trace, k_pad, l, p.certified != 0, dft_err,
+                  upper, lower);
         write(ldexp(upper, s), ldexp(lower, s), t,
               cert_flag | (converged ? SK_GRAM_CONVERGED : 0u));
     }
@@ -404,42 +581,108 @@ __host__ __device__ constexpr int max_tiles(int k_max, int ts, int nt) {
     return ((k_max / ts) * (k_max / ts + 1) / 2 + nt - 1) / nt;
 }
 
-template <class T, class R>
-__device__ void dense(const sk_gram_params &p) {
+// Serves the launch's items: warps of the first warp_blocks blocks take one small item each,
+// every later block one large item.
+template <class F, int BLOCK_K, class MakeSource>
+__device__ void serve(const sk_gram_params &p, MakeSource make) {
+    using E = typename F::elem;
     constexpr int WARPS = static_cast<int>(SK_GRAM_THREADS) / 32;
     constexpr int WTS = static_cast<int>(SK_GRAM_WARP_TILE);
     constexpr int BTS = static_cast<int>(SK_GRAM_BLOCK_TILE);
     constexpr int WARP_K = static_cast<int>(SK_GRAM_WARP_K);
     constexpr int WARP_BUF = WARP_K * (WARP_K + WTS);  // elements per warp
+    constexpr int NT = static_cast<int>(SK_GRAM_THREADS);
     __shared__ History history[WARPS];
-    R *smem = reinterpret_cast<R *>(SK_DYNAMIC_SMEM());
+    __shared__ Cplx<typename F::real> twiddles[WARPS][2 * SK_GRAM_MAX_TAPS];
+    E *smem = reinterpret_cast<E *>(SK_DYNAMIC_SMEM());
     const uint32_t block = blockIdx.x;
     if (block < p.warp_blocks) {
         const int warp = static_cast<int>(threadIdx.x) / 32;
         const uint32_t slot = block * WARPS + warp;
         if (slot >= p.warp_matrices) return;  // whole warps leave; no block barrier follows
-        bound_one<T, R, 32, WTS, max_tiles(WARP_K, WTS, 32)>(
-            p, p.order[slot], smem + warp * WARP_BUF, WARP_BUF, history[warp]);
+        const uint32_t index = p.order[slot];
+        auto src = make(index, twiddles[warp]);
+        bound_one<F, 32, WTS, max_tiles(WARP_K, WTS, 32)>(
+            p, src, p.out + index, smem + warp * WARP_BUF, WARP_BUF, history[warp]);
     } else {
         const uint32_t slot = p.warp_matrices + (block - p.warp_blocks);
         SK_EXPECT(slot < p.count);
-        constexpr int NT = static_cast<int>(SK_GRAM_THREADS);
-        bound_one<T, R, NT, BTS, max_tiles(static_cast<int>(SK_GRAM_MAX_K), BTS, NT)>(
-            p, p.order[slot], smem, static_cast<int>(p.block_capacity), history[0]);
+        const uint32_t index = p.order[slot];
+        auto src = make(index, twiddles[0]);
+        bound_one<F, NT, BTS, max_tiles(BLOCK_K, BTS, NT)>(
+            p, src, p.out + index, smem, static_cast<int>(p.block_capacity), history[0]);
+    }
+}
+
+template <class T, class R>
+__device__ void dense(const sk_gram_params &p) {
+    using F = RealField<R>;
+    serve<F, static_cast<int>(SK_GRAM_MAX_K)>(p, [&](uint32_t index, Cplx<R> *) {
+        return DenseSource<T, F>(p, index);
+    });
+}
+
+// NaN-propagating max (fmax drops NaN; a NaN block makes the layer's bound NaN).
+__device__ __forceinline__ double max_nan(double a, double b) {
+    return (a != a || b != b) ? nan_f64() : fmax(a, b);
+}
+
+template <class T, class R>
+__device__ void conv(const sk_gram_params &p) {
+    using F = ComplexField<R>;
+    constexpr int BLOCK_K =
+        sizeof(R) == 8 ? static_cast<int>(SK_GRAM_MAX_K_COMPLEX64) : static_cast<int>(SK_GRAM_MAX_K);
+    if (p.step == SK_GRAM_CONV_ITEMS) {
+        serve<F, BLOCK_K>(p, [&](uint32_t index, Cplx<R> *tw) {
+            return ConvSource<T, F>(p, index, tw);
+        });
+        return;
+    }
+    // SK_GRAM_CONV_REDUCE: warp w of the grid reduces layer w's frequency blocks.
+    const uint32_t layer = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    const int lane = static_cast<int>(threadIdx.x) % 32;
+    if (layer >= p.layers) return;  // whole warps
+    double upper = 0.0, lower = 0.0, iters = 0.0, converged = 1.0, certified = 1.0;
+    for (uint32_t i = p.layer_start[layer] + lane; i < p.layer_start[layer + 1]; i += 32) {
+        const sk_gram_bound b = p.out[i];
+        upper = max_nan(upper, b.upper);
+        lower = max_nan(lower, b.lower);
+        iters = fmax(iters, static_cast<double>(b.iterations));
+        converged = fmin(converged, (b.flags & SK_GRAM_CONVERGED) ? 1.0 : 0.0);
+        certified = fmin(certified, (b.flags & SK_GRAM_CERTIFIED) ? 1.0 : 0.0);
+    }
+#pragma unroll
+    for (int m = 16; m >= 1; m /= 2) {
+        upper = max_nan(upper, __shfl_xor_sync(0xffffffffu, upper, m));
+        lower = max_nan(lower, __shfl_xor_sync(0xffffffffu, lower, m));
+        iters = fmax(iters, __shfl_xor_sync(0xffffffffu, iters, m));
+        converged = fmin(converged, __shfl_xor_sync(0xffffffffu, converged, m));
+        certified = fmin(certified, __shfl_xor_sync(0xffffffffu, certified, m));
+    }
+    if (lane == 0) {
+        const bool empty = p.layer_start[layer] == p.layer_start[layer + 1];
+        sk_gram_bound *o = p.layer_out + layer;
+        o->upper = upper;
+        o->lower = lower;
+        o->iterations = empty ? p.iterations : static_cast<uint32_t>(iters);
+        o->flags = (certified > 0.0 && p.certified ? SK_GRAM_CERTIFIED : 0u) |
+                   (converged > 0.0 && p.tolerance > 0.0 && !empty ? SK_GRAM_CONVERGED : 0u);
     }
 }
 
 }  // namespace gram
 }  // namespace sk
 
-#define SK_GRAM_DENSE(ST, T, RT, R)                                                        \
+#define SK_GRAM_KERNELS(ST, T, RT, R)                                                      \
     SK_KERNEL(sk_gram_dense_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,                \
-              sk::gram::dense<T, R>(p))
+              sk::gram::dense<T, R>(p))                                                     \
+    SK_KERNEL(sk_gram_conv_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,                 \
+              sk::gram::conv<T, R>(p))
 
-SK_GRAM_DENSE(f32, float, f32, float)
-SK_GRAM_DENSE(f32, float, f64, double)
-SK_GRAM_DENSE(f16, __half, f32, float)
-SK_GRAM_DENSE(f16, __half, f64, double)
-SK_GRAM_DENSE(bf16, __nv_bfloat16, f32, float)
-SK_GRAM_DENSE(bf16, __nv_bfloat16, f64, double)
-SK_GRAM_DENSE(f64, double, f64, double)
+SK_GRAM_KERNELS(f32, float, f32, float)
+SK_GRAM_KERNELS(f32, float, f64, double)
+SK_GRAM_KERNELS(f16, __half, f32, float)
+SK_GRAM_KERNELS(f16, __half, f64, double)
+SK_GRAM_KERNELS(bf16, __nv_bfloat16, f32, float)
+SK_GRAM_KERNELS(bf16, __nv_bfloat16, f64, double)
+SK_GRAM_KERNELS(f64, double, f64, double)

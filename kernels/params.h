@@ -164,17 +164,24 @@ typedef struct sk_bessel_params {
     uint64_t n;
 } sk_bessel_params;
 
-/* Gram iteration (spectral-norm bounds) on many dense matrices in one launch. Matrix i is
- * row-major rows x cols at element offset matrices[i].offset of `w`; its Gram matrix is the
- * smaller side, k = min(rows, cols), padded to a multiple of the tile side and kept in shared
- * memory for every step. Matrices with k <= SK_GRAM_WARP_K are served one per warp,
- * SK_GRAM_THREADS / 32 to a block; larger ones (k <= SK_GRAM_MAX_K) one per block. `order`
- * lists the warp tier's matrices first: block b < warp_blocks serves order[b * 8 + warp], block
- * warp_blocks + j serves order[warp_matrices + j]. */
+/* Gram iteration (spectral-norm bounds) on many matrices in one launch. Each item is a matrix
+ * whose Gram matrix, of side k = its smaller side padded to a multiple of the tile side, stays
+ * in shared memory for every step. Items with k <= SK_GRAM_WARP_K are served one per warp,
+ * SK_GRAM_THREADS / 32 to a block; larger ones one per block. `order` lists the warp tier's
+ * items first: block b < warp_blocks serves order[b * 8 + warp], block warp_blocks + j serves
+ * order[warp_matrices + j].
+ *
+ * Dense items (sk_gram_matrix): matrix i is row-major rows x cols at element `offset` of `w`,
+ * result to out[i].
+ * Convolution items (sk_gram_conv_item): the c_out x c_in block at frequency (u, v) of the 2-D
+ * DFT of a kernel [c_out, c_in, taps, taps] at element `offset` of `w`, zero-padded to n x n;
+ * result to the workspace slot out[i], then SK_GRAM_CONV_REDUCE (one warp per layer) takes the
+ * max over a layer's frequencies into layer_out. */
 #define SK_GRAM_THREADS 256u
 #define SK_GRAM_WARP_K 32u
-#define SK_GRAM_MAX_K 128u
-#define SK_GRAM_MAX_K_COMPLEX 64u
+#define SK_GRAM_MAX_K 128u         /* real, and complex f32 */
+#define SK_GRAM_MAX_K_COMPLEX64 64u /* complex f64 */
+#define SK_GRAM_MAX_TAPS 16u
 #define SK_GRAM_WARP_TILE 2u  /* tile side of the warp tier (k padded to a multiple)  */
 #define SK_GRAM_BLOCK_TILE 4u /* tile side of the block tier                         */
 #define SK_GRAM_MAX_STEPS 61u /* iterations + 1 recorded per matrix                  */
@@ -189,25 +196,42 @@ typedef struct sk_gram_matrix {
     uint32_t cols;
 } sk_gram_matrix;
 
+typedef struct sk_gram_conv_item {
+    uint64_t offset; /* elements from `w` to the layer's kernel            */
+    uint32_t c_out;
+    uint32_t c_in;
+    uint32_t taps;   /* kernel side                                         */
+    uint32_t n;      /* input side (circular padding, stride 1)             */
+    uint32_t u;      /* frequency, 0 <= u < n                               */
+    uint32_t v;      /* frequency, 0 <= v <= n / 2                          */
+} sk_gram_conv_item;
+
 typedef struct sk_gram_bound {
     double upper;        /* >= sigma_1 (Schatten-2^(T+1) norm)                           */
-    double lower;        /* <= sigma_1 (max column norm of the last Gram power, rooted)  */
-    uint32_t iterations; /* T actually run                                               */
+    double lower;        /* <= sigma_1 (Rayleigh quotient of the last Gram power, rooted) */
+    uint32_t iterations; /* T actually run (convolutions: the most over frequencies)     */
     uint32_t flags;      /* SK_GRAM_*                                                    */
 } sk_gram_bound;
 
+#define SK_GRAM_CONV_ITEMS 0u  /* step: every frequency block of every layer */
+#define SK_GRAM_CONV_REDUCE 1u /* step: per layer, the max over its blocks   */
+
 typedef struct sk_gram_params {
-    const void *w;                  /* every matrix, in the storage type             */
-    const sk_gram_matrix *matrices; /* [count]                                       */
-    const uint32_t *order;          /* [count] matrix indices, warp tier first       */
-    sk_gram_bound *out;             /* [count], by matrix index                      */
-    double tolerance;               /* > 0: adaptive, stop once upper/lower <= 1+tol */
+    const void *w;            /* every matrix or kernel, in the storage type         */
+    const void *items;        /* [count] sk_gram_matrix or sk_gram_conv_item         */
+    const uint32_t *order;    /* [count] item indices, warp tier first               */
+    sk_gram_bound *out;       /* [count], by item index                              */
+    const uint32_t *layer_start; /* convolutions: [layers + 1] first item per layer  */
+    sk_gram_bound *layer_out; /* convolutions: [layers]                             */
+    double tolerance;         /* > 0: adaptive, stop once upper/lower <= 1+tol       */
     uint32_t count;
     uint32_t warp_matrices;
     uint32_t warp_blocks;
-    uint32_t iterations;      /* T, or the most iterations when adaptive          */
-    uint32_t certified;       /* 1: rigorous upper bound (f64 arithmetic kernels) */
-    uint32_t block_capacity;  /* block tier: shared-memory elements for the Gram   */
+    uint32_t iterations;      /* T, or the most iterations when adaptive             */
+    uint32_t certified;       /* 1: rigorous upper bound (f64 arithmetic kernels)    */
+    uint32_t block_capacity;  /* block tier: shared-memory elements for the Gram      */
+    uint32_t layers;          /* convolutions                                         */
+    uint32_t step;            /* convolutions: SK_GRAM_CONV_ITEMS or SK_GRAM_CONV_REDUCE */
 } sk_gram_params;
 
 #endif /* SPHEREKIT_PARAMS_H */

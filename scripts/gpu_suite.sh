@@ -9,22 +9,28 @@
 # the later steps):
 #   a. smi: nvidia-smi query (read-only: clocks, power and modes are never changed)
 #   b. tests: every test binary in gpu-bundle/tests with SPHEREKIT_REQUIRE_GPU=1, --test-threads=1
-#   c. compute-sanitizer over the tests matching `gpu_` of the `hypersphere` and `bessel` test
-#      binaries: memcheck, memcheck-bessel, racecheck, racecheck-bessel, then (only if time
-#      allows; optional) initcheck, initcheck-bessel (a step without -bessel is hypersphere's)
+#   c. compute-sanitizer over the tests matching `gpu_` of the `hypersphere`, `bessel` and `gram`
+#      test binaries: memcheck, memcheck-bessel, memcheck-gram, racecheck, racecheck-bessel,
+#      racecheck-gram, then (only if time allows; optional) initcheck, initcheck-bessel (a step
+#      without -bessel or -gram is hypersphere's)
 #   d. bench: benches/hypersphere --bench; bench-bessel: benches/bessel --bench, which also dumps
-#      its CPU inputs to a temporary folder (SPHEREKIT_BENCH_DUMP); both with
-#      SPHEREKIT_BENCH_QUICK=1, both into bench.log; bench-bessel fails if it printed no GPU
-#      RESULT line
+#      its CPU inputs to a temporary folder (SPHEREKIT_BENCH_DUMP); bench-gram: benches/gram
+#      --bench, which dumps its matrices and bounds to another (SPHEREKIT_BENCH_DUMP); all three
+#      with SPHEREKIT_BENCH_QUICK=1, all into bench.log; bench-bessel and bench-gram fail if they
+#      printed no GPU (spherekit_gpu) RESULT line
 #      torch: the PyTorch baselines hypersphere.py; torch-bessel: bessel.py, SciPy on the dumped
 #      inputs (--cpu-inputs) then torch i0e/i1e (--gpu), as two runs into torch_bessel.log; fails
-#      if either run fails or prints no RESULT line (e.g. scipy or torch missing)
+#      if either run fails or prints no RESULT line (e.g. scipy or torch missing); torch-gram:
+#      gram.py on the matrices benches/gram dumped (torch.linalg.matrix_norm, the Gram iteration
+#      as a bmm chain, per layer and under torch.compile) into torch_gram.log; fails if it fails
+#      or prints no torch RESULT line with a time (skipped when bench-gram dumped nothing)
 #   e. report: ./gpu-bundle/spherekit report; example-<name>: every example (into report.log)
-#   f. summary: gpu_summary.py, a short table (hypersphere, then log-Bessel), printed last
+#   f. summary: gpu_summary.py, a short table (hypersphere, then log-Bessel, then Gram
+#      iteration), printed last
 #
-# Logs go to ${OUT:-/tmp/sk-out} (9 files: suite.log tests.log sanitizer.log bench.log torch.log
-# torch_bessel.log report.log summary.txt summary.md). The whole run keeps within SK_SUITE_BUDGET
-# seconds (default 480). Exit status: 0 when every step passed, 1 otherwise.
+# Logs go to ${OUT:-/tmp/sk-out} (10 files: suite.log tests.log sanitizer.log bench.log torch.log
+# torch_bessel.log torch_gram.log report.log summary.txt summary.md). The whole run keeps within
+# SK_SUITE_BUDGET seconds (default 480). Exit status: 0 when every step passed, 1 otherwise.
 #
 # Environment: OUT, SK_SUITE_BUDGET, SK_BUNDLE (bundle folder; default: this script's folder, or
 # ./gpu-bundle), SK_TORCH_ARGS (extra arguments for hypersphere.py, e.g. --quick),
@@ -98,6 +104,7 @@ skip() {
 : >"$out/bench.log"
 : >"$out/torch.log"
 : >"$out/torch_bessel.log"
+: >"$out/torch_gram.log"
 cat "$suite_log"
 
 # ---- a. GPU ----------------------------------------------------------------------------------------
@@ -111,8 +118,8 @@ record smi "$rc" $((SECONDS - t0))
 
 # ---- b. tests ----------------------------------------------------------------------------------------
 # The tests come first and matter most: at least 60 s whatever the budget (a budget of 330 s
-# once left them none, as everything after them reserves 330 s).
-tests_t=$(allow 150 330)
+# once left them none, as everything after them reserves 330 s; now 400 s).
+tests_t=$(allow 150 400)
 ((tests_t < 60)) && tests_t=60
 tests_end=$((SECONDS + tests_t))
 shopt -s nullglob
@@ -164,16 +171,16 @@ if [[ -z "$sanitizer" ]]; then
 fi
 # TOOL:BINARY:CAP:RESERVE, in order. The reserves leave time for the required steps after each;
 # initcheck is optional and runs only with time to spare. A step is named after the tool for the
-# hypersphere binary (memcheck) and TOOL-BINARY for the others (memcheck-bessel).
-for spec in memcheck:hypersphere:100:300 memcheck:bessel:45:275 \
-    racecheck:hypersphere:100:240 racecheck:bessel:45:215 \
-    initcheck:hypersphere:60:235 initcheck:bessel:45:235; do
+# hypersphere binary (memcheck) and TOOL-BINARY for the others (memcheck-bessel, memcheck-gram).
+for spec in memcheck:hypersphere:100:370 memcheck:bessel:45:345 memcheck:gram:45:320 \
+    racecheck:hypersphere:100:285 racecheck:bessel:45:260 racecheck:gram:45:235 \
+    initcheck:hypersphere:60:265 initcheck:bessel:45:265; do
     IFS=: read -r tool bin_name cap reserve <<<"$spec"
     step="$tool"
     min=30
     if [[ "$bin_name" != hypersphere ]]; then
         step="$tool-$bin_name"
-        min=20 # the bessel gpu_ tests are short
+        min=20 # the bessel and gram gpu_ tests are short
     fi
     bin="$bundle/tests/$bin_name"
     optional=""
@@ -214,7 +221,7 @@ done
 # ---- d. benchmarks ---------------------------------------------------------------------------------
 bench_bin="$bundle/benches/hypersphere"
 if [[ -x "$bench_bin" ]]; then
-    t=$(allow 90 175)
+    t=$(allow 90 205)
     if ((t < 20)); then
         skip bench "not enough time left (${t}s)"
     else
@@ -235,7 +242,7 @@ bessel_bench="$bundle/benches/bessel"
 bessel_inputs="$tmp/bessel-inputs"
 mkdir -p "$bessel_inputs"
 if [[ -x "$bessel_bench" ]]; then
-    t=$(allow 120 125)
+    t=$(allow 120 165)
     if ((t < 30)); then
         echo "=== SKIP bench bessel (time) ===" >>"$out/bench.log"
         skip bench-bessel "not enough time left (${t}s)"
@@ -263,8 +270,42 @@ else
     skip bench-bessel "no benches/bessel binary in the bundle"
 fi
 
+# benches/gram: the three precisions on every case, and the matrices and bounds gram.py times
+# PyTorch on (and compares with).
+gram_bench="$bundle/benches/gram"
+gram_inputs="$tmp/gram-inputs"
+mkdir -p "$gram_inputs"
+if [[ -x "$gram_bench" ]]; then
+    t=$(allow 60 140)
+    if ((t < 20)); then
+        echo "=== SKIP bench gram (time) ===" >>"$out/bench.log"
+        skip bench-gram "not enough time left (${t}s)"
+    else
+        t0=$SECONDS
+        SPHEREKIT_BENCH_QUICK=1 SPHEREKIT_BENCH_DUMP="$gram_inputs" timeout -k 5 "$t" "$gram_bench" --bench \
+            >"$tmp/bench-gram" 2>&1
+        rc=$?
+        {
+            echo "=== BEGIN bench gram ==="
+            cat "$tmp/bench-gram"
+            echo "=== END bench gram rc=$rc secs=$((SECONDS - t0)) ==="
+        } >>"$out/bench.log"
+        n_gpu=$(grep -cE '^RESULT .*"impl": ?"spherekit_gpu"' "$tmp/bench-gram")
+        say "bench-gram: $(grep -c 'RESULT ' "$tmp/bench-gram") RESULT lines ($n_gpu GPU)"
+        if ((rc == 0 && n_gpu == 0)); then
+            say "bench-gram: no GPU RESULT line"
+            rc=1
+        fi
+        ((rc != 0)) && grep -v '^RESULT ' "$tmp/bench-gram" | tail -n 8
+        record bench-gram "$rc" $((SECONDS - t0))
+    fi
+else
+    echo "no $gram_bench in the bundle" >>"$out/bench.log"
+    skip bench-gram "no benches/gram binary in the bundle"
+fi
+
 if [[ -f "$bundle/hypersphere.py" ]]; then
-    t=$(allow 170 65)
+    t=$(allow 170 90)
     if ((t < 40)); then
         skip torch "not enough time left (${t}s)"
     else
@@ -284,7 +325,7 @@ fi
 # bessel.py: SciPy on the inputs benches/bessel dumped, then torch i0e/i1e. Two runs, so that a
 # missing scipy does not cost the torch figures (nor the reverse); both must print RESULT lines.
 if [[ -f "$bundle/bessel.py" ]]; then
-    t=$(allow 60 30)
+    t=$(allow 60 60)
     if ((t < 25)); then
         skip torch-bessel "not enough time left (${t}s)"
     else
@@ -318,6 +359,34 @@ if [[ -f "$bundle/bessel.py" ]]; then
     fi
 else
     skip torch-bessel "no bessel.py in the bundle"
+fi
+
+# gram.py: torch.linalg.matrix_norm and the Gram iteration in PyTorch on the matrices benches/gram
+# dumped; it stops starting measurements 15 s before the step's limit and starts torch.compile only
+# with 30 s of its budget left.
+if [[ -f "$bundle/gram.py" ]]; then
+    t=$(allow 75 30)
+    if ((t < 25)); then
+        skip torch-gram "not enough time left (${t}s)"
+    elif ! compgen -G "$gram_inputs/*.json" >/dev/null; then
+        echo "# no inputs: benches/gram dumped nothing into $gram_inputs" >>"$out/torch_gram.log"
+        skip torch-gram "no inputs (bench-gram dumped nothing)"
+    else
+        t0=$SECONDS
+        timeout -k 10 "$t" "$python" "$bundle/gram.py" --inputs "$gram_inputs" --time-budget $((t - 15)) \
+            >>"$out/torch_gram.log" 2>&1
+        rc=$?
+        n_torch=$(grep -cE '^RESULT .*"impl": ?"torch_[a-z_]*".*"median_us": ?[0-9]' "$out/torch_gram.log")
+        say "torch-gram: $(grep -c 'RESULT ' "$out/torch_gram.log") RESULT lines ($n_torch timed); $(grep -h '^# torch\|^# done' "$out/torch_gram.log" | tr '\n' ' ')"
+        if ((rc == 0 && n_torch == 0)); then
+            say "torch-gram: no torch RESULT line with a time"
+            rc=1
+        fi
+        ((rc != 0)) && grep -v '^RESULT ' "$out/torch_gram.log" | tail -n 8
+        record torch-gram "$rc" $((SECONDS - t0))
+    fi
+else
+    skip torch-gram "no gram.py in the bundle"
 fi
 
 # ---- e. report -------------------------------------------------------------------------------------

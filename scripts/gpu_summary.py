@@ -2,7 +2,8 @@
 """Summaries of spherekit's GPU runs and of its kernels' register use.
 
     gpu_summary.py <logdir>            summary of a scripts/gpu_suite.sh run (prints a short table,
-                                       writes <logdir>/summary.md)
+                                       then the log-Bessel and Gram-iteration sections; writes
+                                       <logdir>/summary.md)
     gpu_summary.py ptxas <report>      per-kernel registers and spills from build.rs's
                                        ptxas_report.txt; exit status 1 if any kernel spills
 
@@ -11,13 +12,15 @@ Logs read from <logdir> (all optional; whatever is missing is reported as missin
                  `STEP <name> rc=<rc> secs=<s>` or `SKIP <name> <why>` line per step
   tests.log      `=== BEGIN test <bin> ===` ... libtest output ... `=== END test <bin> rc=<rc> ...`
   sanitizer.log  the same with `sanitizer <step>` (memcheck, racecheck, initcheck over the
-                 hypersphere binary; memcheck-bessel etc. over the bessel one); compute-sanitizer's
-                 ERROR/RACECHECK SUMMARY lines
+                 hypersphere binary; memcheck-bessel etc. over the bessel one, memcheck-gram and
+                 racecheck-gram over the gram one); compute-sanitizer's ERROR/RACECHECK SUMMARY lines
   bench.log, torch.log   `RESULT {json}` lines. Family "hypersphere" (benches/hypersphere,
                  hypersphere.py; keys family, op, dtype, rows, cols, impl, median_us, bytes, gbps,
                  frac_copy, error; optional variant): the main table. bench.log also holds
-                 benches/bessel's family "bessel" lines (below).
+                 benches/bessel's family "bessel" lines and benches/gram's family "gram" lines
+                 (below).
   torch_bessel.log  bessel.py's family "bessel" lines (SciPy, torch), with `# ...` notes
+  torch_gram.log    gram.py's family "gram" lines (PyTorch on benches/gram's matrices), with notes
 
 Family "bessel" (the log-Bessel section, after the main table):
   impl spherekit_gpu     op log_i/log_k, dtype f64/f32, mix uniform/debye/broadcast/uniform_sorted,
@@ -31,6 +34,20 @@ Family "bessel" (the log-Bessel section, after the main table):
                          ns_per_eval_successful, failures, n), per op and mix: speedup = SciPy's
                          ns/eval over the inputs where it succeeds / spherekit's (target >= 2x)
   impl spherekit_cpu_<t>threads (evals_per_s): not shown
+
+Family "gram" (the Gram-iteration section, last; keys case, precision, impl, matrices,
+iterations, median_us, error):
+  impl spherekit_gpu     op dense, precision fast/f64/certified, matrices_per_s, gflops (nominal),
+                         frac_copy: one row per case (b4096_k64, b65536_k16, net_mixed, then any
+                         other), median us of each precision and the fast one's throughput
+  impl copy_d2d          op copy, gbps: the copy bandwidth frac_copy is relative to
+  impl torch_*           torch_matrix_norm, torch_gram_bmm, torch_gram_bmm_compiled,
+                         torch_gram_bmm_per_layer (gram.py), median_us, max_rel_diff_vs_spherekit:
+                         one row per case and impl with the speedup of spherekit fast (torch us /
+                         fast us) and the issue's H100 targets, met or MISSED: b4096_k64 >= 20x
+                         torch_matrix_norm and >= 1.5x the faster of torch_gram_bmm and
+                         torch_gram_bmm_compiled, b65536_k16 >= 5x the faster of those two
+  No section without any gram line and without a step named *-gram (an older bundle).
 Missing lines are reported as missing, with the status of the step that should have written them.
 """
 
@@ -416,12 +433,110 @@ def bessel_section(recs, gpu_name, steps):
     return out
 
 
+# ---- Gram iteration --------------------------------------------------------------------------------
+
+GRAM_CASES = ["b4096_k64", "b65536_k16", "net_mixed"]
+GRAM_PRECISIONS = ["fast", "f64", "certified"]
+GRAM_TORCH = ["torch_matrix_norm", "torch_gram_bmm", "torch_gram_bmm_compiled", "torch_gram_bmm_per_layer"]
+GRAM_BMM = ("torch_gram_bmm", "torch_gram_bmm_compiled")  # a target counts the faster of the two
+# case -> [(torch impl or GRAM_BMM, spherekit fast speedup at least)]: the issue's H100 targets
+GRAM_TARGETS = {"b4096_k64": [("torch_matrix_norm", 20.0), (GRAM_BMM, 1.5)], "b65536_k16": [(GRAM_BMM, 5.0)]}
+
+
+def times(x):
+    """1.52x, 20.8x, 138x (or '-')."""
+    if x is None:
+        return "-"
+    return f"{x:.2f}x" if x < 10 else f"{x:.1f}x" if x < 100 else f"{x:.0f}x"
+
+
+def gram_section(recs, gpu_name, steps):
+    """[("note", text) or ("table", headers, rows)] for the Gram-iteration section; [] without any
+    gram RESULT line and without a gram step (an older bundle)."""
+    if not recs and not any(n.endswith("-gram") for n in steps):
+        return []
+    sk, torch = {}, {}
+    copy_gbps = None
+    errors, skipped = [], 0
+    for r in recs:
+        impl, case = r.get("impl"), r.get("case")
+        if str(r.get("error") or "").startswith("skipped"):
+            skipped += 1
+        elif r.get("error"):
+            errors.append(r)
+        if impl == "copy_d2d":
+            copy_gbps = num(r.get("gbps")) or copy_gbps
+        elif impl == "spherekit_gpu":
+            sk[(case, r.get("precision"))] = r
+        elif str(impl).startswith("torch_"):
+            torch[(case, impl)] = r
+    out = []
+    note = lambda text: out.append(("note", text))  # noqa: E731
+    where = "" if gpu_name and "H100" in gpu_name else \
+        f"; this GPU: {gpu_name or 'unknown'}, so met/MISSED is indicative only"
+    note(f"Gram iteration (f32 matrices, T steps, one call per batch): us = median per call; GFLOP/s nominal; "
+         f"%copy = the matrices read once over the d2d copy ({fnum(copy_gbps, '.0f')} GB/s); speedup = torch us "
+         f"/ spherekit fast us; targets (H100): b4096_k64 >= 20x torch_matrix_norm and >= 1.5x the faster "
+         f"torch_gram_bmm (eager or compiled), b65536_k16 >= 5x that{where}; rel diff = max over the matrices "
+         f"of |torch - fast| / fast")
+    if errors or skipped:
+        line = f"Gram RESULT errors: {len(errors)}, skipped: {skipped}"
+        if errors:
+            e = errors[0]
+            line += f"; first: {e.get('case')} {e.get('precision')} {e.get('impl')}: {str(e['error'])[:160]}"
+        note(line)
+    cases = ordered({k[0] for k in sk} | {k[0] for k in torch}, GRAM_CASES)
+    if sk:
+        rows = []
+        for case in cases:
+            fast = sk.get((case, "fast"))
+            any_rec = fast or next((v for k, v in sk.items() if k[0] == case), None) or {}
+            good = fast if ok(fast) else {}
+            frac = num(good.get("frac_copy"))
+            rows.append([str(case), str(any_rec.get("iterations", "-")), str(any_rec.get("matrices", "-"))]
+                        + [cell_us(sk.get((case, p))) for p in GRAM_PRECISIONS]
+                        + [sci(num(good.get("matrices_per_s"))), fnum(num(good.get("gflops")), ".0f"),
+                           fnum(None if frac is None else 100 * frac, ".1f")])
+        out.append(("table", ["case", "T", "matrices", "fast us", "f64 us", "certified us", "fast matrices/s",
+                              "fast GFLOP/s", "%copy"], rows))
+    else:
+        note(f"Gram iteration GPU: no spherekit_gpu RESULT lines in bench.log ({step_text(steps, 'bench-gram')})")
+    if torch:
+        rows = []
+        for case in cases:
+            fast = sk.get((case, "fast"))
+            fast_us = fast["median_us"] if ok(fast) else None
+            impls = ordered({k[1] for k in torch if k[0] == case}, GRAM_TORCH)
+            goals = {}  # impl -> target cell
+            for impl, goal in GRAM_TARGETS.get(case, []):
+                cands = [i for i in (impl if isinstance(impl, tuple) else (impl,)) if ok(torch.get((case, i)))]
+                best = min(cands, key=lambda i: torch[(case, i)]["median_us"], default=None)
+                if best is None or fast_us is None:
+                    best = impl[0] if isinstance(impl, tuple) else impl
+                    goals[best] = f"missing (>= {goal:g}x)"
+                else:
+                    speed = torch[(case, best)]["median_us"] / fast_us
+                    goals[best] = f"{'met' if speed >= goal else 'MISSED'} (>= {goal:g}x)"
+                if best not in impls:
+                    impls.append(best)
+            for impl in impls:
+                t = torch.get((case, impl))
+                speed = t["median_us"] / fast_us if ok(t) and fast_us else None
+                diff = num((t or {}).get("max_rel_diff_vs_spherekit")) if ok(t) else None
+                rows.append([str(case), str(impl), cell_us(t), times(speed),
+                             goals.get(impl, "-"), sci(diff)])
+        out.append(("table", ["case", "torch impl", "us", "speedup", "target", "rel diff"], rows))
+    else:
+        note(f"Gram torch: no torch RESULT lines in torch_gram.log ({step_text(steps, 'torch-gram')})")
+    return out
+
+
 def render(blocks, markdown):
     lines = []
     for i, block in enumerate(blocks):
+        if not markdown and i and blocks[i - 1][0] == "table":
+            lines.append("")
         if block[0] == "note":
-            if not markdown and i and blocks[i - 1][0] == "table":
-                lines.append("")
             lines.append(f"- {block[1]}" if markdown else block[1])
         else:
             _, headers, rows = block
@@ -435,9 +550,10 @@ def render(blocks, markdown):
 def summary(logdir):
     suite = parse_suite(read(os.path.join(logdir, "suite.log")))
     all_recs = results(read(os.path.join(logdir, "bench.log")), read(os.path.join(logdir, "torch.log")),
-                       read(os.path.join(logdir, "torch_bessel.log")))
-    recs = [r for r in all_recs if r.get("family") != "bessel"]
+                       read(os.path.join(logdir, "torch_bessel.log")), read(os.path.join(logdir, "torch_gram.log")))
+    recs = [r for r in all_recs if r.get("family") not in ("bessel", "gram")]
     bessel_recs = [r for r in all_recs if r.get("family") == "bessel"]
+    gram_recs = [r for r in all_recs if r.get("family") == "gram"]
     head = []
     gpu = suite["gpu"]
     if gpu and len(gpu) >= 5:
@@ -481,10 +597,13 @@ def summary(logdir):
         md_body = md_table(table)
     bessel = bessel_section(bessel_recs, gpu[0] if gpu else None, suite["steps"])
     bessel_text = [""] + render(bessel, False) if bessel else []
+    gram = gram_section(gram_recs, gpu[0] if gpu else None, suite["steps"])
+    gram_text = [""] + render(gram, False) if gram else []
     # The GPU machine returns only the last ~12000 characters of output: keep the table short (the
-    # log-Bessel section, a dozen lines, is kept whole).
+    # log-Bessel and Gram-iteration sections, a dozen or two lines each, are kept whole).
     limit = int(os.environ.get("SK_SUMMARY_MAX_CHARS", "9000"))
-    budget = limit - sum(len(h) + 1 for h in head) - sum(len(b) + 1 for b in bessel_text) - 1
+    budget = (limit - sum(len(h) + 1 for h in head) - sum(len(b) + 1 for b in bessel_text)
+              - sum(len(g) + 1 for g in gram_text) - 1)
     if sum(len(b) + 1 for b in body) > budget and len(body) > 2:
         keep, used = [], 200  # room for the note
         for line in body:
@@ -494,10 +613,12 @@ def summary(logdir):
             used += len(line) + 1
         dropped = len(body) - len(keep)
         body = keep + [f"... {dropped} more row(s) in {os.path.join(logdir, 'summary.md')}"]
-    print("\n".join(head + [""] + body + bessel_text))
+    print("\n".join(head + [""] + body + bessel_text + gram_text))
     md = ["# spherekit GPU run", ""] + [f"- {h}" for h in head] + [""] + md_body + [""]
     if bessel:
         md += ["## log-Bessel", ""] + render(bessel, True) + [""]
+    if gram:
+        md += ["## Gram iteration", ""] + render(gram, True) + [""]
     try:
         with open(os.path.join(logdir, "summary.md"), "w", encoding="utf-8") as f:
             f.write("\n".join(md))

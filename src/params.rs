@@ -41,12 +41,15 @@ pub const SK_BESSEL_THREADS: u32 = 256;
 pub const SK_GRAM_THREADS: u32 = 256;
 pub const SK_GRAM_WARP_K: u32 = 32;
 pub const SK_GRAM_MAX_K: u32 = 128;
-pub const SK_GRAM_MAX_K_COMPLEX: u32 = 64;
+pub const SK_GRAM_MAX_K_COMPLEX64: u32 = 64;
+pub const SK_GRAM_MAX_TAPS: u32 = 16;
 pub const SK_GRAM_WARP_TILE: u32 = 2;
 pub const SK_GRAM_BLOCK_TILE: u32 = 4;
 pub const SK_GRAM_MAX_STEPS: u32 = 61;
 pub const SK_GRAM_CERTIFIED: u32 = 1;
 pub const SK_GRAM_CONVERGED: u32 = 2;
+pub const SK_GRAM_CONV_ITEMS: u32 = 0;
+pub const SK_GRAM_CONV_REDUCE: u32 = 1;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct sk_normalize_params {
@@ -355,6 +358,36 @@ const _: () = {
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
+pub struct sk_gram_conv_item {
+    pub offset: u64,
+    pub c_out: u32,
+    pub c_in: u32,
+    pub taps: u32,
+    pub n: u32,
+    pub u: u32,
+    pub v: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of sk_gram_conv_item"][::core::mem::size_of::<sk_gram_conv_item>() - 32usize];
+    ["Alignment of sk_gram_conv_item"][::core::mem::align_of::<sk_gram_conv_item>() - 8usize];
+    ["Offset of field: sk_gram_conv_item::offset"]
+        [::core::mem::offset_of!(sk_gram_conv_item, offset) - 0usize];
+    ["Offset of field: sk_gram_conv_item::c_out"]
+        [::core::mem::offset_of!(sk_gram_conv_item, c_out) - 8usize];
+    ["Offset of field: sk_gram_conv_item::c_in"]
+        [::core::mem::offset_of!(sk_gram_conv_item, c_in) - 12usize];
+    ["Offset of field: sk_gram_conv_item::taps"]
+        [::core::mem::offset_of!(sk_gram_conv_item, taps) - 16usize];
+    ["Offset of field: sk_gram_conv_item::n"]
+        [::core::mem::offset_of!(sk_gram_conv_item, n) - 20usize];
+    ["Offset of field: sk_gram_conv_item::u"]
+        [::core::mem::offset_of!(sk_gram_conv_item, u) - 24usize];
+    ["Offset of field: sk_gram_conv_item::v"]
+        [::core::mem::offset_of!(sk_gram_conv_item, v) - 28usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct sk_gram_bound {
     pub upper: f64,
     pub lower: f64,
@@ -378,9 +411,11 @@ const _: () = {
 #[derive(Debug, Copy, Clone)]
 pub struct sk_gram_params {
     pub w: *const ::core::ffi::c_void,
-    pub matrices: *const sk_gram_matrix,
+    pub items: *const ::core::ffi::c_void,
     pub order: *const u32,
     pub out: *mut sk_gram_bound,
+    pub layer_start: *const u32,
+    pub layer_out: *mut sk_gram_bound,
     pub tolerance: f64,
     pub count: u32,
     pub warp_matrices: u32,
@@ -388,32 +423,42 @@ pub struct sk_gram_params {
     pub iterations: u32,
     pub certified: u32,
     pub block_capacity: u32,
+    pub layers: u32,
+    pub step: u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of sk_gram_params"][::core::mem::size_of::<sk_gram_params>() - 64usize];
+    ["Size of sk_gram_params"][::core::mem::size_of::<sk_gram_params>() - 88usize];
     ["Alignment of sk_gram_params"][::core::mem::align_of::<sk_gram_params>() - 8usize];
     ["Offset of field: sk_gram_params::w"][::core::mem::offset_of!(sk_gram_params, w) - 0usize];
-    ["Offset of field: sk_gram_params::matrices"]
-        [::core::mem::offset_of!(sk_gram_params, matrices) - 8usize];
+    ["Offset of field: sk_gram_params::items"]
+        [::core::mem::offset_of!(sk_gram_params, items) - 8usize];
     ["Offset of field: sk_gram_params::order"]
         [::core::mem::offset_of!(sk_gram_params, order) - 16usize];
     ["Offset of field: sk_gram_params::out"]
         [::core::mem::offset_of!(sk_gram_params, out) - 24usize];
+    ["Offset of field: sk_gram_params::layer_start"]
+        [::core::mem::offset_of!(sk_gram_params, layer_start) - 32usize];
+    ["Offset of field: sk_gram_params::layer_out"]
+        [::core::mem::offset_of!(sk_gram_params, layer_out) - 40usize];
     ["Offset of field: sk_gram_params::tolerance"]
-        [::core::mem::offset_of!(sk_gram_params, tolerance) - 32usize];
+        [::core::mem::offset_of!(sk_gram_params, tolerance) - 48usize];
     ["Offset of field: sk_gram_params::count"]
-        [::core::mem::offset_of!(sk_gram_params, count) - 40usize];
+        [::core::mem::offset_of!(sk_gram_params, count) - 56usize];
     ["Offset of field: sk_gram_params::warp_matrices"]
-        [::core::mem::offset_of!(sk_gram_params, warp_matrices) - 44usize];
+        [::core::mem::offset_of!(sk_gram_params, warp_matrices) - 60usize];
     ["Offset of field: sk_gram_params::warp_blocks"]
-        [::core::mem::offset_of!(sk_gram_params, warp_blocks) - 48usize];
+        [::core::mem::offset_of!(sk_gram_params, warp_blocks) - 64usize];
     ["Offset of field: sk_gram_params::iterations"]
-        [::core::mem::offset_of!(sk_gram_params, iterations) - 52usize];
+        [::core::mem::offset_of!(sk_gram_params, iterations) - 68usize];
     ["Offset of field: sk_gram_params::certified"]
-        [::core::mem::offset_of!(sk_gram_params, certified) - 56usize];
+        [::core::mem::offset_of!(sk_gram_params, certified) - 72usize];
     ["Offset of field: sk_gram_params::block_capacity"]
-        [::core::mem::offset_of!(sk_gram_params, block_capacity) - 60usize];
+        [::core::mem::offset_of!(sk_gram_params, block_capacity) - 76usize];
+    ["Offset of field: sk_gram_params::layers"]
+        [::core::mem::offset_of!(sk_gram_params, layers) - 80usize];
+    ["Offset of field: sk_gram_params::step"]
+        [::core::mem::offset_of!(sk_gram_params, step) - 84usize];
 };
 impl Default for sk_gram_params {
     fn default() -> Self {

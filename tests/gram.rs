@@ -447,7 +447,7 @@ fn lower_bound_beats_the_rank_bound_and_stays_below_sigma() {
 
 // ---- the kernels (CPU emulator, GPU) against the CPU reference ----------------------------------
 
-use spherekit::gram::{DenseBatch, DeviceBound, Iterations, Precision, Storage};
+use spherekit::gram::{ConvBatch, DenseBatch, DeviceBound, Iterations, Precision, Storage};
 
 /// Runs a batch on one target.
 trait Target {
@@ -458,7 +458,23 @@ trait Target {
         precision: Precision,
         iterations: Iterations,
     ) -> spherekit::Result<Vec<DeviceBound>>;
+
+    fn conv<T: Storage>(
+        &self,
+        batch: &ConvBatch,
+        w: &[T],
+        precision: Precision,
+        iterations: Iterations,
+    ) -> spherekit::Result<Vec<DeviceBound>>;
 }
+
+/// NaN bounds and an impossible iteration count: what a kernel that skipped an entry leaves.
+const POISON: DeviceBound = DeviceBound {
+    upper: f64::NAN,
+    lower: f64::NAN,
+    iterations: u32::MAX,
+    flags: u32::MAX,
+};
 
 #[cfg(feature = "emulator")]
 struct Emu(spherekit::emulator::Emulator);
@@ -468,6 +484,18 @@ impl Target for Emu {
     fn bounds<T: Storage>(
         &self,
         batch: &DenseBatch,
+        w: &[T],
+        precision: Precision,
+        iterations: Iterations,
+    ) -> spherekit::Result<Vec<DeviceBound>> {
+        let mut out = vec![DeviceBound::default(); batch.len()];
+        batch.bounds_emulated(&self.0, w, &mut out, precision, iterations)?;
+        Ok(out)
+    }
+
+    fn conv<T: Storage>(
+        &self,
+        batch: &ConvBatch,
         w: &[T],
         precision: Precision,
         iterations: Iterations,
@@ -495,19 +523,42 @@ impl Target for Device {
         let mut host = w.to_vec();
         host.push(T::from_f64(0.0));
         let dw = s.clone_htod(&host).unwrap();
-        // Poisoned output: NaN bounds and an impossible iteration count.
-        let poison = DeviceBound {
-            upper: f64::NAN,
-            lower: f64::NAN,
-            iterations: u32::MAX,
-            flags: u32::MAX,
-        };
-        let mut dout = s.clone_htod(&vec![poison; batch.len().max(1)]).unwrap();
+        let mut dout = s.clone_htod(&vec![POISON; batch.len().max(1)]).unwrap();
         let n = batch.len();
         let r = dense_bounds(
             &self.0,
             s,
             &tables,
+            &dw.slice(..w.len()),
+            &mut dout.slice_mut(..n),
+            precision,
+            iterations,
+        );
+        let mut out = s.clone_dtoh(&dout).unwrap();
+        s.synchronize().unwrap();
+        out.truncate(n);
+        r.map(|()| out)
+    }
+
+    fn conv<T: Storage>(
+        &self,
+        batch: &ConvBatch,
+        w: &[T],
+        precision: Precision,
+        iterations: Iterations,
+    ) -> spherekit::Result<Vec<DeviceBound>> {
+        use spherekit::gram::gpu::{DeviceConvBatch, conv_bounds};
+        let s = &self.1;
+        let mut tables = DeviceConvBatch::new(&self.0, s, batch)?;
+        let mut host = w.to_vec();
+        host.push(T::from_f64(0.0));
+        let dw = s.clone_htod(&host).unwrap();
+        let mut dout = s.clone_htod(&vec![POISON; batch.len().max(1)]).unwrap();
+        let n = batch.len();
+        let r = conv_bounds(
+            &self.0,
+            s,
+            &mut tables,
             &dw.slice(..w.len()),
             &mut dout.slice_mut(..n),
             precision,
@@ -840,7 +891,162 @@ fn batches_reject_matrices_too_large_for_the_chip() {
     assert!(DenseBatch::with_offsets(&[(usize::MAX, 2, 2)]).is_err());
 }
 
+/// Convolutions: every layer's bound equals the CPU reference of the same algorithm (1e-5 in
+/// f32 arithmetic, 1e-12 in f64), on both tiers (channel blocks of side <= 32 and above), with
+/// c_in > c_out (the Gram of Aᴴ), even and odd n; certified bounds are >= the exact norm (Sedghi
+/// et al., per-frequency Jacobi SVD) and T = 0 gives the largest Frobenius norm of the blocks.
+fn conv_kernels_match_the_reference(t: &impl Target) {
+    let mut rng = Rng::new();
+    let shapes = [
+        ConvShape {
+            c_out: 8,
+            c_in: 5,
+            k: 3,
+            n: 6,
+        },
+        ConvShape {
+            c_out: 3,
+            c_in: 12,
+            k: 2,
+            n: 5,
+        },
+        ConvShape {
+            c_out: 40,
+            c_in: 36,
+            k: 3,
+            n: 4,
+        },
+        ConvShape {
+            c_out: 1,
+            c_in: 1,
+            k: 1,
+            n: 1,
+        },
+        ConvShape {
+            c_out: 20,
+            c_in: 48,
+            k: 5,
+            n: 7,
+        },
+    ];
+    let batch = ConvBatch::packed(&shapes).unwrap();
+    let w: Vec<f64> = (0..batch.span()).map(|_| rng.normal()).collect();
+    let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+    let w32_64: Vec<f64> = w32.iter().map(|&v| f64::from(v)).collect();
+    let kernel = |ws: &[f64], i: usize| -> Vec<f64> {
+        let (off, s) = batch.layer(i).unwrap();
+        ws[off..off + s.c_out * s.c_in * s.k * s.k].to_vec()
+    };
+    for steps in [0, 1, 4] {
+        let it = Iterations::Fixed(steps);
+        let fast = t.conv(&batch, &w32, Precision::Fast, it).unwrap();
+        let f64s = t.conv(&batch, &w, Precision::F64, it).unwrap();
+        let cert = t.conv(&batch, &w, Precision::Certified, it).unwrap();
+        for (i, s) in shapes.iter().enumerate() {
+            let want32 = conv_circular_bound(*s, &kernel(&w32_64, i), steps).unwrap();
+            let want = conv_circular_bound(*s, &kernel(&w, i), steps).unwrap();
+            let exact = conv_circular_exact(*s, &kernel(&w, i)).unwrap();
+            let ctx = format!("seed {}: layer {i} {s:?}, T = {steps}", rng.seed);
+            assert!(
+                rel(fast[i].upper, want32.upper) <= 1e-5
+                    && rel(fast[i].lower, want32.lower) <= 1e-5,
+                "{ctx}: f32 {:?} vs {want32:?}",
+                fast[i]
+            );
+            assert!(
+                rel(f64s[i].upper, want.upper) <= 1e-12 && rel(f64s[i].lower, want.lower) <= 1e-12,
+                "{ctx}: f64 {:?} vs {want:?}",
+                f64s[i]
+            );
+            assert!(
+                cert[i].certified()
+                    && cert[i].upper >= exact
+                    && rel(cert[i].upper, want.upper) <= 1e-10
+                    && cert[i].lower <= exact * (1.0 + 1e-13),
+                "{ctx}: certified {:?} vs exact {exact}, reference {want:?}",
+                cert[i]
+            );
+            assert_eq!(fast[i].iterations, steps, "{ctx}");
+        }
+    }
+    // Bad input: NaN in one layer's kernel is NaN for that layer only; an empty batch is a
+    // no-op; short storage is an error.
+    let mut bad = w32.clone();
+    let (off, _) = batch.layer(2).unwrap();
+    bad[off + 5] = f32::NAN;
+    let got = t
+        .conv(&batch, &bad, Precision::Fast, Iterations::Fixed(3))
+        .unwrap();
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g.upper.is_nan(), i == 2, "layer {i}: {g:?}");
+    }
+    assert!(
+        t.conv(
+            &batch,
+            &w32[..w32.len() - 1],
+            Precision::Fast,
+            Iterations::Fixed(3)
+        )
+        .is_err()
+    );
+    let empty = ConvBatch::packed(&[]).unwrap();
+    assert!(
+        t.conv::<f32>(&empty, &[], Precision::Fast, Iterations::Fixed(3))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// The published case (Delattre et al. 2023, lip4conv): a 64 x 64 x 5 x 5 kernel on 12 x 12
+/// inputs, T = 5: the bound is within 0.03% of the exact norm (the paper's code: +0.026 on
+/// 83.09, 3.1e-4 relative). Their kernel is not published; the excess depends on how close the
+/// top singular values of the worst frequency blocks are, so it varies from kernel to kernel:
+/// over Gaussian kernels of this shape (seeds 1..12) it ranged from 1.4e-6 to 2.6e-3, median
+/// 1e-4. This test fixes one Gaussian kernel (seed 12, excess 8.0e-5) and checks the bound, the
+/// certified bound (>= exact) and the lower bound against the exact norm (Sedghi et al.), and
+/// prints the figures for another, fresh kernel.
+fn published_conv_case(t: &impl Target) {
+    let s = ConvShape {
+        c_out: 64,
+        c_in: 64,
+        k: 5,
+        n: 12,
+    };
+    let batch = ConvBatch::packed(&[s]).unwrap();
+    for fixed in [true, false] {
+        let mut rng = if fixed { Rng::seeded(12) } else { Rng::new() };
+        let w = random_kernel(&mut rng, s);
+        let exact = conv_circular_exact(s, &w).unwrap();
+        let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+        let got = t
+            .conv(&batch, &w32, Precision::Fast, Iterations::Fixed(5))
+            .unwrap()[0];
+        let cert = t
+            .conv(&batch, &w, Precision::Certified, Iterations::Fixed(5))
+            .unwrap()[0];
+        eprintln!(
+            "published case (seed {}): exact {exact:.4}, bound {:.4} (+{:.4}, {:.2e} relative), \
+             certified {:.6}",
+            rng.seed,
+            got.upper,
+            got.upper - exact,
+            rel(got.upper, exact),
+            cert.upper
+        );
+        assert!(
+            (!fixed || rel(got.upper, exact) <= 3e-4)
+                && got.upper >= exact * (1.0 - 1e-6)
+                && cert.upper >= exact
+                && got.lower <= exact * (1.0 + 1e-6),
+            "seed {}: exact {exact}, fast {got:?}, certified {cert:?}",
+            rng.seed
+        );
+    }
+}
+
 fn every_kernel_check(t: &impl Target) {
+    conv_kernels_match_the_reference(t);
+    published_conv_case(t);
     kernels_match_the_reference(t);
     certified_bounds_enclose_exact_norms(t);
     known_spectra(t);
@@ -858,6 +1064,18 @@ fn emulated_kernels_match_the_reference() {
 #[test]
 fn emulated_certified_bounds_enclose_exact_norms() {
     certified_bounds_enclose_exact_norms(&Emu(spherekit::emulator::Emulator::new(2)));
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emulated_conv_kernels_match_the_reference() {
+    conv_kernels_match_the_reference(&Emu(spherekit::emulator::Emulator::new(2)));
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emulated_published_conv_case() {
+    published_conv_case(&Emu(spherekit::emulator::Emulator::new(2)));
 }
 
 #[cfg(feature = "emulator")]

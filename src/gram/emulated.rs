@@ -1,7 +1,7 @@
 //! The Gram kernels on the CPU emulator (feature `emulator`), for tests.
 
-use super::gpu::{Tables, plan};
-use super::{DenseBatch, DeviceBound, Iterations, Precision, Storage};
+use super::gpu::{Kind, Tables, check_out, plan};
+use super::{ConvBatch, DenseBatch, DeviceBound, Iterations, Precision, Storage};
 use crate::emulator::{Emulator, Guarded};
 use crate::error::Result;
 use crate::launch::{Launcher, VecArg};
@@ -19,19 +19,35 @@ impl DenseBatch {
     ) -> Result<()> {
         let wg = Guarded::new("w", w);
         let mg = Guarded::new("matrices", &self.matrices);
-        let rg = Guarded::new("order", &self.order);
+        let rg = Guarded::new("order", &self.schedule.order);
         let og = Guarded::<DeviceBound>::poisoned("out", out.len());
-        let arg = |addr, len| VecArg { addr, len };
+        check_out(
+            &VecArg {
+                addr: 0,
+                len: out.len(),
+            },
+            self.len(),
+            "matrices",
+        )?;
         let tables = Tables {
-            matrices: mg.addr(),
+            items: mg.addr(),
             order: rg.addr(),
+            item_out: og.addr(),
+            layer_start: 0,
+            layer_out: 0,
         };
-        if let Some(launch) = plan::<T>(
+        let w_arg = VecArg {
+            addr: wg.addr(),
+            len: w.len(),
+        };
+        for launch in plan::<T>(
             emu,
-            self,
+            Kind::Dense,
+            &self.schedule,
+            self.span(),
+            0,
             tables,
-            &arg(wg.addr(), w.len()),
-            &arg(og.addr(), out.len()),
+            &w_arg,
             precision,
             iterations,
         )? {
@@ -39,7 +55,65 @@ impl DenseBatch {
         }
         wg.check_unchanged(w)?;
         mg.check_unchanged(&self.matrices)?;
-        rg.check_unchanged(&self.order)?;
+        rg.check_unchanged(&self.schedule.order)?;
+        og.copy_out(out)
+    }
+}
+
+impl ConvBatch {
+    /// [`super::gpu::conv_bounds`] on the CPU emulator, with host slices: `out` gets one
+    /// [`DeviceBound`] per layer.
+    pub fn bounds_emulated<T: Storage>(
+        &self,
+        emu: &Emulator,
+        w: &[T],
+        out: &mut [DeviceBound],
+        precision: Precision,
+        iterations: Iterations,
+    ) -> Result<()> {
+        let wg = Guarded::new("w", w);
+        let ig = Guarded::new("items", &self.items);
+        let rg = Guarded::new("order", &self.schedule.order);
+        let sg = Guarded::new("layer_start", &self.layer_start);
+        let xg = Guarded::<DeviceBound>::poisoned("scratch", self.items.len());
+        let og = Guarded::<DeviceBound>::poisoned("out", out.len());
+        check_out(
+            &VecArg {
+                addr: 0,
+                len: out.len(),
+            },
+            self.len(),
+            "layers",
+        )?;
+        let tables = Tables {
+            items: ig.addr(),
+            order: rg.addr(),
+            item_out: xg.addr(),
+            layer_start: sg.addr(),
+            layer_out: og.addr(),
+        };
+        let w_arg = VecArg {
+            addr: wg.addr(),
+            len: w.len(),
+        };
+        for launch in plan::<T>(
+            emu,
+            Kind::Conv,
+            &self.schedule,
+            self.span(),
+            self.len(),
+            tables,
+            &w_arg,
+            precision,
+            iterations,
+        )? {
+            emu.launch(&launch)?;
+        }
+        wg.check_unchanged(w)?;
+        ig.check_unchanged(&self.items)?;
+        rg.check_unchanged(&self.schedule.order)?;
+        sg.check_unchanged(&self.layer_start)?;
+        xg.check_guards()?;
         og.copy_out(out)
     }
 }

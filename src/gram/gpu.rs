@@ -1,33 +1,48 @@
-//! Gram iteration on the GPU: [`dense_bounds`] bounds every matrix of a [`DenseBatch`] in one
-//! launch (kernels/gram.cu), on the caller's stream, without a host synchronization.
+//! Gram iteration on the GPU (kernels/gram.cu), on the caller's stream, without a host
+//! synchronization: [`dense_bounds`] bounds every matrix of a [`DenseBatch`] in one launch;
+//! [`conv_bounds`] every layer of a [`ConvBatch`] in two (all frequency blocks, then each
+//! layer's max).
 
 use std::ffi::c_void;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DeviceRepr, ValidAsZeroBits};
 
-use super::{DenseBatch, DeviceBound, Iterations, Precision, Storage};
+use super::{ConvBatch, DenseBatch, DeviceBound, Iterations, Precision, Schedule, Storage};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::launch::{CudaLauncher, Launch, Launcher, VecArg, vec_arg, vec_arg_mut};
 use crate::params::{
-    SK_GRAM_THREADS, SK_GRAM_WARP_K, SK_GRAM_WARP_TILE, sk_gram_matrix, sk_gram_params,
+    SK_GRAM_BLOCK_TILE, SK_GRAM_CONV_ITEMS, SK_GRAM_CONV_REDUCE, SK_GRAM_MAX_K,
+    SK_GRAM_MAX_K_COMPLEX64, SK_GRAM_THREADS, SK_GRAM_WARP_K, SK_GRAM_WARP_TILE, sk_gram_conv_item,
+    sk_gram_matrix, sk_gram_params,
 };
 
-// SAFETY: sk_gram_matrix is the repr(C) struct of kernels/params.h (u64, u32, u32: no padding),
-// plain old data the kernels read from device memory.
+// SAFETY: sk_gram_matrix and sk_gram_conv_item are repr(C) structs of kernels/params.h holding
+// only integers (no padding), plain old data the kernels read from device memory; all-zero bits
+// are valid values.
 unsafe impl DeviceRepr for sk_gram_matrix {}
-// SAFETY: as above: all-zero bits are a valid sk_gram_matrix.
+// SAFETY: as above.
 unsafe impl ValidAsZeroBits for sk_gram_matrix {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for sk_gram_conv_item {}
+// SAFETY: as above.
+unsafe impl ValidAsZeroBits for sk_gram_conv_item {}
+
+const KERNEL_TYPES: [&str; 7] = [
+    "f32_f32", "f32_f64", "f16_f32", "f16_f64", "bf16_f32", "bf16_f64", "f64_f64",
+];
 
 /// Every kernel of the family, for the module check at open time.
 pub(crate) fn kernel_names() -> Vec<String> {
-    [
-        "f32_f32", "f32_f64", "f16_f32", "f16_f64", "bf16_f32", "bf16_f64", "f64_f64",
-    ]
-    .iter()
-    .map(|s| format!("sk_gram_dense_{s}"))
-    .collect()
+    ["dense", "conv"]
+        .iter()
+        .flat_map(|kind| {
+            KERNEL_TYPES
+                .iter()
+                .map(move |t| format!("sk_gram_{kind}_{t}"))
+        })
+        .collect()
 }
 
 /// The arithmetic type's name and size for a storage type and precision.
@@ -38,56 +53,74 @@ fn arithmetic<T: Storage>(precision: Precision) -> (&'static str, u32) {
     }
 }
 
-/// The device addresses of a batch's tables.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Tables {
-    pub matrices: u64,
-    pub order: u64,
+/// What a launch bounds: dense matrices, or the frequency blocks of convolutions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Dense,
+    Conv,
 }
 
-/// Plans the launch; None for an empty batch (nothing to launch).
+/// Device addresses of a batch's tables and outputs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tables {
+    /// sk_gram_matrix or sk_gram_conv_item entries.
+    pub items: u64,
+    pub order: u64,
+    /// One sk_gram_bound per item: the results (dense) or the per-block scratch (conv).
+    pub item_out: u64,
+    /// Convolutions: [layers + 1] first item per layer, and the per-layer results.
+    pub layer_start: u64,
+    pub layer_out: u64,
+}
+
+/// Plans the launches (the item launch, then for convolutions the per-layer max); empty when
+/// there is nothing to do. `w` is the storage buffer, `span` the elements the items read.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn plan<T: Storage>(
     l: &impl Launcher,
-    batch: &DenseBatch,
+    kind: Kind,
+    schedule: &Schedule,
+    span: usize,
+    layers: usize,
     tables: Tables,
     w: &VecArg,
-    out: &VecArg,
     precision: Precision,
     iterations: Iterations,
-) -> Result<Option<Launch<sk_gram_params>>> {
+) -> Result<Vec<Launch<sk_gram_params>>> {
     let (steps, tolerance) = iterations.check()?;
-    if w.len < batch.span {
+    if w.len < span {
         return Err(Error::BufferTooSmall {
             buffer: "w",
-            needed: batch.span,
+            needed: span,
             len: w.len,
         });
     }
-    if out.len != batch.len() {
+    let (name, real_size) = arithmetic::<T>(precision);
+    let (prefix, size, max_k) = match kind {
+        Kind::Dense => ("dense", real_size, SK_GRAM_MAX_K),
+        Kind::Conv if real_size == 8 => ("conv", 16, SK_GRAM_MAX_K_COMPLEX64),
+        Kind::Conv => ("conv", 8, SK_GRAM_MAX_K),
+    };
+    let kp = schedule.block_k_pad;
+    if kp > max_k {
         return Err(Error::shape(format!(
-            "`out` has {} entries for {} matrices",
-            out.len,
-            batch.len()
+            "a Gram matrix of side {kp} exceeds {max_k}, the largest the {prefix} kernels take \
+             in {name} arithmetic"
         )));
     }
-    if batch.is_empty() {
-        return Ok(None);
-    }
-    let (name, size) = arithmetic::<T>(precision);
     let warp_k = SK_GRAM_WARP_K;
-    let warp_smem = if batch.warp_matrices > 0 {
+    let warp_smem = if schedule.warp_items > 0 {
         (SK_GRAM_THREADS / 32) * warp_k * (warp_k + SK_GRAM_WARP_TILE) * size
     } else {
         0
     };
-    let kp = batch.block_k_pad;
-    let tile = crate::params::SK_GRAM_BLOCK_TILE;
-    let needed_block = kp * (kp + tile) * size;
+    let needed_block = kp * (kp + SK_GRAM_BLOCK_TILE) * size;
     let budget = l.gram_smem_budget();
-    if needed_block > budget {
+    if needed_block.max(warp_smem) > budget {
         return Err(Error::shape(format!(
-            "a Gram matrix of side {kp} needs {needed_block} bytes of shared memory in {name}, \
-             the device allows {budget}"
+            "a Gram matrix of side {kp} needs {} bytes of shared memory in {name}, the device \
+             allows {budget}",
+            needed_block.max(warp_smem)
         )));
     }
     // Tall block-tier matrices stream their rows through the buffer in panels: give them at
@@ -97,28 +130,66 @@ pub(crate) fn plan<T: Storage>(
     } else {
         0
     };
-    let block_capacity = block_smem / size;
-    let warp_blocks = batch.warp_blocks();
-    let block_matrices = batch.len() as u32 - batch.warp_matrices;
-    Ok(Some(Launch {
-        kernel: format!("sk_gram_dense_{}_{name}", T::NAME),
-        grid: warp_blocks + block_matrices,
-        block: SK_GRAM_THREADS,
-        shared_mem_bytes: warp_smem.max(block_smem),
-        params: sk_gram_params {
-            w: w.addr as *const c_void,
-            matrices: tables.matrices as *const sk_gram_matrix,
-            order: tables.order as *const u32,
-            out: out.addr as *mut _,
-            tolerance,
-            count: batch.len() as u32,
-            warp_matrices: batch.warp_matrices,
-            warp_blocks,
-            iterations: steps,
-            certified: u32::from(precision == Precision::Certified),
-            block_capacity,
-        },
-    }))
+    let params = sk_gram_params {
+        w: w.addr as *const c_void,
+        items: tables.items as *const c_void,
+        order: tables.order as *const u32,
+        out: tables.item_out as *mut _,
+        layer_start: tables.layer_start as *const u32,
+        layer_out: tables.layer_out as *mut _,
+        tolerance,
+        count: schedule.len() as u32,
+        warp_matrices: schedule.warp_items,
+        warp_blocks: schedule.warp_blocks(),
+        iterations: steps,
+        certified: u32::from(precision == Precision::Certified),
+        block_capacity: block_smem / size,
+        layers: layers as u32,
+        step: SK_GRAM_CONV_ITEMS,
+    };
+    let kernel = format!("sk_gram_{prefix}_{}_{name}", T::NAME);
+    let mut launches = Vec::new();
+    if schedule.len() > 0 {
+        launches.push(Launch {
+            kernel: kernel.clone(),
+            grid: schedule.grid(),
+            block: SK_GRAM_THREADS,
+            shared_mem_bytes: warp_smem.max(block_smem),
+            params,
+        });
+    }
+    if kind == Kind::Conv && layers > 0 {
+        let warps = SK_GRAM_THREADS / 32;
+        launches.push(Launch {
+            kernel,
+            grid: (layers as u32).div_ceil(warps),
+            block: SK_GRAM_THREADS,
+            shared_mem_bytes: 0,
+            params: sk_gram_params {
+                step: SK_GRAM_CONV_REDUCE,
+                ..params
+            },
+        });
+    }
+    Ok(launches)
+}
+
+/// Copies a host table to a new device buffer (one zero entry for an empty table: cudarc does
+/// not allocate zero-length buffers).
+fn upload<V: DeviceRepr + ValidAsZeroBits + Clone>(
+    stream: &Arc<CudaStream>,
+    host: &[V],
+    what: &'static str,
+) -> Result<CudaSlice<V>> {
+    let mut buf = stream
+        .alloc_zeros::<V>(host.len().max(1))
+        .map_err(|e| Error::driver(what, e))?;
+    if !host.is_empty() {
+        stream
+            .memcpy_htod(host, &mut buf)
+            .map_err(|e| Error::driver(what, e))?;
+    }
+    Ok(buf)
 }
 
 /// A [`DenseBatch`]'s tables in device memory, uploaded once and reused every call.
@@ -135,26 +206,10 @@ impl DeviceDenseBatch {
     /// Errors: a stream of another context than `gpu`, a failed allocation or copy.
     pub fn new(gpu: &Gpu, stream: &Arc<CudaStream>, batch: &DenseBatch) -> Result<Self> {
         gpu.check_stream(stream)?;
-        // Empty tables still get one entry: cudarc does not allocate zero-length buffers.
-        let pad = |n: usize| n.max(1);
-        let mut matrices = stream
-            .alloc_zeros::<sk_gram_matrix>(pad(batch.matrices.len()))
-            .map_err(|e| Error::driver("allocating the matrix table", e))?;
-        let mut order = stream
-            .alloc_zeros::<u32>(pad(batch.order.len()))
-            .map_err(|e| Error::driver("allocating the order table", e))?;
-        if !batch.is_empty() {
-            stream
-                .memcpy_htod(&batch.matrices, &mut matrices)
-                .map_err(|e| Error::driver("copying the matrix table", e))?;
-            stream
-                .memcpy_htod(&batch.order, &mut order)
-                .map_err(|e| Error::driver("copying the order table", e))?;
-        }
         Ok(DeviceDenseBatch {
             batch: batch.clone(),
-            matrices,
-            order,
+            matrices: upload(stream, &batch.matrices, "uploading the matrix table")?,
+            order: upload(stream, &batch.schedule.order, "uploading the order table")?,
         })
     }
 
@@ -188,15 +243,133 @@ pub fn dense_bounds<T: Storage>(
     let l = CudaLauncher::new(gpu, stream)?;
     let (wa, _w) = vec_arg(gpu, stream, w, "w")?;
     let (oa, _out) = vec_arg_mut(gpu, stream, out, "out")?;
+    check_out(&oa, batch.batch.len(), "matrices")?;
     let (matrices, order) = (batch.matrices.as_view(), batch.order.as_view());
     let (ma, _m) = vec_arg(gpu, stream, &matrices, "matrices")?;
     let (ra, _r) = vec_arg(gpu, stream, &order, "order")?;
     let tables = Tables {
-        matrices: ma.addr,
+        items: ma.addr,
         order: ra.addr,
+        item_out: oa.addr,
+        layer_start: 0,
+        layer_out: 0,
     };
-    match plan::<T>(&l, &batch.batch, tables, &wa, &oa, precision, iterations)? {
-        Some(launch) => l.launch(&launch),
-        None => Ok(()),
+    let b = &batch.batch;
+    for launch in plan::<T>(
+        &l,
+        Kind::Dense,
+        &b.schedule,
+        b.span(),
+        0,
+        tables,
+        &wa,
+        precision,
+        iterations,
+    )? {
+        l.launch(&launch)?;
     }
+    Ok(())
+}
+
+pub(crate) fn check_out(out: &VecArg, expected: usize, what: &str) -> Result<()> {
+    if out.len != expected {
+        return Err(Error::shape(format!(
+            "`out` has {} entries for {expected} {what}",
+            out.len
+        )));
+    }
+    Ok(())
+}
+
+/// A [`ConvBatch`]'s tables in device memory and its per-block scratch, uploaded once and
+/// reused every call (one call at a time: [`conv_bounds`] takes it mutably).
+#[derive(Debug)]
+pub struct DeviceConvBatch {
+    batch: ConvBatch,
+    items: CudaSlice<sk_gram_conv_item>,
+    order: CudaSlice<u32>,
+    layer_start: CudaSlice<u32>,
+    scratch: CudaSlice<DeviceBound>,
+}
+
+impl DeviceConvBatch {
+    /// Copies the batch's tables to the device and allocates the per-block scratch (24 bytes
+    /// per frequency block), enqueued on `stream`.
+    ///
+    /// Errors: a stream of another context than `gpu`, a failed allocation or copy.
+    pub fn new(gpu: &Gpu, stream: &Arc<CudaStream>, batch: &ConvBatch) -> Result<Self> {
+        gpu.check_stream(stream)?;
+        Ok(DeviceConvBatch {
+            batch: batch.clone(),
+            items: upload(stream, &batch.items, "uploading the block table")?,
+            order: upload(stream, &batch.schedule.order, "uploading the order table")?,
+            layer_start: upload(stream, &batch.layer_start, "uploading the layer table")?,
+            scratch: stream
+                .alloc_zeros::<DeviceBound>(batch.items.len().max(1))
+                .map_err(|e| Error::driver("allocating the block scratch", e))?,
+        })
+    }
+
+    /// The host description.
+    pub fn batch(&self) -> &ConvBatch {
+        &self.batch
+    }
+}
+
+/// Bounds the spectral norm of every convolution layer of `batch` (circular padding, stride 1;
+/// Delattre et al. 2023): per layer, the max over its frequency blocks of their Gram-iteration
+/// bounds, one [`DeviceBound`] per layer in `out` (iterations: the most any block ran; flags:
+/// certified when every block is, converged when every block converged). Enqueued on `stream`
+/// without a host synchronization.
+///
+/// Certified mode also bounds the DFT's rounding (the blocks are formed in f64 from the
+/// kernel), so its upper bound is ≥ the exact operator norm of the stored kernel.
+///
+/// Errors: as [`dense_bounds`], with `out` one entry per layer; a channel block larger than
+/// the kernels take in this precision (64 for f64 arithmetic).
+pub fn conv_bounds<T: Storage>(
+    gpu: &Gpu,
+    stream: &Arc<CudaStream>,
+    batch: &mut DeviceConvBatch,
+    w: &CudaView<'_, T>,
+    out: &mut CudaViewMut<'_, DeviceBound>,
+    precision: Precision,
+    iterations: Iterations,
+) -> Result<()> {
+    let l = CudaLauncher::new(gpu, stream)?;
+    let (wa, _w) = vec_arg(gpu, stream, w, "w")?;
+    let (oa, _out) = vec_arg_mut(gpu, stream, out, "out")?;
+    check_out(&oa, batch.batch.len(), "layers")?;
+    let (items, order, starts) = (
+        batch.items.as_view(),
+        batch.order.as_view(),
+        batch.layer_start.as_view(),
+    );
+    let (ia, _i) = vec_arg(gpu, stream, &items, "items")?;
+    let (ra, _r) = vec_arg(gpu, stream, &order, "order")?;
+    let (sa, _s) = vec_arg(gpu, stream, &starts, "layer_start")?;
+    let mut scratch = batch.scratch.as_view_mut();
+    let (xa, _x) = vec_arg_mut(gpu, stream, &mut scratch, "scratch")?;
+    let tables = Tables {
+        items: ia.addr,
+        order: ra.addr,
+        item_out: xa.addr,
+        layer_start: sa.addr,
+        layer_out: oa.addr,
+    };
+    let b = &batch.batch;
+    for launch in plan::<T>(
+        &l,
+        Kind::Conv,
+        &b.schedule,
+        b.span(),
+        b.len(),
+        tables,
+        &wa,
+        precision,
+        iterations,
+    )? {
+        l.launch(&launch)?;
+    }
+    Ok(())
 }

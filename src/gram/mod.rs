@@ -41,8 +41,8 @@ mod emulated;
 
 use crate::error::{Error, Result};
 use crate::params::{
-    SK_GRAM_CERTIFIED, SK_GRAM_CONVERGED, SK_GRAM_MAX_K, SK_GRAM_THREADS, SK_GRAM_WARP_K,
-    sk_gram_bound, sk_gram_matrix,
+    SK_GRAM_BLOCK_TILE, SK_GRAM_CERTIFIED, SK_GRAM_CONVERGED, SK_GRAM_MAX_K, SK_GRAM_MAX_TAPS,
+    SK_GRAM_THREADS, SK_GRAM_WARP_K, sk_gram_bound, sk_gram_conv_item, sk_gram_matrix,
 };
 
 /// A two-sided enclosure of the spectral norm σ₁ from Gram iteration.
@@ -238,17 +238,65 @@ impl Storage for half::bf16 {
     }
 }
 
+/// How one launch serves its items: the warp tier's item indices first (smaller side ≤ 32, one
+/// warp each), then the block tier's (one block each), and the block tier's largest padded side.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Schedule {
+    pub order: Vec<u32>,
+    pub warp_items: u32,
+    pub block_k_pad: u32,
+}
+
+impl Schedule {
+    /// From each item's smaller side k.
+    fn new(ks: impl Iterator<Item = usize>) -> Self {
+        let (mut warp, mut block) = (Vec::new(), Vec::new());
+        let mut block_k_pad = 0u32;
+        let tile = SK_GRAM_BLOCK_TILE;
+        for (i, k) in ks.enumerate() {
+            if k <= SK_GRAM_WARP_K as usize {
+                warp.push(i as u32);
+            } else {
+                block.push(i as u32);
+                block_k_pad = block_k_pad.max((k as u32).div_ceil(tile) * tile);
+            }
+        }
+        let warp_items = warp.len() as u32;
+        warp.extend(block);
+        Schedule {
+            order: warp,
+            warp_items,
+            block_k_pad,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Blocks serving the warp tier (one warp per item).
+    pub(crate) fn warp_blocks(&self) -> u32 {
+        self.warp_items.div_ceil(SK_GRAM_THREADS / 32)
+    }
+
+    /// Blocks of the launch.
+    pub(crate) fn grid(&self) -> u32 {
+        self.warp_blocks() + (self.order.len() as u32 - self.warp_items)
+    }
+}
+
+fn side_u32(what: &str, i: usize, v: usize) -> Result<u32> {
+    u32::try_from(v)
+        .map_err(|_| Error::TooLarge(format!("{what} {i}: a side of {v} is not below 2^32")))
+}
+
 /// Which matrices one call bounds, where each starts in the storage buffer, and how the launch
 /// serves them: built once on the host (for a network, once per architecture), then uploaded
 /// with [`gpu::DeviceDenseBatch::new`] and reused every step.
 #[derive(Debug, Clone)]
 pub struct DenseBatch {
-    matrices: Vec<sk_gram_matrix>,
-    /// Matrix indices, the warp tier's first.
-    order: Vec<u32>,
-    warp_matrices: u32,
-    /// The largest padded smaller side in the block tier (0 when it is empty).
-    block_k_pad: u32,
+    pub(crate) matrices: Vec<sk_gram_matrix>,
+    pub(crate) schedule: Schedule,
     /// Elements of storage the matrices span.
     span: usize,
 }
@@ -284,22 +332,13 @@ impl DenseBatch {
     /// Errors: a side above 2^32 − 1, a smaller side above [`MAX_ON_CHIP_K`], more than
     /// 2^31 − 1 matrices, or an end offset that overflows.
     pub fn with_offsets(list: &[(usize, usize, usize)]) -> Result<Self> {
-        if list.len() > (1usize << 31) - 1 {
+        if list.len() > MAX_ITEMS {
             return Err(Error::TooLarge(format!("{} matrices", list.len())));
         }
         let mut matrices = Vec::with_capacity(list.len());
         let mut span = 0usize;
-        let (mut warp, mut block) = (Vec::new(), Vec::new());
-        let mut block_k_pad = 0u32;
         for (i, &(offset, rows, cols)) in list.iter().enumerate() {
-            let (r, c) = match (u32::try_from(rows), u32::try_from(cols)) {
-                (Ok(r), Ok(c)) => (r, c),
-                _ => {
-                    return Err(Error::TooLarge(format!(
-                        "matrix {i} is {rows} x {cols}: sides must be below 2^32"
-                    )));
-                }
-            };
+            let (r, c) = (side_u32("matrix", i, rows)?, side_u32("matrix", i, cols)?);
             let k = rows.min(cols);
             if k > MAX_ON_CHIP_K {
                 return Err(Error::shape(format!(
@@ -317,21 +356,11 @@ impl DenseBatch {
                 rows: r,
                 cols: c,
             });
-            if k <= SK_GRAM_WARP_K as usize {
-                warp.push(i as u32);
-            } else {
-                block.push(i as u32);
-                let tile = crate::params::SK_GRAM_BLOCK_TILE;
-                block_k_pad = block_k_pad.max((k as u32).div_ceil(tile) * tile);
-            }
         }
-        let warp_matrices = warp.len() as u32;
-        warp.extend(block);
+        let schedule = Schedule::new(matrices.iter().map(|m| m.rows.min(m.cols) as usize));
         Ok(DenseBatch {
             matrices,
-            order: warp,
-            warp_matrices,
-            block_k_pad,
+            schedule,
             span,
         })
     }
@@ -357,9 +386,133 @@ impl DenseBatch {
             .get(i)
             .map(|m| (m.rows as usize, m.cols as usize))
     }
+}
 
-    fn warp_blocks(&self) -> u32 {
-        // One warp per matrix.
-        self.warp_matrices.div_ceil(SK_GRAM_THREADS / 32)
+/// The most items (matrices, or frequency blocks of all layers) one launch serves.
+const MAX_ITEMS: usize = (1 << 31) - 1;
+
+/// The largest kernel side the convolution kernels accept.
+pub const MAX_TAPS: usize = SK_GRAM_MAX_TAPS as usize;
+
+/// The convolution layers one call bounds (circular padding, stride 1): each a kernel
+/// [c_out, c_in, taps, taps] (row-major) at an element offset of the storage buffer, on n × n
+/// inputs. Every layer becomes n (n/2 + 1) frequency blocks of c_out × c_in complex entries (a
+/// real kernel's other half-spectrum blocks are conjugates, with the same singular values), all
+/// bounded in one launch; a second one takes each layer's max. Built once per network.
+#[derive(Debug, Clone)]
+pub struct ConvBatch {
+    pub(crate) layers: Vec<(usize, cpu::ConvShape)>,
+    pub(crate) items: Vec<sk_gram_conv_item>,
+    /// First item of each layer, and the total at the end.
+    pub(crate) layer_start: Vec<u32>,
+    pub(crate) schedule: Schedule,
+    span: usize,
+}
+
+impl ConvBatch {
+    /// Layers given as (offset, shape).
+    ///
+    /// Errors: taps > n, taps > [`MAX_TAPS`], min(c_out, c_in) above [`MAX_ON_CHIP_K`], sides
+    /// above 2^32 − 1, more than 2^31 − 1 frequency blocks in all, or offsets that overflow.
+    pub fn new(layers: &[(usize, cpu::ConvShape)]) -> Result<Self> {
+        let mut items = Vec::new();
+        let mut layer_start = vec![0u32];
+        let mut span = 0usize;
+        for (i, &(offset, s)) in layers.iter().enumerate() {
+            let cpu::ConvShape { c_out, c_in, k, n } = s;
+            if k > n || k > MAX_TAPS {
+                return Err(Error::shape(format!(
+                    "layer {i}: a {k} x {k} kernel on {n} x {n} inputs (taps must be <= n and \
+                     <= {MAX_TAPS})"
+                )));
+            }
+            if c_out.min(c_in) > MAX_ON_CHIP_K {
+                return Err(Error::shape(format!(
+                    "layer {i}: {c_out} x {c_in} channel blocks: the smaller side exceeds \
+                     {MAX_ON_CHIP_K}, the largest the on-chip kernels handle"
+                )));
+            }
+            let len = c_out
+                .checked_mul(c_in)
+                .and_then(|v| v.checked_mul(k * k))
+                .and_then(|v| v.checked_add(offset))
+                .ok_or_else(|| Error::TooLarge(format!("layer {i} ends beyond usize")))?;
+            span = span.max(len);
+            let freqs = n.saturating_mul(n / 2 + 1);
+            if freqs > MAX_ITEMS - items.len() {
+                return Err(Error::TooLarge(format!(
+                    "more than {MAX_ITEMS} frequency blocks in all"
+                )));
+            }
+            let (co, ci) = (side_u32("layer", i, c_out)?, side_u32("layer", i, c_in)?);
+            let (taps, nn) = (k as u32, side_u32("layer", i, n)?);
+            if c_out * c_in > 0 {
+                for u in 0..nn {
+                    for v in 0..=nn / 2 {
+                        items.push(sk_gram_conv_item {
+                            offset: offset as u64,
+                            c_out: co,
+                            c_in: ci,
+                            taps,
+                            n: nn,
+                            u,
+                            v,
+                        });
+                    }
+                }
+            }
+            layer_start.push(items.len() as u32);
+        }
+        let schedule = Schedule::new(items.iter().map(|it| it.c_out.min(it.c_in) as usize));
+        Ok(ConvBatch {
+            layers: layers.to_vec(),
+            items,
+            layer_start,
+            schedule,
+            span,
+        })
+    }
+
+    /// Layers packed one after another.
+    ///
+    /// Errors: as [`ConvBatch::new`].
+    pub fn packed(shapes: &[cpu::ConvShape]) -> Result<Self> {
+        let mut offset = 0usize;
+        let mut list = Vec::with_capacity(shapes.len());
+        for s in shapes {
+            list.push((offset, *s));
+            offset = s
+                .c_out
+                .checked_mul(s.c_in)
+                .and_then(|v| v.checked_mul(s.k * s.k))
+                .and_then(|v| v.checked_add(offset))
+                .ok_or_else(|| Error::TooLarge("layers beyond usize".into()))?;
+        }
+        Self::new(&list)
+    }
+
+    /// The number of layers.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Whether there are no layers.
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// The frequency blocks of all layers.
+    pub fn blocks(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The storage elements the kernels span.
+    pub fn span(&self) -> usize {
+        self.span
+    }
+
+    /// (offset, shape) of layer i.
+    pub fn layer(&self, i: usize) -> Option<(usize, cpu::ConvShape)> {
+        self.layers.get(i).copied()
     }
 }

@@ -60,6 +60,13 @@ impl Rng {
             rng: StdRng::seed_from_u64(seed),
         }
     }
+    /// A fixed seed, for tests of one particular input (ignores SPHEREKIT_SEED).
+    pub fn seeded(seed: u64) -> Self {
+        Rng {
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
     pub fn normal(&mut self) -> f64 {
         StandardNormal.sample(&mut self.rng)
     }
