@@ -28,6 +28,16 @@ __device__ __forceinline__ double widen<double>(double v) {
     return v;
 }
 
+// Rounds once to the storage type.
+template <class T>
+__device__ __forceinline__ T narrow(double v) {
+    return Elem<T>::from_f64(v);
+}
+template <>
+__device__ __forceinline__ double narrow<double>(double v) {
+    return v;
+}
+
 // 2^e in the arithmetic type, for |e| within its normal range (callers keep it there).
 template <class R>
 __device__ __forceinline__ R pow2(int e) {
@@ -137,6 +147,7 @@ struct GramTeam {
 template <class T, class F>
 struct DenseSource {
     const T *w;
+    T *grad;  // d upper / d W at the same offset, or NULL
     int rows, cols;
     bool transposed;  // X = W^T: the Gram W W^T is the smaller side
     int k, l;
@@ -144,6 +155,7 @@ struct DenseSource {
     __device__ DenseSource(const sk_gram_params &p, uint32_t index) {
         const sk_gram_matrix m = static_cast<const sk_gram_matrix *>(p.items)[index];
         w = static_cast<const T *>(p.w) + m.offset;
+        grad = p.grad ? static_cast<T *>(p.grad) + m.offset : nullptr;
         rows = static_cast<int>(m.rows);
         cols = static_cast<int>(m.cols);
         transposed = cols > rows;
@@ -165,11 +177,15 @@ struct DenseSource {
             c = e % k_pad;
         }
     }
-    __device__ typename F::elem load(int row, int c, int s) const {
-        const uint64_t at = transposed ? static_cast<uint64_t>(c) * cols + row
-                                       : static_cast<uint64_t>(row) * cols + c;
-        return F::from(ldexp(widen<T>(w[at]), -s));
+    __device__ uint64_t at(int row, int c) const {
+        return transposed ? static_cast<uint64_t>(c) * cols + row
+                          : static_cast<uint64_t>(row) * cols + c;
     }
+    __device__ typename F::elem load(int row, int c, int s) const {
+        return F::from(ldexp(widen<T>(w[at(row, c)]), -s));
+    }
+    __device__ void store_grad(int row, int c, double v) const { grad[at(row, c)] = narrow<T>(v); }
+    __device__ void fill_grad(uint64_t e, double v) const { grad[e] = narrow<T>(v); }
     __device__ double dft_error() const { return 0.0; }
 };
 
@@ -219,6 +235,9 @@ struct ConvSource {
         r = e / k_pad;
         c = e % k_pad;
     }
+    // Convolution gradients are not computed by these kernels.
+    __device__ void store_grad(int, int, double) const {}
+    __device__ void fill_grad(uint64_t, double) const {}
     __device__ typename F::elem load(int row, int c, int s) const {
         const int o = transposed ? c : row, i = transposed ? row : c;
         const T *tap = w + (static_cast<uint64_t>(o) * c_in + i) * taps * taps;
@@ -273,10 +292,12 @@ struct Tiles {
     }
 };
 
-// acc[t] += sum over rows l < rows of conj(x[l][i]) x[l][j] for the owned tiles (i, j): the Gram
-// of the columns of a rows x k_pad panel with row stride ld.
+// acc[t] += sum over rows l < rows of conj(x[l][i]) y[l][j] for the owned tiles (i, j): with
+// y = x, the Gram of the columns of a rows x k_pad panel with row stride ld; with x = P and
+// y = M (both symmetric), the product P M.
 template <class F, int TS, int MAXT>
-__device__ __forceinline__ void gram_accumulate(const typename F::elem *x, int ld, int rows,
+__device__ __forceinline__ void gram_accumulate(const typename F::elem *x,
+                                                const typename F::elem *y, int ld, int rows,
                                                 const Tiles<TS, MAXT> &tiles,
                                                 typename F::elem (&acc)[MAXT][TS][TS]) {
     using E = typename F::elem;
@@ -284,7 +305,7 @@ __device__ __forceinline__ void gram_accumulate(const typename F::elem *x, int l
     for (int t = 0; t < MAXT; ++t) {
         if (!tiles.live[t]) continue;
         const E *ci = x + tiles.bi[t] * TS;
-        const E *cj = x + tiles.bj[t] * TS;
+        const E *cj = y + tiles.bj[t] * TS;
 #pragma unroll 2
         for (int l = 0; l < rows; ++l) {
             E a[TS], b[TS];
@@ -326,6 +347,25 @@ __device__ __forceinline__ void store_tiles(typename F::elem *m, int ld,
                 if (!(diagonal && u == v)) m[(j0 + v) * ld + i0 + u] = F::conj(val);
             }
     }
+}
+
+// Sum of |entries|^2 of the matrix the owned tiles make once mirrored (off-diagonal tiles count
+// twice), before scaling.
+template <class F, int TS, int MAXT>
+__device__ __forceinline__ double tiles_sumsq(const Tiles<TS, MAXT> &tiles,
+                                              const typename F::elem (&acc)[MAXT][TS][TS]) {
+    double s = 0.0;
+#pragma unroll
+    for (int t = 0; t < MAXT; ++t) {
+        if (!tiles.live[t]) continue;
+        double part = 0.0;
+#pragma unroll
+        for (int u = 0; u < TS; ++u)
+#pragma unroll
+            for (int v = 0; v < TS; ++v) part += F::abs2(acc[t][u][v]);
+        s += tiles.bi[t] == tiles.bj[t] ? part : 2.0 * part;
+    }
+    return s;
 }
 
 template <class F, int MAXT, int TS>
@@ -460,6 +500,13 @@ __device__ void finish(const History &h, int T, double level_low, double trace, 
     if (dft_err > 0.0) upper = up(upper + dft_err);
 }
 
+// The plain Schatten-2^(T+1) estimate of ||A|| from the recorded steps (T >= 1).
+__device__ double schatten(const History &h, int T) {
+    double b = sqrt(h.fro2[T]);
+    for (int t = T - 1; t >= 1; --t) b = ldexp(sqrt(b), h.exps[t]);
+    return sqrt(b);
+}
+
 // Certified Frobenius norm (T = 0): ||A||_F <= sqrt of the trace inflated as in finish().
 template <class F>
 __device__ double certified_frobenius(double trace, int k_pad, int l) {
@@ -468,9 +515,48 @@ __device__ double certified_frobenius(double trace, int k_pad, int l) {
 }
 
 // ---- one matrix, one team ---------------------------------------------------------------------
-template <class F, int NT, int TS, int MAXT, class Src>
+// The gradient pass: G = factor * A P (P = the identity when pbuf is NULL), streaming panels of
+// A through `buf` again and writing G in W's layout through the source.
+template <class F, int NT, class Src>
+__device__ void write_gradient(GramTeam<NT> &team, const Src &src, typename F::elem *buf, int ld,
+                               int capacity, const typename F::elem *pbuf, int s, double factor) {
+    const int k = src.k, l = src.l;
+    const int chunk = capacity / ld;
+    for (int l0 = 0; l0 < l; l0 += chunk) {
+        const int n = chunk < l - l0 ? chunk : l - l0;
+        team.sync();  // the buffer (the last Gram power, or the previous panel) has been read
+        for (int e = team.rank; e < n * k; e += NT) {
+            int r, c;
+            src.panel_index(e, n, k, r, c);
+            buf[r * ld + c] = src.load(l0 + r, c, s);
+        }
+        team.sync();
+        for (int e = team.rank; e < n * k; e += NT) {
+            int r, j;
+            src.panel_index(e, n, k, r, j);
+            double g;
+            if (pbuf == nullptr) {
+                g = F::re(buf[r * ld + j]);
+            } else {
+                typename F::elem acc = F::zero();
+                for (int c = 0; c < k; ++c) F::acc_conj(acc, buf[r * ld + c], pbuf[c * ld + j]);
+                g = F::re(acc);
+            }
+            src.store_grad(l0 + r, j, g * factor);
+        }
+    }
+}
+
+// With GRAD, `pbuf` (a second Gram-sized buffer) accumulates P = M_1 M_2 ... M_t, rescaled by
+// powers of two, and the gradient of the Schatten norm,
+//   d ||A||_p / dA = A (A^H A)^(p/2 - 1) / ||A||_p^(p-1) = A P ||A||_p / tr(M_1 P)   (p = 2^(T+1)),
+// is written through the source (the degree-0 homogeneity makes it the gradient for W too).
+// tr(M_1 P) = 2^(2 (e_1 + ... + e_{T-1})) ||M_T||_F^2 in exact arithmetic (M_t^2 = 2^(2 e_t)
+// M_{t+1}, telescoped), so no third buffer is needed.
+template <class F, int NT, int TS, int MAXT, bool GRAD, class Src>
 __device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
-                          typename F::elem *buf, int capacity, History &hist) {
+                          typename F::elem *buf, int capacity, History &hist,
+                          typename F::elem *pbuf) {
     using R = typename F::real;
     using E = typename F::elem;
     GramTeam<NT> team;
@@ -486,6 +572,12 @@ __device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
         }
     };
     const uint32_t cert_flag = p.certified ? SK_GRAM_CERTIFIED : 0u;
+    // Degenerate matrices: every gradient entry gets one value (NaN, or the zero subgradient).
+    auto fill = [&](double g) {
+        if constexpr (GRAD) {
+            for (uint64_t e = team.rank; e < src.raw_len(); e += NT) src.fill_grad(e, g);
+        }
+    };
     if (k == 0) {
         write(0.0, 0.0, steps, cert_flag);
         return;
@@ -503,10 +595,12 @@ __device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
     if (nan != 0.0 || amax > DBL_MAX) {
         const double v = nan != 0.0 ? nan_f64() : inf_f64();
         write(v, v, steps, cert_flag);
+        fill(nan_f64());
         return;
     }
     if (amax == 0.0) {
         write(0.0, 0.0, steps, cert_flag);
+        fill(0.0);
         return;
     }
     const int s = ilogb(amax);  // the entries of X 2^-s are below 2 in magnitude
@@ -528,7 +622,7 @@ __device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
             buf[r * ld + c] = c < k ? src.load(l0 + r, c, s) : F::zero();
         }
         team.sync();
-        gram_accumulate<F, TS, MAXT>(buf, ld, n, tiles, acc);
+        gram_accumulate<F, TS, MAXT>(buf, buf, ld, n, tiles, acc);
     }
     team.sync();
     store_tiles<F, TS, MAXT>(buf, ld, tiles, acc, R(1));
@@ -540,7 +634,15 @@ __device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
         double upper = sqrt(trace);
         if (p.certified) upper = up(certified_frobenius<F>(trace, k_pad, l) + dft_err);
         write(ldexp(upper, s), ldexp(sqrt(st.diagmax), s), 0, cert_flag);
+        if constexpr (GRAD) write_gradient<F, NT>(team, src, buf, ld, capacity, nullptr, s,
+                                                  1.0 / sqrt(trace));
         return;
+    }
+    // P_1 = M_1; P_stored 2^pexp = P.
+    int pexp = 0;
+    double pfro2 = st.fro2;
+    if constexpr (GRAD) {
+        for (int e = team.rank; e < k_pad * ld; e += NT) pbuf[e] = buf[e];
     }
 
     // Steps 2..T: square in place (all reads before the barrier, all writes after it).
@@ -560,11 +662,21 @@ __device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
         const int e = ilogb(st.fro2) >> 1;  // ||M_t 2^-e||_F^2 in [1, 8)
         if (team.rank == 0) hist.exps[t] = e;
         zero<F>(acc);
-        gram_accumulate<F, TS, MAXT>(buf, ld, k_pad, tiles, acc);
+        gram_accumulate<F, TS, MAXT>(buf, buf, ld, k_pad, tiles, acc);
         team.sync();
         store_tiles<F, TS, MAXT>(buf, ld, tiles, acc, pow2<R>(-2 * e));
         team.sync();
         st = column_stats<F>(team, buf, ld, k);
+        if constexpr (GRAD) {
+            // P <- P M_{t+1} 2^-g, g from ||P||_F (P stays O(1) whatever T).
+            const int g = ilogb(pfro2) >> 1;
+            zero<F>(acc);
+            gram_accumulate<F, TS, MAXT>(pbuf, buf, ld, k_pad, tiles, acc);
+            pfro2 = ldexp(team.sum(tiles_sumsq<F>(tiles, acc)), -2 * g);  // (a barrier)
+            store_tiles<F, TS, MAXT>(pbuf, ld, tiles, acc, pow2<R>(-g));
+            pexp += g;
+            team.sync();
+        }
         ++t;
     }
     if (team.rank == 0) {
@@ -574,6 +686,14 @@ __device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
         write(ldexp(upper, s), ldexp(lower, s), t,
               cert_flag | (converged ? SK_GRAM_CONVERGED : 0u));
     }
+    if constexpr (GRAD) {
+        team.sync();  // rank 0 wrote the history
+        int esum = 0;
+        for (uint32_t j = 1; j < t; ++j) esum += hist.exps[j];  // (written by rank 0, synced)
+        const double factor =
+            ldexp(schatten(hist, static_cast<int>(t)) / hist.fro2[t], pexp - 2 * esum);
+        write_gradient<F, NT>(team, src, buf, ld, capacity, pbuf, s, factor);
+    }
 }
 
 // Tiles per thread: the upper triangle of (k_max / TS)^2 tiles over NT threads.
@@ -582,8 +702,8 @@ __host__ __device__ constexpr int max_tiles(int k_max, int ts, int nt) {
 }
 
 // Serves the launch's items: warps of the first warp_blocks blocks take one small item each,
-// every later block one large item.
-template <class F, int BLOCK_K, class MakeSource>
+// every later block one large item. With GRAD each team has a second buffer (see params.h).
+template <class F, int BLOCK_K, bool GRAD, class MakeSource>
 __device__ void serve(const sk_gram_params &p, MakeSource make) {
     using E = typename F::elem;
     constexpr int WARPS = static_cast<int>(SK_GRAM_THREADS) / 32;
@@ -602,22 +722,34 @@ __device__ void serve(const sk_gram_params &p, MakeSource make) {
         if (slot >= p.warp_matrices) return;  // whole warps leave; no block barrier follows
         const uint32_t index = p.order[slot];
         auto src = make(index, twiddles[warp]);
-        bound_one<F, 32, WTS, max_tiles(WARP_K, WTS, 32)>(
-            p, src, p.out + index, smem + warp * WARP_BUF, WARP_BUF, history[warp]);
+        E *buf = smem + (GRAD ? 2 : 1) * warp * WARP_BUF;
+        bound_one<F, 32, WTS, max_tiles(WARP_K, WTS, 32), GRAD>(
+            p, src, p.out + index, buf, WARP_BUF, history[warp], buf + WARP_BUF);
     } else {
         const uint32_t slot = p.warp_matrices + (block - p.warp_blocks);
         SK_EXPECT(slot < p.count);
         const uint32_t index = p.order[slot];
         auto src = make(index, twiddles[0]);
-        bound_one<F, NT, BTS, max_tiles(BLOCK_K, BTS, NT)>(
-            p, src, p.out + index, smem, static_cast<int>(p.block_capacity), history[0]);
+        bound_one<F, NT, BTS, max_tiles(BLOCK_K, BTS, NT), GRAD>(
+            p, src, p.out + index, smem, static_cast<int>(p.block_capacity), history[0],
+            smem + p.block_capacity);
     }
 }
 
 template <class T, class R>
 __device__ void dense(const sk_gram_params &p) {
     using F = RealField<R>;
-    serve<F, static_cast<int>(SK_GRAM_MAX_K)>(p, [&](uint32_t index, Cplx<R> *) {
+    serve<F, static_cast<int>(SK_GRAM_MAX_K), false>(p, [&](uint32_t index, Cplx<R> *) {
+        return DenseSource<T, F>(p, index);
+    });
+}
+
+template <class T, class R>
+__device__ void dense_grad(const sk_gram_params &p) {
+    using F = RealField<R>;
+    constexpr int BLOCK_K =
+        sizeof(R) == 8 ? static_cast<int>(SK_GRAM_MAX_K_GRAD64) : static_cast<int>(SK_GRAM_MAX_K);
+    serve<F, BLOCK_K, true>(p, [&](uint32_t index, Cplx<R> *) {
         return DenseSource<T, F>(p, index);
     });
 }
@@ -633,7 +765,7 @@ __device__ void conv(const sk_gram_params &p) {
     constexpr int BLOCK_K =
         sizeof(R) == 8 ? static_cast<int>(SK_GRAM_MAX_K_COMPLEX64) : static_cast<int>(SK_GRAM_MAX_K);
     if (p.step == SK_GRAM_CONV_ITEMS) {
-        serve<F, BLOCK_K>(p, [&](uint32_t index, Cplx<R> *tw) {
+        serve<F, BLOCK_K, false>(p, [&](uint32_t index, Cplx<R> *tw) {
             return ConvSource<T, F>(p, index, tw);
         });
         return;
@@ -677,7 +809,9 @@ __device__ void conv(const sk_gram_params &p) {
     SK_KERNEL(sk_gram_dense_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,                \
               sk::gram::dense<T, R>(p))                                                     \
     SK_KERNEL(sk_gram_conv_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,                 \
-              sk::gram::conv<T, R>(p))
+              sk::gram::conv<T, R>(p))                                                      \
+    SK_KERNEL(sk_gram_dense_grad_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,           \
+              sk::gram::dense_grad<T, R>(p))
 
 SK_GRAM_KERNELS(f32, float, f32, float)
 SK_GRAM_KERNELS(f32, float, f64, double)

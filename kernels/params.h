@@ -172,7 +172,10 @@ typedef struct sk_bessel_params {
  * order[warp_matrices + j].
  *
  * Dense items (sk_gram_matrix): matrix i is row-major rows x cols at element `offset` of `w`,
- * result to out[i].
+ * result to out[i]; the gradient kernels also write d upper / d W at the same offset of `grad`
+ * (the matrices must not overlap), keeping a second Gram-sized buffer per team (the product
+ * P = M_1 ... M_t): per warp 2 * SK_GRAM_WARP_K * (SK_GRAM_WARP_K + 2) elements, per block
+ * block_capacity + k_pad * (k_pad + 4).
  * Convolution items (sk_gram_conv_item): the c_out x c_in block at frequency (u, v) of the 2-D
  * DFT of a kernel [c_out, c_in, taps, taps] at element `offset` of `w`, zero-padded to n x n;
  * result to the workspace slot out[i], then SK_GRAM_CONV_REDUCE (one warp per layer) takes the
@@ -181,6 +184,7 @@ typedef struct sk_bessel_params {
 #define SK_GRAM_WARP_K 32u
 #define SK_GRAM_MAX_K 128u         /* real, and complex f32 */
 #define SK_GRAM_MAX_K_COMPLEX64 64u /* complex f64 */
+#define SK_GRAM_MAX_K_GRAD64 64u    /* dense gradients in f64 arithmetic */
 #define SK_GRAM_MAX_TAPS 16u
 #define SK_GRAM_WARP_TILE 2u  /* tile side of the warp tier (k padded to a multiple)  */
 #define SK_GRAM_BLOCK_TILE 4u /* tile side of the block tier                         */
@@ -223,6 +227,7 @@ typedef struct sk_gram_params {
     sk_gram_bound *out;       /* [count], by item index                              */
     const uint32_t *layer_start; /* convolutions: [layers + 1] first item per layer  */
     sk_gram_bound *layer_out; /* convolutions: [layers]                             */
+    void *grad;               /* dense gradients: d upper / d w, in w's layout, or NULL */
     double tolerance;         /* > 0: adaptive, stop once upper/lower <= 1+tol       */
     uint32_t count;
     uint32_t warp_matrices;

@@ -42,6 +42,7 @@ pub const SK_GRAM_THREADS: u32 = 256;
 pub const SK_GRAM_WARP_K: u32 = 32;
 pub const SK_GRAM_MAX_K: u32 = 128;
 pub const SK_GRAM_MAX_K_COMPLEX64: u32 = 64;
+pub const SK_GRAM_MAX_K_GRAD64: u32 = 64;
 pub const SK_GRAM_MAX_TAPS: u32 = 16;
 pub const SK_GRAM_WARP_TILE: u32 = 2;
 pub const SK_GRAM_BLOCK_TILE: u32 = 4;
@@ -416,6 +417,7 @@ pub struct sk_gram_params {
     pub out: *mut sk_gram_bound,
     pub layer_start: *const u32,
     pub layer_out: *mut sk_gram_bound,
+    pub grad: *mut ::core::ffi::c_void,
     pub tolerance: f64,
     pub count: u32,
     pub warp_matrices: u32,
@@ -428,7 +430,7 @@ pub struct sk_gram_params {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of sk_gram_params"][::core::mem::size_of::<sk_gram_params>() - 88usize];
+    ["Size of sk_gram_params"][::core::mem::size_of::<sk_gram_params>() - 96usize];
     ["Alignment of sk_gram_params"][::core::mem::align_of::<sk_gram_params>() - 8usize];
     ["Offset of field: sk_gram_params::w"][::core::mem::offset_of!(sk_gram_params, w) - 0usize];
     ["Offset of field: sk_gram_params::items"]
@@ -441,24 +443,26 @@ const _: () = {
         [::core::mem::offset_of!(sk_gram_params, layer_start) - 32usize];
     ["Offset of field: sk_gram_params::layer_out"]
         [::core::mem::offset_of!(sk_gram_params, layer_out) - 40usize];
+    ["Offset of field: sk_gram_params::grad"]
+        [::core::mem::offset_of!(sk_gram_params, grad) - 48usize];
     ["Offset of field: sk_gram_params::tolerance"]
-        [::core::mem::offset_of!(sk_gram_params, tolerance) - 48usize];
+        [::core::mem::offset_of!(sk_gram_params, tolerance) - 56usize];
     ["Offset of field: sk_gram_params::count"]
-        [::core::mem::offset_of!(sk_gram_params, count) - 56usize];
+        [::core::mem::offset_of!(sk_gram_params, count) - 64usize];
     ["Offset of field: sk_gram_params::warp_matrices"]
-        [::core::mem::offset_of!(sk_gram_params, warp_matrices) - 60usize];
+        [::core::mem::offset_of!(sk_gram_params, warp_matrices) - 68usize];
     ["Offset of field: sk_gram_params::warp_blocks"]
-        [::core::mem::offset_of!(sk_gram_params, warp_blocks) - 64usize];
+        [::core::mem::offset_of!(sk_gram_params, warp_blocks) - 72usize];
     ["Offset of field: sk_gram_params::iterations"]
-        [::core::mem::offset_of!(sk_gram_params, iterations) - 68usize];
+        [::core::mem::offset_of!(sk_gram_params, iterations) - 76usize];
     ["Offset of field: sk_gram_params::certified"]
-        [::core::mem::offset_of!(sk_gram_params, certified) - 72usize];
+        [::core::mem::offset_of!(sk_gram_params, certified) - 80usize];
     ["Offset of field: sk_gram_params::block_capacity"]
-        [::core::mem::offset_of!(sk_gram_params, block_capacity) - 76usize];
+        [::core::mem::offset_of!(sk_gram_params, block_capacity) - 84usize];
     ["Offset of field: sk_gram_params::layers"]
-        [::core::mem::offset_of!(sk_gram_params, layers) - 80usize];
+        [::core::mem::offset_of!(sk_gram_params, layers) - 88usize];
     ["Offset of field: sk_gram_params::step"]
-        [::core::mem::offset_of!(sk_gram_params, step) - 84usize];
+        [::core::mem::offset_of!(sk_gram_params, step) - 92usize];
 };
 impl Default for sk_gram_params {
     fn default() -> Self {

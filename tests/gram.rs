@@ -7,8 +7,8 @@ mod common;
 
 use common::Rng;
 use spherekit::gram::cpu::{
-    ConvShape, MAX_GRADIENT_ITERATIONS, conv_circular_bound, conv_circular_exact, dense_bound,
-    dense_bound_gradient, spectral_norm_exact,
+    ConvShape, MAX_GRADIENT_ITERATIONS, conv_circular_bound, conv_circular_bound_gradient,
+    conv_circular_exact, dense_bound, dense_bound_gradient, spectral_norm_exact,
 };
 use spherekit::gram::{Bound, MAX_ITERATIONS};
 
@@ -426,6 +426,79 @@ fn dense_gradient_matches_finite_differences() {
     );
 }
 
+/// The circular-convolution bound's gradient against central finite differences of the bound
+/// (random kernels: the maximizing frequency is unique, the max is smooth there), c_in <= c_out
+/// and c_in > c_out, T = 0..5; and Euler's identity <K, grad> = bound (degree 1).
+#[test]
+fn conv_gradient_matches_finite_differences() {
+    let mut rng = Rng::new();
+    for s in [
+        ConvShape {
+            c_out: 3,
+            c_in: 2,
+            k: 3,
+            n: 5,
+        },
+        ConvShape {
+            c_out: 2,
+            c_in: 4,
+            k: 2,
+            n: 4,
+        },
+        ConvShape {
+            c_out: 1,
+            c_in: 1,
+            k: 3,
+            n: 6,
+        },
+    ] {
+        let kernel = random_kernel(&mut rng, s);
+        for t in [0u32, 1, 2, 5] {
+            let (b, grad) = conv_circular_bound_gradient(s, &kernel, t).unwrap();
+            assert_eq!(b, conv_circular_bound(s, &kernel, t).unwrap());
+            let gnorm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
+            let h = 1e-6;
+            let mut worst: f64 = 0.0;
+            for e in 0..kernel.len() {
+                let (mut kp, mut km) = (kernel.clone(), kernel.clone());
+                kp[e] += h;
+                km[e] -= h;
+                let fd = (conv_circular_bound(s, &kp, t).unwrap().upper
+                    - conv_circular_bound(s, &km, t).unwrap().upper)
+                    / (2.0 * h);
+                worst = worst.max((fd - grad[e]).abs() / gnorm);
+            }
+            let euler: f64 = kernel.iter().zip(&grad).map(|(a, g)| a * g).sum();
+            assert!(
+                worst <= 1e-6 && rel(euler, b.upper) <= 1e-12,
+                "{s:?}, T = {t}: gradient vs finite differences {worst:e}, <K, grad> {euler} vs \
+                 {} (seed {})",
+                b.upper,
+                rng.seed
+            );
+        }
+    }
+    let s = ConvShape {
+        c_out: 2,
+        c_in: 2,
+        k: 2,
+        n: 3,
+    };
+    let (b, g) = conv_circular_bound_gradient(s, &[0.0; 16], 3).unwrap();
+    assert!(b.upper == 0.0 && g.iter().all(|&v| v == 0.0));
+    let mut bad = vec![1.0; 16];
+    bad[3] = f64::NAN;
+    assert!(
+        conv_circular_bound_gradient(s, &bad, 3)
+            .unwrap()
+            .1
+            .iter()
+            .all(|v| v.is_nan())
+    );
+    assert!(conv_circular_bound_gradient(s, &[1.0; 16], MAX_GRADIENT_ITERATIONS + 1).is_err());
+    assert!(conv_circular_bound_gradient(s, &[1.0; 15], 3).is_err());
+}
+
 #[test]
 fn lower_bound_beats_the_rank_bound_and_stays_below_sigma() {
     let mut rng = Rng::new();
@@ -466,6 +539,16 @@ trait Target {
         precision: Precision,
         iterations: Iterations,
     ) -> spherekit::Result<Vec<DeviceBound>>;
+
+    /// Bounds and gradients; `grad` starts as the given buffer (w's length).
+    fn grad<T: Storage>(
+        &self,
+        batch: &DenseBatch,
+        w: &[T],
+        grad: Vec<T>,
+        precision: Precision,
+        iterations: Iterations,
+    ) -> spherekit::Result<(Vec<DeviceBound>, Vec<T>)>;
 }
 
 /// NaN bounds and an impossible iteration count: what a kernel that skipped an entry leaves.
@@ -503,6 +586,21 @@ impl Target for Emu {
         let mut out = vec![DeviceBound::default(); batch.len()];
         batch.bounds_emulated(&self.0, w, &mut out, precision, iterations)?;
         Ok(out)
+    }
+
+    fn grad<T: Storage>(
+        &self,
+        batch: &DenseBatch,
+        w: &[T],
+        mut grad: Vec<T>,
+        precision: Precision,
+        iterations: Iterations,
+    ) -> spherekit::Result<(Vec<DeviceBound>, Vec<T>)> {
+        let mut out = vec![DeviceBound::default(); batch.len()];
+        batch.bounds_and_gradients_emulated(
+            &self.0, w, &mut out, &mut grad, precision, iterations,
+        )?;
+        Ok((out, grad))
     }
 }
 
@@ -568,6 +666,42 @@ impl Target for Device {
         s.synchronize().unwrap();
         out.truncate(n);
         r.map(|()| out)
+    }
+
+    fn grad<T: Storage>(
+        &self,
+        batch: &DenseBatch,
+        w: &[T],
+        grad: Vec<T>,
+        precision: Precision,
+        iterations: Iterations,
+    ) -> spherekit::Result<(Vec<DeviceBound>, Vec<T>)> {
+        use spherekit::gram::gpu::{DeviceDenseBatch, dense_bounds_and_gradients};
+        let s = &self.1;
+        let tables = DeviceDenseBatch::new(&self.0, s, batch)?;
+        let (mut hw, mut hg) = (w.to_vec(), grad.clone());
+        hw.push(T::from_f64(0.0));
+        hg.push(T::from_f64(0.0));
+        let dw = s.clone_htod(&hw).unwrap();
+        let mut dg = s.clone_htod(&hg).unwrap();
+        let mut dout = s.clone_htod(&vec![POISON; batch.len().max(1)]).unwrap();
+        let n = batch.len();
+        let r = dense_bounds_and_gradients(
+            &self.0,
+            s,
+            &tables,
+            &dw.slice(..w.len()),
+            &mut dout.slice_mut(..n),
+            &mut dg.slice_mut(..grad.len()),
+            precision,
+            iterations,
+        );
+        let mut out = s.clone_dtoh(&dout).unwrap();
+        let mut g = s.clone_dtoh(&dg).unwrap();
+        s.synchronize().unwrap();
+        out.truncate(n);
+        g.truncate(grad.len());
+        r.map(|()| (out, g))
     }
 }
 
@@ -1044,7 +1178,135 @@ fn published_conv_case(t: &impl Target) {
     }
 }
 
+/// Gradients of the upper bound: equal to the CPU reference (dense_bound_gradient, itself checked
+/// against finite differences) to 1e-12 of the largest entry in f64 arithmetic and 2e-5 in f32,
+/// on both tiers, tall and wide, T = 0..6, adaptive too; Euler's identity <W, grad> = upper;
+/// degenerate matrices (NaN, zero) affect only their own entries; entries between matrices are
+/// left as they were; overlapping matrices and a grad buffer of the wrong length are errors.
+fn gradients_match_the_reference(t: &impl Target) {
+    let mut rng = Rng::new();
+    let shapes = [(12, 7), (5, 9), (40, 36), (33, 70), (1, 6), (64, 64)];
+    // Matrices separated by gaps of 3 entries that must stay untouched.
+    let mut list = Vec::new();
+    let mut off = 3;
+    for &(m, n) in &shapes {
+        list.push((off, m, n));
+        off += m * n + 3;
+    }
+    let batch = DenseBatch::with_offsets(&list).unwrap();
+    let w: Vec<f64> = (0..off).map(|_| rng.normal()).collect();
+    let sentinel = 12345.0;
+    for (precision, tol) in [(Precision::F64, 1e-12), (Precision::Fast, 2e-5)] {
+        for steps in [0, 1, 3, 6] {
+            let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+            let check = |bounds: &[DeviceBound],
+                         grad: &dyn Fn(usize) -> f64,
+                         ws: &dyn Fn(usize) -> f64| {
+                for (i, &(o, m, n)) in list.iter().enumerate() {
+                    let wi: Vec<f64> = (o..o + m * n).map(ws).collect();
+                    let (want, wg) = dense_bound_gradient(m, n, &wi, steps).unwrap();
+                    let scale = wg.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+                    let err = (0..m * n)
+                        .map(|e| (grad(o + e) - wg[e]).abs())
+                        .fold(0.0f64, f64::max);
+                    let euler: f64 = (0..m * n).map(|e| wi[e] * grad(o + e)).sum();
+                    assert!(
+                        err <= tol * scale
+                            && rel(bounds[i].upper, want.upper) <= tol
+                            && rel(euler, want.upper) <= 10.0 * tol,
+                        "seed {}: {precision:?} {m} x {n}, T = {steps}: gradient error {err:e} of \
+                         {scale:e}, upper {} vs {}, <W, grad> {euler}",
+                        rng.seed,
+                        bounds[i].upper,
+                        want.upper
+                    );
+                }
+            };
+            let it = Iterations::Fixed(steps);
+            if precision == Precision::F64 {
+                let (b, g) = t
+                    .grad(&batch, &w, vec![sentinel; off], precision, it)
+                    .unwrap();
+                check(&b, &|e| g[e], &|e| w[e]);
+                assert!(g[..3].iter().all(|&v| v == sentinel));
+            } else {
+                let (b, g) = t
+                    .grad(&batch, &w32, vec![sentinel as f32; off], precision, it)
+                    .unwrap();
+                check(&b, &|e| f64::from(g[e]), &|e| f64::from(w32[e]));
+                assert!(g[off - 3..].iter().all(|&v| v == sentinel as f32));
+            }
+        }
+    }
+    // Adaptive: the gradient of the bound at the T it stopped at.
+    let (b, g) = t
+        .grad(
+            &batch,
+            &w,
+            vec![0.0; off],
+            Precision::F64,
+            Iterations::Adaptive {
+                tolerance: 1e-3,
+                max: 12,
+            },
+        )
+        .unwrap();
+    for (i, &(o, m, n)) in list.iter().enumerate() {
+        let (_, wg) = dense_bound_gradient(m, n, &w[o..o + m * n], b[i].iterations).unwrap();
+        let err = (0..m * n)
+            .map(|e| (g[o + e] - wg[e]).abs())
+            .fold(0.0f64, f64::max);
+        assert!(
+            err <= 1e-11,
+            "adaptive {m} x {n}: T = {}, error {err:e}",
+            b[i].iterations
+        );
+    }
+    // Degenerate matrices: NaN gradients for a NaN entry, zeros for a zero matrix.
+    let mut bad = w.clone();
+    let (o1, m1, n1) = list[1];
+    bad[o1 + 2] = f64::NAN;
+    let (o2, m2, n2) = list[2];
+    bad[o2..o2 + m2 * n2].iter_mut().for_each(|v| *v = 0.0);
+    let (b, g) = t
+        .grad(
+            &batch,
+            &bad,
+            vec![sentinel; off],
+            Precision::F64,
+            Iterations::Fixed(3),
+        )
+        .unwrap();
+    assert!(b[1].upper.is_nan() && g[o1..o1 + m1 * n1].iter().all(|v| v.is_nan()));
+    assert!(b[2].upper == 0.0 && g[o2..o2 + m2 * n2].iter().all(|&v| v == 0.0));
+    let (o0, m0, n0) = list[0];
+    assert!(g[o0..o0 + m0 * n0].iter().all(|v| v.is_finite()));
+    // Errors.
+    assert!(
+        t.grad(
+            &batch,
+            &w,
+            vec![0.0; off - 1],
+            Precision::F64,
+            Iterations::Fixed(3)
+        )
+        .is_err()
+    );
+    let overlapping = DenseBatch::with_offsets(&[(0, 4, 4), (8, 4, 4)]).unwrap();
+    assert!(
+        t.grad(
+            &overlapping,
+            &w[..24],
+            vec![0.0; 24],
+            Precision::F64,
+            Iterations::Fixed(3)
+        )
+        .is_err()
+    );
+}
+
 fn every_kernel_check(t: &impl Target) {
+    gradients_match_the_reference(t);
     conv_kernels_match_the_reference(t);
     published_conv_case(t);
     kernels_match_the_reference(t);
@@ -1074,6 +1336,12 @@ fn emulated_conv_kernels_match_the_reference() {
 
 #[cfg(feature = "emulator")]
 #[test]
+fn emulated_gradients_match_the_reference() {
+    gradients_match_the_reference(&Emu(spherekit::emulator::Emulator::new(2)));
+}
+
+#[cfg(feature = "emulator")]
+#[test]
 fn emulated_published_conv_case() {
     published_conv_case(&Emu(spherekit::emulator::Emulator::new(2)));
 }
@@ -1093,4 +1361,550 @@ fn gpu_gram_kernels_match_the_reference() {
         return;
     };
     every_kernel_check(&Device(gpu, stream));
+}
+
+// ---- convolutions, zero padding ----
+//
+// The full zero-padded convolution y[o, a, b] = Σ K[o, i, p, q] x[i, a − p, b − q] (a, b <
+// n + k − 1): its exact norm from the explicit operator against exact identities (k = 1) and two
+// independent computations (the adjoint built from its own definition, power iteration with
+// hand-written convolutions); the embedding and kernel-Gram ("norm2toep") bounds against the
+// exact norm; the kernel-Gram recursion against the symbol's Gram powers computed in the
+// frequency domain; the ordering of the 2024 paper; bad input.
+
+use spherekit::gram::zero_padding::{
+    MAX_GRAM_KERNEL_SIDE, conv_zero_embedding_bound, conv_zero_kernel_gram_bound,
+    conv_zero_operator_norm_exact,
+};
+
+/// The adjoint of the single-channel full convolution built from its own definition, the
+/// "valid" cross-correlation x[a′, b′] = Σ_{p,q} K[p, q] z[a′ + p, b′ + q] (n² × (n+k−1)²,
+/// row-major): the same norm as the operator, written independently of the library's.
+fn zero_valid_correlation_matrix(k: usize, n: usize, kernel: &[f64]) -> Vec<f64> {
+    let big = n + k - 1;
+    let mut m = vec![0.0; n * n * big * big];
+    for a in 0..n {
+        for b in 0..n {
+            for p in 0..k {
+                for q in 0..k {
+                    m[(a * n + b) * big * big + (a + p) * big + b + q] += kernel[p * k + q];
+                }
+            }
+        }
+    }
+    m
+}
+
+/// Single-channel full convolution, n × n → (n+k−1)².
+fn zero_full_convolution(k: usize, n: usize, kernel: &[f64], x: &[f64]) -> Vec<f64> {
+    let big = n + k - 1;
+    let mut y = vec![0.0; big * big];
+    for a in 0..big {
+        for b in 0..big {
+            for p in 0..k.min(a + 1) {
+                for q in 0..k.min(b + 1) {
+                    let (u, v) = (a - p, b - q);
+                    if u < n && v < n {
+                        y[a * big + b] += kernel[p * k + q] * x[u * n + v];
+                    }
+                }
+            }
+        }
+    }
+    y
+}
+
+/// Its adjoint, (n+k−1)² → n × n.
+fn zero_full_convolution_adjoint(k: usize, n: usize, kernel: &[f64], y: &[f64]) -> Vec<f64> {
+    let big = n + k - 1;
+    let mut x = vec![0.0; n * n];
+    for u in 0..n {
+        for v in 0..n {
+            for p in 0..k {
+                for q in 0..k {
+                    x[u * n + v] += kernel[p * k + q] * y[(u + p) * big + v + q];
+                }
+            }
+        }
+    }
+    x
+}
+
+/// σ₁ by power iteration on TᵀT, matrix-free: a lower estimate (the Rayleigh quotient).
+fn zero_power_iteration(k: usize, n: usize, kernel: &[f64], rng: &mut Rng, steps: usize) -> f64 {
+    let mut x: Vec<f64> = (0..n * n).map(|_| 1.0 + 0.1 * rng.normal()).collect();
+    let norm = |v: &[f64]| v.iter().map(|t| t * t).sum::<f64>().sqrt();
+    for _ in 0..steps {
+        let y = zero_full_convolution(k, n, kernel, &x);
+        x = zero_full_convolution_adjoint(k, n, kernel, &y);
+        let s = norm(&x);
+        x.iter_mut().for_each(|t| *t /= s);
+    }
+    norm(&zero_full_convolution(k, n, kernel, &x))
+}
+
+fn zero_shape(c_out: usize, c_in: usize, k: usize, n: usize) -> ConvShape {
+    ConvShape { c_out, c_in, k, n }
+}
+
+#[test]
+fn zero_padded_exact_norm_matches_pointwise_and_brute_force() {
+    let mut rng = Rng::new();
+    // k = 1: T_n = K ⊗ I_{n²}, whose norm is the dense matrix's.
+    for (c_out, c_in, n) in [(5, 3, 4), (2, 6, 3), (1, 1, 7)] {
+        let s = zero_shape(c_out, c_in, 1, n);
+        let kernel = random_kernel(&mut rng, s);
+        let want = spectral_norm_exact(c_out, c_in, &kernel).unwrap();
+        let got = conv_zero_operator_norm_exact(s, &kernel).unwrap();
+        assert!(
+            rel(got, want) <= 1e-13,
+            "{s:?}: {got} vs dense {want} (seed {})",
+            rng.seed
+        );
+    }
+    // One channel: the adjoint built from its own definition (Jacobi, tight), and power
+    // iteration with hand-written convolutions (a lower estimate, close after many steps).
+    for (k, n) in [(2, 5), (3, 6), (5, 4), (5, 2), (3, 1)] {
+        let s = zero_shape(1, 1, k, n);
+        let kernel = random_kernel(&mut rng, s);
+        let got = conv_zero_operator_norm_exact(s, &kernel).unwrap();
+        let big = n + k - 1;
+        let adjoint = zero_valid_correlation_matrix(k, n, &kernel);
+        let want = spectral_norm_exact(n * n, big * big, &adjoint).unwrap();
+        assert!(
+            rel(got, want) <= 1e-13,
+            "k = {k}, n = {n}: {got} vs adjoint {want} (seed {})",
+            rng.seed
+        );
+        let power = zero_power_iteration(k, n, &kernel, &mut rng, 4000);
+        assert!(
+            power <= got * (1.0 + 1e-13) && power >= got * (1.0 - 1e-3),
+            "k = {k}, n = {n}: power iteration {power} vs exact {got} (seed {})",
+            rng.seed
+        );
+    }
+    // n = 1: the (c_out k²) × c_in matrix M[(o, p, q), i] = K[o, i, p, q].
+    let s = zero_shape(3, 2, 3, 1);
+    let kernel = random_kernel(&mut rng, s);
+    let mut m = vec![0.0; 3 * 9 * 2];
+    for o in 0..3 {
+        for i in 0..2 {
+            for pq in 0..9 {
+                m[(o * 9 + pq) * 2 + i] = kernel[(o * 2 + i) * 9 + pq];
+            }
+        }
+    }
+    let want = spectral_norm_exact(27, 2, &m).unwrap();
+    let got = conv_zero_operator_norm_exact(s, &kernel).unwrap();
+    assert!(rel(got, want) <= 1e-13, "n = 1: {got} vs {want}");
+}
+
+#[test]
+fn zero_padded_bounds_enclose_the_exact_norm() {
+    let mut rng = Rng::new();
+    for s in [
+        zero_shape(3, 2, 1, 5),
+        zero_shape(2, 3, 2, 5),
+        zero_shape(4, 2, 3, 4),
+        zero_shape(2, 4, 3, 6),
+        zero_shape(3, 3, 5, 3),
+        zero_shape(2, 3, 5, 6),
+        zero_shape(1, 1, 3, 2),
+    ] {
+        let kernel = random_kernel(&mut rng, s);
+        let exact = conv_zero_operator_norm_exact(s, &kernel).unwrap();
+        let ctx = format!("{s:?} (seed {})", rng.seed);
+        let encloses = |b: Bound| {
+            b.upper >= exact * (1.0 - 1e-13) && b.lower <= exact * (1.0 + 1e-13) && b.lower > 0.0
+        };
+        for t in [0, 1, 3, 6] {
+            let b = conv_zero_embedding_bound(s, &kernel, t).unwrap();
+            assert!(
+                encloses(b),
+                "{ctx}, T = {t}: embedding {b:?} vs exact {exact}"
+            );
+        }
+        // T = 5 for k = 5 grows the Gram kernel to 129 x 129 taps: keep it for k <= 3.
+        let steps: &[u32] = if s.k <= 3 {
+            &[0, 1, 2, 4, 5]
+        } else {
+            &[0, 1, 2, 4]
+        };
+        let mut last = f64::INFINITY;
+        for &t in steps {
+            let b = conv_zero_kernel_gram_bound(s, &kernel, t).unwrap();
+            assert!(
+                encloses(b),
+                "{ctx}, T = {t}: kernel Gram {b:?} vs exact {exact}"
+            );
+            // The coefficients' max-row-sum norm is submultiplicative: never looser with T.
+            assert!(
+                b.upper <= last * (1.0 + 1e-13),
+                "{ctx}, T = {t}: {} after {last}",
+                b.upper
+            );
+            last = b.upper;
+            // Independent of n (n >= 1).
+            for n in [1, 2, s.n + 7, 1000] {
+                let other = conv_zero_kernel_gram_bound(ConvShape { n, ..s }, &kernel, t).unwrap();
+                assert_eq!(other, b, "{ctx}, T = {t}: n = {n}");
+            }
+        }
+    }
+}
+
+/// A complex number (re, im).
+type Cx = (f64, f64);
+
+fn cx_mul(a: Cx, b: Cx) -> Cx {
+    (a.0 * b.0 - a.1 * b.1, a.0 * b.1 + a.1 * b.0)
+}
+
+/// Square complex matrix product (c × c, row-major).
+fn cx_matmul(a: &[Cx], b: &[Cx], c: usize) -> Vec<Cx> {
+    let mut out = vec![(0.0, 0.0); c * c];
+    for i in 0..c {
+        for l in 0..c {
+            for j in 0..c {
+                let t = cx_mul(a[i * c + l], b[l * c + j]);
+                out[i * c + j].0 += t.0;
+                out[i * c + j].1 += t.1;
+            }
+        }
+    }
+    out
+}
+
+/// The kernel-Gram bound recomputed in the frequency domain, without the library's recursion:
+/// P(ω) = (F(ω)ᴴF(ω))^{2^{T−1}} on the smaller channel side (F Fᴴ when c_in > c_out) sampled on
+/// an M × M grid, M = 2^T (k − 1) + 1 (P's coefficients span M taps per axis, so the inverse DFT
+/// on M points returns them exactly, up to rounding), then (max_i Σ_{j,e} |P[i, j, e]|)^{1/2^T}.
+/// T = 0: the Schur test (max row sum · max column sum)^{1/2} of the taps' absolute sums.
+fn zero_symbol_gram_bound(s: ConvShape, kernel: &[f64], t: u32) -> f64 {
+    let ConvShape { c_out, c_in, k, .. } = s;
+    let abs_sum = |o: usize, i: usize| -> f64 {
+        kernel[(o * c_in + i) * k * k..][..k * k]
+            .iter()
+            .map(|v| v.abs())
+            .sum()
+    };
+    if t == 0 {
+        let row = (0..c_out)
+            .map(|o| (0..c_in).map(|i| abs_sum(o, i)).sum::<f64>())
+            .fold(0.0, f64::max);
+        let col = (0..c_in)
+            .map(|i| (0..c_out).map(|o| abs_sum(o, i)).sum::<f64>())
+            .fold(0.0, f64::max);
+        return (row * col).sqrt();
+    }
+    let m = (1usize << t) * (k - 1) + 1;
+    let c = c_out.min(c_in);
+    let tau = std::f64::consts::TAU / m as f64;
+    // samples[(u * m + v)] = P(ω_u, ω_v), c × c.
+    let mut samples = Vec::with_capacity(m * m);
+    for u in 0..m {
+        for v in 0..m {
+            let mut f = vec![(0.0, 0.0); c_out * c_in];
+            for (oi, z) in f.iter_mut().enumerate() {
+                for p in 0..k {
+                    for q in 0..k {
+                        let angle = -tau * ((p * u + q * v) % m) as f64;
+                        let w = kernel[oi * k * k + p * k + q];
+                        z.0 += w * angle.cos();
+                        z.1 += w * angle.sin();
+                    }
+                }
+            }
+            // B = FᴴF (c_in side) or FFᴴ (c_out side).
+            let mut b = vec![(0.0, 0.0); c * c];
+            for i in 0..c {
+                for j in 0..c {
+                    let mut acc = (0.0, 0.0);
+                    let inner = c_out.max(c_in);
+                    for l in 0..inner {
+                        let (x, y) = if c_in <= c_out {
+                            (f[l * c_in + i], f[l * c_in + j])
+                        } else {
+                            (f[j * c_in + l], f[i * c_in + l])
+                        };
+                        // conj(x) · y
+                        acc.0 += x.0 * y.0 + x.1 * y.1;
+                        acc.1 += x.0 * y.1 - x.1 * y.0;
+                    }
+                    b[i * c + j] = acc;
+                }
+            }
+            for _ in 1..t {
+                b = cx_matmul(&b, &b, c);
+            }
+            samples.push(b);
+        }
+    }
+    // Coefficient e (mod m): (1/m²) Σ_ω P(ω) e^{+iω·e}; only its modulus is needed.
+    let mut row_sums = vec![0.0f64; c];
+    for eu in 0..m {
+        for ev in 0..m {
+            let mut coef = vec![(0.0, 0.0); c * c];
+            for u in 0..m {
+                for v in 0..m {
+                    let angle = tau * ((eu * u + ev * v) % m) as f64;
+                    let w = (angle.cos(), angle.sin());
+                    for (acc, &z) in coef.iter_mut().zip(&samples[u * m + v]) {
+                        let t = cx_mul(z, w);
+                        acc.0 += t.0;
+                        acc.1 += t.1;
+                    }
+                }
+            }
+            let scale = 1.0 / (m * m) as f64;
+            for i in 0..c {
+                for j in 0..c {
+                    let z = coef[i * c + j];
+                    row_sums[i] += z.0.hypot(z.1) * scale;
+                }
+            }
+        }
+    }
+    row_sums
+        .into_iter()
+        .fold(0.0, f64::max)
+        .powf(1.0 / f64::from(1u32 << t))
+}
+
+#[test]
+fn kernel_gram_bound_matches_the_symbols_gram_powers() {
+    let mut rng = Rng::new();
+    for s in [
+        zero_shape(2, 3, 3, 4),
+        zero_shape(3, 2, 2, 4),
+        zero_shape(1, 1, 3, 4),
+        zero_shape(3, 3, 2, 4),
+    ] {
+        let kernel = random_kernel(&mut rng, s);
+        for t in 0..=3 {
+            let got = conv_zero_kernel_gram_bound(s, &kernel, t).unwrap().upper;
+            let want = zero_symbol_gram_bound(s, &kernel, t);
+            assert!(
+                rel(got, want) <= 1e-11,
+                "{s:?}, T = {t}: {got} vs the symbol's {want} (seed {})",
+                rng.seed
+            );
+        }
+        // The power-of-two prescale: exact scaling across the whole exponent range.
+        for e in [-1000, -600, 600, 1000] {
+            let c = 2f64.powi(e);
+            let scaled: Vec<f64> = kernel.iter().map(|v| v * c).collect();
+            for t in [0, 2, 4] {
+                let a = conv_zero_kernel_gram_bound(s, &kernel, t).unwrap();
+                let b = conv_zero_kernel_gram_bound(s, &scaled, t).unwrap();
+                assert!(
+                    b.upper == a.upper * c && b.lower.is_finite() && b.lower > 0.0,
+                    "{s:?}, 2^{e}, T = {t}: {b:?} vs {a:?}"
+                );
+            }
+        }
+    }
+    // k = 1: the dense matrix; the bound tends to σ₁ from above, within c_min^{1/2^{T+1}}.
+    let (c_out, c_in) = (7, 4);
+    let s = zero_shape(c_out, c_in, 1, 3);
+    let kernel = random_kernel(&mut rng, s);
+    let sigma = spectral_norm_exact(c_out, c_in, &kernel).unwrap();
+    for t in [1, 3, 6, 10, MAX_ITERATIONS] {
+        let b = conv_zero_kernel_gram_bound(s, &kernel, t).unwrap();
+        let slack = (c_in as f64).powf(1.0 / 2f64.powi(t as i32 + 1));
+        assert!(
+            b.upper >= sigma * (1.0 - 1e-13) && b.upper <= sigma * slack * (1.0 + 1e-13),
+            "k = 1, T = {t}: {b:?} vs sigma {sigma} (seed {})",
+            rng.seed
+        );
+    }
+}
+
+#[test]
+fn zero_padding_ordering_on_random_kernels() {
+    let mut rng = Rng::new();
+    for (case, s) in [
+        zero_shape(4, 4, 3, 8),
+        zero_shape(3, 5, 3, 6),
+        zero_shape(2, 2, 5, 5),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let kernel = random_kernel(&mut rng, s);
+        let big = s.n + s.k - 1;
+        let exact = conv_zero_operator_norm_exact(s, &kernel).unwrap();
+        let smaller =
+            conv_zero_operator_norm_exact(ConvShape { n: s.n - 1, ..s }, &kernel).unwrap();
+        let circular_n = conv_circular_exact(s, &kernel).unwrap();
+        let circular_big = conv_circular_exact(ConvShape { n: big, ..s }, &kernel).unwrap();
+        // σ_circ on a fine grid: a lower estimate of sup_ω ‖F(ω)‖₂, and still >= σ_zero(n).
+        let fine = conv_circular_exact(ConvShape { n: 48, ..s }, &kernel).unwrap();
+        let embedding = conv_zero_embedding_bound(s, &kernel, 6).unwrap();
+        let gram: Vec<Bound> = [2, 4, 5]
+            .iter()
+            .map(|&t| conv_zero_kernel_gram_bound(s, &kernel, t).unwrap())
+            .collect();
+        if case == 0 {
+            eprintln!(
+                "zero padding, {s:?} (seed {}): exact {exact:.4}; circular at n {circular_n:.4}; \
+                 circular at n+k-1 exact {circular_big:.4}, bound T=6 {:.4}; circular at 48 \
+                 (sup estimate) {fine:.4}; kernel Gram T=2 {:.4}, T=4 {:.4}, T=5 {:.4}; \
+                 one-pixel lower {:.4}",
+                rng.seed,
+                embedding.upper,
+                gram[0].upper,
+                gram[1].upper,
+                gram[2].upper,
+                gram[2].lower
+            );
+        }
+        let ctx = format!("{s:?} (seed {})", rng.seed);
+        let tol = 1.0 + 1e-13;
+        assert!(
+            smaller <= exact * tol,
+            "{ctx}: not monotone in n: {smaller} > {exact}"
+        );
+        assert!(
+            exact <= circular_big * tol && circular_big <= embedding.upper * tol,
+            "{ctx}: exact {exact}, circular at n+k-1 {circular_big}, embedding {embedding:?}"
+        );
+        assert!(
+            exact <= fine * tol,
+            "{ctx}: exact {exact} > circular at 48 {fine}"
+        );
+        for b in &gram {
+            assert!(
+                exact <= b.upper * tol && fine <= b.upper * tol && b.lower <= exact * tol,
+                "{ctx}: exact {exact}, sup estimate {fine}, kernel Gram {b:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn zero_padding_bad_input() {
+    let s = zero_shape(2, 3, 3, 4);
+    let good = vec![0.5; 54];
+    // Wrong kernel length, shapes that overflow.
+    assert!(conv_zero_operator_norm_exact(s, &good[..53]).is_err());
+    assert!(conv_zero_embedding_bound(s, &good[..53], 3).is_err());
+    assert!(conv_zero_kernel_gram_bound(s, &[0.5; 55], 3).is_err());
+    let huge = ConvShape {
+        c_out: usize::MAX,
+        ..s
+    };
+    assert!(conv_zero_operator_norm_exact(huge, &[]).is_err());
+    assert!(conv_zero_kernel_gram_bound(huge, &[], 3).is_err());
+    assert!(conv_zero_embedding_bound(ConvShape { n: usize::MAX, ..s }, &good, 3).is_err());
+    // T too large; a Gram kernel beyond MAX_GRAM_KERNEL_SIDE (k = 1 never grows).
+    assert!(conv_zero_embedding_bound(s, &good, MAX_ITERATIONS + 1).is_err());
+    assert!(conv_zero_kernel_gram_bound(s, &good, MAX_ITERATIONS + 1).is_err());
+    assert_eq!(MAX_GRAM_KERNEL_SIDE, 1024);
+    for (k, t) in [(3, 9), (2, 10), (5, 8), (1000, 1)] {
+        let shape = zero_shape(1, 1, k, 4);
+        assert!(
+            matches!(
+                conv_zero_kernel_gram_bound(shape, &vec![1.0; k * k], t),
+                Err(spherekit::Error::TooLarge(_))
+            ),
+            "k = {k}, T = {t}"
+        );
+    }
+    // The explicit operator is refused above 4096 per side: 66² = 4356 rows here.
+    assert!(matches!(
+        conv_zero_operator_norm_exact(zero_shape(1, 1, 3, 64), &[1.0; 9]),
+        Err(spherekit::Error::TooLarge(_))
+    ));
+    // k > n is a valid zero-padded operator (covered with bounds above); here a 1 x 1 input.
+    let exact = conv_zero_operator_norm_exact(
+        zero_shape(1, 1, 3, 1),
+        &[3.0, 0.0, 0.0, 0.0, 4.0, 0.0, 0.0, 0.0, 0.0],
+    )
+    .unwrap();
+    assert!(rel(exact, 5.0) <= 1e-15, "{exact}");
+    // 1 x 1 x 1 x 1: |w| from every function, at every T.
+    for t in [0, 1, MAX_ITERATIONS] {
+        let b = conv_zero_kernel_gram_bound(zero_shape(1, 1, 1, 3), &[-2.5], t).unwrap();
+        assert!(
+            rel(b.upper, 2.5) <= 1e-15 && rel(b.lower, 2.5) <= 1e-15,
+            "T = {t}: {b:?}"
+        );
+        let b = conv_zero_embedding_bound(zero_shape(1, 1, 1, 3), &[-2.5], t).unwrap();
+        assert!(
+            rel(b.upper, 2.5) <= 1e-15 && rel(b.lower, 2.5) <= 1e-15,
+            "T = {t}: {b:?}"
+        );
+    }
+    // Zero kernel, zero dimensions: 0.
+    let zero = Bound {
+        upper: 0.0,
+        lower: 0.0,
+        iterations: 3,
+    };
+    assert_eq!(conv_zero_kernel_gram_bound(s, &[0.0; 54], 3).unwrap(), zero);
+    assert_eq!(conv_zero_embedding_bound(s, &[0.0; 54], 3).unwrap(), zero);
+    assert_eq!(conv_zero_operator_norm_exact(s, &[0.0; 54]).unwrap(), 0.0);
+    for d in [
+        zero_shape(0, 3, 3, 4),
+        zero_shape(2, 0, 3, 4),
+        zero_shape(2, 3, 0, 4),
+    ] {
+        assert_eq!(
+            conv_zero_kernel_gram_bound(d, &[], 3).unwrap(),
+            zero,
+            "{d:?}"
+        );
+        assert_eq!(conv_zero_embedding_bound(d, &[], 3).unwrap(), zero, "{d:?}");
+        assert_eq!(conv_zero_operator_norm_exact(d, &[]).unwrap(), 0.0, "{d:?}");
+    }
+    let empty_input = zero_shape(2, 3, 3, 0);
+    assert_eq!(
+        conv_zero_kernel_gram_bound(empty_input, &good, 3).unwrap(),
+        zero
+    );
+    assert_eq!(
+        conv_zero_embedding_bound(empty_input, &good, 3).unwrap(),
+        zero
+    );
+    assert_eq!(
+        conv_zero_operator_norm_exact(empty_input, &good).unwrap(),
+        0.0
+    );
+    // NaN decides alone; +∞ otherwise.
+    let mut bad = good.clone();
+    bad[7] = f64::INFINITY;
+    bad[8] = f64::NAN;
+    assert!(
+        conv_zero_kernel_gram_bound(s, &bad, 3)
+            .unwrap()
+            .upper
+            .is_nan()
+    );
+    assert!(
+        conv_zero_kernel_gram_bound(s, &bad, 3)
+            .unwrap()
+            .lower
+            .is_nan()
+    );
+    assert!(
+        conv_zero_embedding_bound(s, &bad, 3)
+            .unwrap()
+            .upper
+            .is_nan()
+    );
+    assert!(conv_zero_operator_norm_exact(s, &bad).unwrap().is_nan());
+    bad[8] = -f64::INFINITY;
+    assert_eq!(
+        conv_zero_kernel_gram_bound(s, &bad, 3).unwrap().upper,
+        f64::INFINITY
+    );
+    assert_eq!(
+        conv_zero_embedding_bound(s, &bad, 3).unwrap().upper,
+        f64::INFINITY
+    );
+    assert_eq!(
+        conv_zero_operator_norm_exact(s, &bad).unwrap(),
+        f64::INFINITY
+    );
 }

@@ -315,9 +315,28 @@ pub fn dense_bound_gradient(
     // The gradient is homogeneous of degree 0: compute it for A = W / scale.
     let scale = power_of_two_scale(w);
     let cols = complex(columns(m, n, w, scale));
+    let g = schatten_gradient(&cols, iterations);
+    let mut grad = vec![0.0; w.len()];
+    for (j, col) in g.iter().enumerate() {
+        for (i, z) in col.iter().enumerate() {
+            if n <= m {
+                grad[i * n + j] = z.0; // C = W
+            } else {
+                grad[j * n + i] = z.0; // C = Wᵀ
+            }
+        }
+    }
+    Ok((bound, grad))
+}
+
+/// The gradient of the Schatten-2^{T+1} norm (T ≥ 1) of the l × k matrix X whose columns are
+/// `cols` (entries of moderate size, not all zero): G = X (XᴴX)^{p/2−1} / ‖X‖_p^{p−1}, so that
+/// d‖X‖_p = Re Σ conj(G) dX; formed from the normalized Gram powers as X·G₁G₂…G_T·e^E (the scale
+/// e^E combines the λ_t and ‖X‖_p^{p−1} in log space). Returned as columns, like `cols`.
+fn schatten_gradient(cols: &[Vec<C>], iterations: u32) -> Vec<Vec<C>> {
     let k = cols.len();
     let l = cols[0].len();
-    let seq = gram_sequence(&cols, iterations);
+    let seq = gram_sequence(cols, iterations);
     let p = 2f64.powi(iterations as i32 + 1);
     let exponent = seq.iter().map(|s| s.1).sum::<f64>() - (p - 1.0) * log_schatten_of(&seq);
     // P = G₁ G₂ … G_T (k × k).
@@ -337,23 +356,23 @@ pub fn dense_bound_gradient(
         }
         prod = next;
     }
-    // ∇_C = C P e^E for C = [cols] (l × k, real here), then back to W's layout.
+    // G = X P e^E: column j is Σ_q x_q P[q][j].
     let factor = exponent.exp();
-    let mut grad = vec![0.0; w.len()];
-    for i in 0..l {
-        for j in 0..k {
-            let v: f64 = (0..k)
-                .map(|q| cols[q][i].0 * prod[q * k + j].0)
-                .sum::<f64>()
-                * factor;
-            if n <= m {
-                grad[i * n + j] = v; // C = W
-            } else {
-                grad[j * n + i] = v; // C = Wᵀ
-            }
-        }
-    }
-    Ok((bound, grad))
+    (0..k)
+        .map(|j| {
+            (0..l)
+                .map(|i| {
+                    let mut acc = (0.0, 0.0);
+                    for (q, col) in cols.iter().enumerate() {
+                        let (x, y) = (col[i], prod[q * k + j]);
+                        acc.0 += x.0 * y.0 - x.1 * y.1;
+                        acc.1 += x.0 * y.1 + x.1 * y.0;
+                    }
+                    (acc.0 * factor, acc.1 * factor)
+                })
+                .collect()
+        })
+        .collect()
 }
 
 // ---- convolutions, circular padding ----------------------------------------------------------
@@ -497,4 +516,76 @@ pub fn conv_circular_exact(shape: ConvShape, kernel: &[f64]) -> Result<f64> {
         best = best.max(spectral_norm_exact(2 * l, 2 * k, &m)?);
     }
     Ok(best * scale)
+}
+
+/// The bound of [`conv_circular_bound`] and its gradient with respect to the kernel (row-major
+/// [c_out, c_in, k, k]), for Lipschitz regularization. The bound is the max over frequencies f
+/// of ‖A_f‖_p, so its gradient is that of the maximizing block (the first of equal ones: a
+/// subgradient at ties; a real kernel's conjugate blocks are the same function of it, so the
+/// half spectrum loses nothing): with A_f = Σ_{p,q} K[·,·,p,q] ω_{pq}, ω_{pq} = e^{−2πi(pu+qv)/n},
+/// and G = ∂‖A_f‖_p/∂A_f (see `schatten_gradient`), ∂bound/∂K[o,i,p,q] = Re(conj(G[o][i]) ω_{pq}).
+/// T = 0 differentiates the largest Frobenius norm the same way. A zero kernel gets the zero
+/// subgradient; NaN or infinite entries NaN gradients.
+///
+/// Errors: as [`conv_circular_bound`], and T > [`MAX_GRADIENT_ITERATIONS`].
+pub fn conv_circular_bound_gradient(
+    shape: ConvShape,
+    kernel: &[f64],
+    iterations: u32,
+) -> Result<(Bound, Vec<f64>)> {
+    if iterations > MAX_GRADIENT_ITERATIONS {
+        return Err(Error::param(
+            "iterations",
+            format!("{iterations} > {MAX_GRADIENT_ITERATIONS} for the gradient"),
+        ));
+    }
+    let bound = conv_circular_bound(shape, kernel, iterations)?;
+    if !bound.upper.is_finite() {
+        return Ok((bound, vec![f64::NAN; kernel.len()]));
+    }
+    if bound.upper == 0.0 {
+        return Ok((bound, vec![0.0; kernel.len()]));
+    }
+    let ConvShape { c_out, c_in, k, n } = shape;
+    let scale = power_of_two_scale(kernel);
+    let blocks = shape.blocks(kernel, scale);
+    // The maximizing block, by the same per-block bound as conv_circular_bound.
+    let mut best = (0usize, f64::NEG_INFINITY);
+    for (f, cols) in blocks.iter().enumerate() {
+        let b = bound_of(cols, scale, iterations).upper;
+        if b > best.1 {
+            best = (f, b);
+        }
+    }
+    let cols = &blocks[best.0];
+    let g = if iterations == 0 {
+        // ∂‖X‖_F/∂X = X / ‖X‖_F.
+        let fro = cols.iter().map(|c| cnorm2(c)).sum::<f64>().sqrt();
+        cols.iter()
+            .map(|c| c.iter().map(|z| (z.0 / fro, z.1 / fro)).collect())
+            .collect()
+    } else {
+        schatten_gradient(cols, iterations)
+    };
+    let (u, v) = (best.0 / (n / 2 + 1), best.0 % (n / 2 + 1));
+    let tau = std::f64::consts::TAU / n as f64;
+    let mut grad = vec![0.0; kernel.len()];
+    for o in 0..c_out {
+        for i in 0..c_in {
+            // G with respect to A[o][i]: X = A (columns i) or X = Aᴴ (columns o, conjugated).
+            let ga = if c_in <= c_out {
+                g[i][o]
+            } else {
+                let z = g[o][i];
+                (z.0, -z.1)
+            };
+            for pq in 0..k * k {
+                let phase = ((pq / k) * u + (pq % k) * v) % n;
+                let (sn, cs) = (-tau * phase as f64).sin_cos();
+                // Re(conj(ga) ω)
+                grad[(o * c_in + i) * k * k + pq] = ga.0 * cs + ga.1 * sn;
+            }
+        }
+    }
+    Ok((bound, grad))
 }

@@ -1,6 +1,6 @@
 //! The Gram kernels on the CPU emulator (feature `emulator`), for tests.
 
-use super::gpu::{Kind, Tables, check_out, plan};
+use super::gpu::{Kind, Tables, check_grad, check_out, plan};
 use super::{ConvBatch, DenseBatch, DeviceBound, Iterations, Precision, Storage};
 use crate::emulator::{Emulator, Guarded};
 use crate::error::Result;
@@ -35,6 +35,7 @@ impl DenseBatch {
             item_out: og.addr(),
             layer_start: 0,
             layer_out: 0,
+            grad: 0,
         };
         let w_arg = VecArg {
             addr: wg.addr(),
@@ -56,6 +57,69 @@ impl DenseBatch {
         wg.check_unchanged(w)?;
         mg.check_unchanged(&self.matrices)?;
         rg.check_unchanged(&self.schedule.order)?;
+        og.copy_out(out)
+    }
+}
+
+impl DenseBatch {
+    /// [`super::gpu::dense_bounds_and_gradients`] on the CPU emulator: `out` gets one
+    /// [`DeviceBound`] per matrix, `grad` (w's length) the gradients at the matrices' offsets.
+    pub fn bounds_and_gradients_emulated<T: Storage>(
+        &self,
+        emu: &Emulator,
+        w: &[T],
+        out: &mut [DeviceBound],
+        grad: &mut [T],
+        precision: Precision,
+        iterations: Iterations,
+    ) -> Result<()> {
+        let wg = Guarded::new("w", w);
+        let mg = Guarded::new("matrices", &self.matrices);
+        let rg = Guarded::new("order", &self.schedule.order);
+        let og = Guarded::<DeviceBound>::poisoned("out", out.len());
+        let gg = Guarded::new("grad", grad);
+        check_out(
+            &VecArg {
+                addr: 0,
+                len: out.len(),
+            },
+            self.len(),
+            "matrices",
+        )?;
+        let w_arg = VecArg {
+            addr: wg.addr(),
+            len: w.len(),
+        };
+        let g_arg = VecArg {
+            addr: gg.addr(),
+            len: grad.len(),
+        };
+        check_grad(self, &g_arg, &w_arg)?;
+        let tables = Tables {
+            items: mg.addr(),
+            order: rg.addr(),
+            item_out: og.addr(),
+            layer_start: 0,
+            layer_out: 0,
+            grad: gg.addr(),
+        };
+        for launch in plan::<T>(
+            emu,
+            Kind::DenseGrad,
+            &self.schedule,
+            self.span(),
+            0,
+            tables,
+            &w_arg,
+            precision,
+            iterations,
+        )? {
+            emu.launch(&launch)?;
+        }
+        wg.check_unchanged(w)?;
+        mg.check_unchanged(&self.matrices)?;
+        rg.check_unchanged(&self.schedule.order)?;
+        gg.copy_out(grad)?;
         og.copy_out(out)
     }
 }
@@ -91,6 +155,7 @@ impl ConvBatch {
             item_out: xg.addr(),
             layer_start: sg.addr(),
             layer_out: og.addr(),
+            grad: 0,
         };
         let w_arg = VecArg {
             addr: wg.addr(),

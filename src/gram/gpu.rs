@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 use crate::launch::{CudaLauncher, Launch, Launcher, VecArg, vec_arg, vec_arg_mut};
 use crate::params::{
     SK_GRAM_BLOCK_TILE, SK_GRAM_CONV_ITEMS, SK_GRAM_CONV_REDUCE, SK_GRAM_MAX_K,
-    SK_GRAM_MAX_K_COMPLEX64, SK_GRAM_THREADS, SK_GRAM_WARP_K, SK_GRAM_WARP_TILE, sk_gram_conv_item,
-    sk_gram_matrix, sk_gram_params,
+    SK_GRAM_MAX_K_COMPLEX64, SK_GRAM_MAX_K_GRAD64, SK_GRAM_THREADS, SK_GRAM_WARP_K,
+    SK_GRAM_WARP_TILE, sk_gram_conv_item, sk_gram_matrix, sk_gram_params,
 };
 
 // SAFETY: sk_gram_matrix and sk_gram_conv_item are repr(C) structs of kernels/params.h holding
@@ -35,7 +35,7 @@ const KERNEL_TYPES: [&str; 7] = [
 
 /// Every kernel of the family, for the module check at open time.
 pub(crate) fn kernel_names() -> Vec<String> {
-    ["dense", "conv"]
+    ["dense", "dense_grad", "conv"]
         .iter()
         .flat_map(|kind| {
             KERNEL_TYPES
@@ -57,6 +57,8 @@ fn arithmetic<T: Storage>(precision: Precision) -> (&'static str, u32) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Dense,
+    /// Dense bounds and their gradients.
+    DenseGrad,
     Conv,
 }
 
@@ -71,6 +73,8 @@ pub(crate) struct Tables {
     /// Convolutions: [layers + 1] first item per layer, and the per-layer results.
     pub layer_start: u64,
     pub layer_out: u64,
+    /// Dense gradients: d upper / d w in w's layout (0 otherwise).
+    pub grad: u64,
 }
 
 /// Plans the launches (the item launch, then for convolutions the per-layer max); empty when
@@ -98,9 +102,13 @@ pub(crate) fn plan<T: Storage>(
     let (name, real_size) = arithmetic::<T>(precision);
     let (prefix, size, max_k) = match kind {
         Kind::Dense => ("dense", real_size, SK_GRAM_MAX_K),
+        Kind::DenseGrad if real_size == 8 => ("dense_grad", 8, SK_GRAM_MAX_K_GRAD64),
+        Kind::DenseGrad => ("dense_grad", 4, SK_GRAM_MAX_K),
         Kind::Conv if real_size == 8 => ("conv", 16, SK_GRAM_MAX_K_COMPLEX64),
         Kind::Conv => ("conv", 8, SK_GRAM_MAX_K),
     };
+    // The gradient kernels keep a second Gram-sized buffer (P) per team.
+    let buffers = if kind == Kind::DenseGrad { 2 } else { 1 };
     let kp = schedule.block_k_pad;
     if kp > max_k {
         return Err(Error::shape(format!(
@@ -110,11 +118,12 @@ pub(crate) fn plan<T: Storage>(
     }
     let warp_k = SK_GRAM_WARP_K;
     let warp_smem = if schedule.warp_items > 0 {
-        (SK_GRAM_THREADS / 32) * warp_k * (warp_k + SK_GRAM_WARP_TILE) * size
+        buffers * (SK_GRAM_THREADS / 32) * warp_k * (warp_k + SK_GRAM_WARP_TILE) * size
     } else {
         0
     };
-    let needed_block = kp * (kp + SK_GRAM_BLOCK_TILE) * size;
+    let gram_bytes = kp * (kp + SK_GRAM_BLOCK_TILE) * size;
+    let needed_block = buffers * gram_bytes;
     let budget = l.gram_smem_budget();
     if needed_block.max(warp_smem) > budget {
         return Err(Error::shape(format!(
@@ -123,10 +132,11 @@ pub(crate) fn plan<T: Storage>(
             needed_block.max(warp_smem)
         )));
     }
-    // Tall block-tier matrices stream their rows through the buffer in panels: give them at
-    // least 32 KiB so panels are not a handful of rows.
+    // Tall block-tier matrices stream their rows through the (first) buffer in panels: give
+    // it at least 32 KiB so panels are not a handful of rows.
+    let extra = needed_block - gram_bytes;
     let block_smem = if kp > 0 {
-        needed_block.max((32 * 1024).min(budget))
+        needed_block.max((32 * 1024 + extra).min(budget))
     } else {
         0
     };
@@ -143,8 +153,9 @@ pub(crate) fn plan<T: Storage>(
         warp_blocks: schedule.warp_blocks(),
         iterations: steps,
         certified: u32::from(precision == Precision::Certified),
-        block_capacity: block_smem / size,
+        block_capacity: (block_smem - extra.min(block_smem)) / size,
         layers: layers as u32,
+        grad: tables.grad as *mut c_void,
         step: SK_GRAM_CONV_ITEMS,
     };
     let kernel = format!("sk_gram_{prefix}_{}_{name}", T::NAME);
@@ -253,6 +264,7 @@ pub fn dense_bounds<T: Storage>(
         item_out: oa.addr,
         layer_start: 0,
         layer_out: 0,
+        grad: 0,
     };
     let b = &batch.batch;
     for launch in plan::<T>(
@@ -267,6 +279,83 @@ pub fn dense_bounds<T: Storage>(
         iterations,
     )? {
         l.launch(&launch)?;
+    }
+    Ok(())
+}
+
+/// [`dense_bounds`] and, for Lipschitz regularization, the gradient of every matrix's upper
+/// bound with respect to its entries, written to `grad` in `w`'s layout (each matrix at its
+/// offset; entries between matrices are left as they are):
+///
+/// ```text
+/// ∂‖W‖_p/∂W = W (WᵀW)^{p/2−1} / ‖W‖_p^{p−1},  p = 2^{T+1}   (T = 0: W / ‖W‖_F)
+/// ```
+///
+/// formed on chip as W·M₁M₂…M_T scaled so that ⟨W, ∂⟩ = ‖W‖_p (Euler's identity for a norm),
+/// with the Schatten estimate of the fast path (in certified mode too: the certified bound's
+/// inflation is not differentiated). Rounded once to the storage type. A zero matrix gets the
+/// zero subgradient; NaN or infinite entries NaN gradients (that matrix only).
+///
+/// Errors: as [`dense_bounds`]; `grad` not the length of `w`; matrices that overlap in `w`
+/// (their gradients would collide); a smaller side above 64 in f64 arithmetic (two Gram-sized
+/// buffers must fit in shared memory).
+#[allow(clippy::too_many_arguments)]
+pub fn dense_bounds_and_gradients<T: Storage>(
+    gpu: &Gpu,
+    stream: &Arc<CudaStream>,
+    batch: &DeviceDenseBatch,
+    w: &CudaView<'_, T>,
+    out: &mut CudaViewMut<'_, DeviceBound>,
+    grad: &mut CudaViewMut<'_, T>,
+    precision: Precision,
+    iterations: Iterations,
+) -> Result<()> {
+    let l = CudaLauncher::new(gpu, stream)?;
+    let (wa, _w) = vec_arg(gpu, stream, w, "w")?;
+    let (oa, _out) = vec_arg_mut(gpu, stream, out, "out")?;
+    let (ga, _g) = vec_arg_mut(gpu, stream, grad, "grad")?;
+    check_out(&oa, batch.batch.len(), "matrices")?;
+    check_grad(&batch.batch, &ga, &wa)?;
+    let (matrices, order) = (batch.matrices.as_view(), batch.order.as_view());
+    let (ma, _m) = vec_arg(gpu, stream, &matrices, "matrices")?;
+    let (ra, _r) = vec_arg(gpu, stream, &order, "order")?;
+    let tables = Tables {
+        items: ma.addr,
+        order: ra.addr,
+        item_out: oa.addr,
+        layer_start: 0,
+        layer_out: 0,
+        grad: ga.addr,
+    };
+    let b = &batch.batch;
+    for launch in plan::<T>(
+        &l,
+        Kind::DenseGrad,
+        &b.schedule,
+        b.span(),
+        0,
+        tables,
+        &wa,
+        precision,
+        iterations,
+    )? {
+        l.launch(&launch)?;
+    }
+    Ok(())
+}
+
+/// The gradient buffer has w's length and the matrices do not overlap.
+pub(crate) fn check_grad(batch: &DenseBatch, grad: &VecArg, w: &VecArg) -> Result<()> {
+    if grad.len != w.len {
+        return Err(Error::shape(format!(
+            "`grad` has {} elements, `w` {}: the gradients use w's layout",
+            grad.len, w.len
+        )));
+    }
+    if !batch.disjoint {
+        return Err(Error::shape(
+            "matrices overlap in `w`: their gradients would collide".to_string(),
+        ));
     }
     Ok(())
 }
@@ -356,6 +445,7 @@ pub fn conv_bounds<T: Storage>(
         item_out: xa.addr,
         layer_start: sa.addr,
         layer_out: oa.addr,
+        grad: 0,
     };
     let b = &batch.batch;
     for launch in plan::<T>(

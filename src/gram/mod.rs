@@ -35,6 +35,7 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod zero_padding;
 
 #[cfg(feature = "emulator")]
 mod emulated;
@@ -297,6 +298,8 @@ fn side_u32(what: &str, i: usize, v: usize) -> Result<u32> {
 pub struct DenseBatch {
     pub(crate) matrices: Vec<sk_gram_matrix>,
     pub(crate) schedule: Schedule,
+    /// Whether no two matrices share an element (required for gradients).
+    pub(crate) disjoint: bool,
     /// Elements of storage the matrices span.
     span: usize,
 }
@@ -358,9 +361,17 @@ impl DenseBatch {
             });
         }
         let schedule = Schedule::new(matrices.iter().map(|m| m.rows.min(m.cols) as usize));
+        let mut ranges: Vec<(u64, u64)> = matrices
+            .iter()
+            .map(|m| (m.offset, m.offset + u64::from(m.rows) * u64::from(m.cols)))
+            .filter(|r| r.1 > r.0)
+            .collect();
+        ranges.sort_unstable();
+        let disjoint = ranges.windows(2).all(|p| p[0].1 <= p[1].0);
         Ok(DenseBatch {
             matrices,
             schedule,
+            disjoint,
             span,
         })
     }
