@@ -522,8 +522,9 @@ pub fn conv_circular_exact(shape: ConvShape, kernel: &[f64]) -> Result<f64> {
 /// [c_out, c_in, k, k]), for Lipschitz regularization. The bound is the max over frequencies f
 /// of ‖A_f‖_p, so its gradient is that of the maximizing block (the first of equal ones: a
 /// subgradient at ties; a real kernel's conjugate blocks are the same function of it, so the
-/// half spectrum loses nothing): with A_f = Σ_{p,q} K[·,·,p,q] ω_{pq}, ω_{pq} = e^{−2πi(pu+qv)/n},
-/// and G = ∂‖A_f‖_p/∂A_f (see `schatten_gradient`), ∂bound/∂K[o,i,p,q] = Re(conj(G[o][i]) ω_{pq}).
+/// half spectrum loses nothing): with `A_f = Σ_{p,q} K[·,·,p,q] ω_{pq}`,
+/// `ω_{pq} = e^{−2πi(pu+qv)/n}` and `G = ∂‖A_f‖_p/∂A_f` (see `schatten_gradient`),
+/// `∂bound/∂K[o,i,p,q] = Re(conj(G[o][i]) ω_{pq})`.
 /// T = 0 differentiates the largest Frobenius norm the same way. A zero kernel gets the zero
 /// subgradient; NaN or infinite entries NaN gradients.
 ///

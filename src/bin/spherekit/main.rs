@@ -8,11 +8,17 @@
 //!   misses its target.
 //! - `spherekit info`: how the crate was built and what device it sees.
 //! - `spherekit ptxas`: registers, stack and spills of every kernel, from the build's ptxas report.
+//! - `spherekit lipschitz <file.safetensors> [options]`: per-layer spectral-norm bounds of a
+//!   network's weights (dense layers, convolutions) by Gram iteration, on the GPU or the f64 CPU
+//!   reference, and their product, a bound on the network's Lipschitz constant (`lipschitz.rs`;
+//!   the file is read by the strict parser of `safetensors.rs`).
 //!
 //! Built on the public API only.
 
 mod bessel;
 mod hypersphere;
+mod lipschitz;
+mod safetensors;
 
 use std::sync::Arc;
 
@@ -29,8 +35,12 @@ fn main() {
             0
         }
         Some("ptxas") => ptxas(),
+        Some("lipschitz") => lipschitz::main(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
-            println!("usage: spherekit <report [--quick] | info | ptxas>");
+            println!(
+                "usage: spherekit <report [--quick] | info | ptxas | lipschitz <file.safetensors> [options]>\n\
+                 (`spherekit lipschitz --help` for its options)"
+            );
             0
         }
         Some(other) => {
