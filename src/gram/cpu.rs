@@ -219,7 +219,17 @@ pub fn dense_bound(m: usize, n: usize, w: &[f64], iterations: u32) -> Result<Bou
     ))
 }
 
-fn check_iterations(iterations: u32) -> Result<()> {
+fn check_gradient_iterations(iterations: u32) -> Result<()> {
+    if iterations > MAX_GRADIENT_ITERATIONS {
+        return Err(Error::param(
+            "iterations",
+            format!("{iterations} > {MAX_GRADIENT_ITERATIONS} for the gradient"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_iterations(iterations: u32) -> Result<()> {
     if iterations > MAX_ITERATIONS {
         return Err(Error::param(
             "iterations",
@@ -296,12 +306,7 @@ pub fn dense_bound_gradient(
     w: &[f64],
     iterations: u32,
 ) -> Result<(Bound, Vec<f64>)> {
-    if iterations > MAX_GRADIENT_ITERATIONS {
-        return Err(Error::param(
-            "iterations",
-            format!("{iterations} > {MAX_GRADIENT_ITERATIONS} for the gradient"),
-        ));
-    }
+    check_gradient_iterations(iterations)?;
     let bound = dense_bound(m, n, w, iterations)?;
     if !bound.upper.is_finite() {
         return Ok((bound, vec![f64::NAN; w.len()]));
@@ -534,12 +539,7 @@ pub fn conv_circular_bound_gradient(
     kernel: &[f64],
     iterations: u32,
 ) -> Result<(Bound, Vec<f64>)> {
-    if iterations > MAX_GRADIENT_ITERATIONS {
-        return Err(Error::param(
-            "iterations",
-            format!("{iterations} > {MAX_GRADIENT_ITERATIONS} for the gradient"),
-        ));
-    }
+    check_gradient_iterations(iterations)?;
     let bound = conv_circular_bound(shape, kernel, iterations)?;
     if !bound.upper.is_finite() {
         return Ok((bound, vec![f64::NAN; kernel.len()]));

@@ -46,8 +46,10 @@
 //!
 //! Like [`super::cpu`], nothing here is certified against rounding: the bounds hold to a few ulp.
 
-use super::cpu::{ConvShape, conv_circular_bound, dense_bound, spectral_norm_exact};
-use super::{Bound, MAX_ITERATIONS};
+use super::Bound;
+use super::cpu::{
+    ConvShape, check_iterations, conv_circular_bound, dense_bound, spectral_norm_exact,
+};
 use crate::error::{Error, Result};
 
 /// The largest side (rows or columns) of the explicit operator [`conv_zero_operator_norm_exact`]
@@ -76,16 +78,6 @@ fn check_kernel(shape: ConvShape, kernel: &[f64]) -> Result<()> {
             "a {c_out} x {c_in} x {k} x {k} kernel has {len} entries, got {}",
             kernel.len()
         )));
-    }
-    Ok(())
-}
-
-fn check_iterations(iterations: u32) -> Result<()> {
-    if iterations > MAX_ITERATIONS {
-        return Err(Error::param(
-            "iterations",
-            format!("{iterations} > {MAX_ITERATIONS}"),
-        ));
     }
     Ok(())
 }
@@ -229,7 +221,7 @@ fn one_pixel_lower_bound(shape: ConvShape, kernel: &[f64], iterations: u32) -> R
 ///
 /// A zero dimension gives 0; NaN entries NaN, infinite ones +∞ (both ends).
 ///
-/// Errors: kernel length ≠ c_out·c_in·k², T > [`MAX_ITERATIONS`], n + k − 1 overflowing usize.
+/// Errors: kernel length ≠ c_out·c_in·k², T > [`MAX_ITERATIONS`](super::MAX_ITERATIONS), n + k − 1 overflowing usize.
 pub fn conv_zero_embedding_bound(
     shape: ConvShape,
     kernel: &[f64],
@@ -406,7 +398,7 @@ impl SymbolCoefficients {
 /// NaN, infinite ones +∞ (both ends). Any finite scale is safe (the prescale is exact and the
 /// per-step scales live in L).
 ///
-/// Errors: kernel length ≠ c_out·c_in·k²; T > [`MAX_ITERATIONS`]; T ≥ 1 with
+/// Errors: kernel length ≠ c_out·c_in·k²; T > [`MAX_ITERATIONS`](super::MAX_ITERATIONS); T ≥ 1 with
 /// 2^T (k − 1) + 1 > [`MAX_GRAM_KERNEL_SIDE`] ([`Error::TooLarge`]).
 pub fn conv_zero_kernel_gram_bound(
     shape: ConvShape,
