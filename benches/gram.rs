@@ -99,7 +99,7 @@ fn dump(dir: &str, case: &Case, w: &[f32], upper: &[f64]) -> std::io::Result<()>
 
 fn run_case(gpu: &Gpu, stream: &Arc<CudaStream>, case: &Case, copy_gbps: f64, quick: bool) {
     let batch = DenseBatch::packed(&case.shapes).expect("valid shapes");
-    let tables = DeviceDenseBatch::new(gpu, stream, &batch).expect("tables");
+    let mut tables = DeviceDenseBatch::new(gpu, stream, &batch).expect("tables");
     let w = entries(batch.span(), 7 + case.shapes.len() as u64);
     let dw = stream.clone_htod(&w).unwrap();
     let poison = DeviceBound {
@@ -124,7 +124,7 @@ fn run_case(gpu: &Gpu, stream: &Arc<CudaStream>, case: &Case, copy_gbps: f64, qu
             dense_bounds(
                 gpu,
                 stream,
-                &tables,
+                &mut tables,
                 &dw.slice(..),
                 &mut dout.slice_mut(..),
                 precision,

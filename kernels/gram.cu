@@ -471,9 +471,12 @@ __device__ double level_lower(GramTeam<NT> &team, const typename F::elem *m, int
     return fmax(sqrt(st.colmax), num / st.colmax);
 }
 
-// The bounds from the recorded steps 1..T (T >= 1), for A (before the 2^s prescale).
+// The bounds from the recorded steps 1..T (T >= 1), for A (before the 2^s prescale). k is the
+// true side: the padding rows and columns are exact zeros at every step (products and sums of
+// zeros are exact), so each dot product has at most k rounded terms and each sum of squares
+// at most k^2 nonzero ones.
 template <class F>
-__device__ void finish(const History &h, int T, double level_low, double trace, int k_pad, int l,
+__device__ void finish(const History &h, int T, double level_low, double trace, int k, int l,
                        bool certified, double dft_err, double &upper, double &lower) {
     // Lower: level_low <= ||M_T||_2, rooted back through the recursion (not certified).
     double lo = level_low;
@@ -485,9 +488,9 @@ __device__ void finish(const History &h, int T, double level_low, double trace, 
         upper = sqrt(b);
         return;
     }
-    const double gsum = gamma_bound(2.0 * k_pad * k_pad + 8.0);  // sums of |entries|^2
-    double b = up(sqrt(up(h.fro2[T] * (1.0 + gsum)) + TINY));     // >= ||M_T||_2
-    const double gk = dot_gamma<F>(static_cast<double>(k_pad));
+    const double gsum = gamma_bound(2.0 * k * k + 8.0);       // sums of |entries|^2
+    double b = up(sqrt(up(h.fro2[T] * (1.0 + gsum)) + TINY));  // >= ||M_T||_2
+    const double gk = dot_gamma<F>(static_cast<double>(k));
     for (int t = T - 1; t >= 1; --t) {
         const double err = up(gk * up(h.fro2[t] * (1.0 + gsum))) + TINY;
         b = up(sqrt(up(ldexp(b, 2 * h.exps[t]) + err)));  // >= ||M_t||_2
@@ -495,7 +498,7 @@ __device__ void finish(const History &h, int T, double level_low, double trace, 
     // ||A||_F^2 <= trace / ((1 - g(l)) (1 - g(k))): the diagonal entries are sums of l
     // products, the trace a sum of k of them.
     const double fa2 = up(up(trace * (1.0 + 2.0 * dot_gamma<F>(l + 2.0))) *
-                          (1.0 + 2.0 * gamma_bound(k_pad + 2.0)));
+                          (1.0 + 2.0 * gamma_bound(k + 2.0)));
     upper = up(sqrt(up(b + up(dot_gamma<F>(static_cast<double>(l)) * fa2) + TINY)));
     if (dft_err > 0.0) upper = up(upper + dft_err);
 }
@@ -509,9 +512,9 @@ __device__ double schatten(const History &h, int T) {
 
 // Certified Frobenius norm (T = 0): ||A||_F <= sqrt of the trace inflated as in finish().
 template <class F>
-__device__ double certified_frobenius(double trace, int k_pad, int l) {
+__device__ double certified_frobenius(double trace, int k, int l) {
     return up(sqrt(up(up(trace * (1.0 + 2.0 * dot_gamma<F>(l + 2.0))) *
-                      (1.0 + 2.0 * gamma_bound(k_pad + 2.0)))));
+                      (1.0 + 2.0 * gamma_bound(k + 2.0)))));
 }
 
 // ---- one matrix, one team ---------------------------------------------------------------------
@@ -632,7 +635,7 @@ __device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
     const double dft_err = p.certified ? src.dft_error() : 0.0;
     if (steps == 0) {  // Frobenius norm; lower: the largest column norm of A
         double upper = sqrt(trace);
-        if (p.certified) upper = up(certified_frobenius<F>(trace, k_pad, l) + dft_err);
+        if (p.certified) upper = up(certified_frobenius<F>(trace, k, l) + dft_err);
         write(ldexp(upper, s), ldexp(sqrt(st.diagmax), s), 0, cert_flag);
         if constexpr (GRAD) write_gradient<F, NT>(team, src, buf, ld, capacity, nullptr, s,
                                                   1.0 / sqrt(trace));
@@ -681,7 +684,7 @@ __device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
     }
     if (team.rank == 0) {
         double upper, lower;
-        finish<F>(hist, static_cast<int>(t), low, trace, k_pad, l, p.certified != 0, dft_err,
+        finish<F>(hist, static_cast<int>(t), low, trace, k, l, p.certified != 0, dft_err,
                   upper, lower);
         write(ldexp(upper, s), ldexp(lower, s), t,
               cert_flag | (converged ? SK_GRAM_CONVERGED : 0u));
@@ -802,6 +805,515 @@ __device__ void conv(const sk_gram_params &p) {
     }
 }
 
+
+// ---- the large tier: Gram powers in global memory (params.h describes the launches) ---------
+// For sides above what one block's shared memory holds. Each GRAM launch squares every large
+// item's M_t tile by tile: a 256-thread block computes one TB x TB upper tile (16 x 16 threads,
+// MT x MT entries each, in two halves so each thread's runs are contiguous), streaming
+// LARGE_DEPTH-row panels of the tile's two column blocks through shared memory; it writes the
+// tile and its mirror (so M_{t+1} is exactly Hermitian, as on chip) and its sums of
+// |entries|^2. Everything the bounds use is what the on-chip path computes, so finish() and
+// its rounding analysis are shared; only summation orders differ (the gamma bounds hold for
+// any order).
+constexpr int LARGE_NT = static_cast<int>(SK_GRAM_THREADS);
+constexpr int LARGE_DEPTH = static_cast<int>(SK_GRAM_LARGE_DEPTH);
+constexpr int LARGE_CHUNKS = static_cast<int>(SK_GRAM_LARGE_CHUNKS);
+
+template <class F>
+struct LargeShape {
+    // Real f32: 8 x 8 per thread (128-wide tiles); f64 and complex: 4 x 4 (64-wide), so the
+    // accumulators stay in registers.
+    static constexpr bool WIDE = !F::COMPLEX && sizeof(typename F::real) == 4;
+    static constexpr int MT = WIDE ? 8 : 4;
+    static constexpr int TB = 16 * MT;
+    static constexpr int H = MT / 2;
+    static_assert(TB == static_cast<int>(WIDE ? SK_GRAM_LARGE_TILE_WIDE : SK_GRAM_LARGE_TILE),
+                  "params.h tiles");
+    // Row (or column) of the tile that entry u of thread coordinate c owns.
+    __device__ static int at(int c, int u) { return u < H ? c * H + u : TB / 2 + c * H + (u - H); }
+};
+
+struct LargeState {
+    History hist;
+    double low;      // the level lower bound at the last STATS that needed one
+    double trace;    // of M_1
+    double diagmax;  // of M_1
+    int done_at;     // adaptive: the step at which upper / lower <= 1 + tol held, else 0
+};
+static_assert(sizeof(LargeState) <= 8 * SK_GRAM_LARGE_STATE_DOUBLES, "params.h state size");
+
+enum class ScanStatus { Ok, Empty, Zero, Nan, Inf };
+
+// One large item's view of the workspace. Offsets count from the served suffix's first entry.
+template <class F>
+struct LargeItem {
+    using E = typename F::elem;
+    using S = LargeShape<F>;
+    uint32_t index;
+    int k, l, nb, k_pad, tiles;
+    LargeState *state;
+    double *scan;     // [2][LARGE_CHUNKS]: largest |entry|, NaN flag
+    double *fpart;    // [2][tiles]: M_t's per-tile sums of |entries|^2, by the parity of t
+    double *colpart;  // [nb][k_pad]: per row-tile sums of |entries|^2 of each column
+    E *m0, *m1;       // M_t: m0 for even t, m1 for odd
+    E *x;             // convolutions: X 2^-s, l x k_pad
+
+    __device__ LargeItem(const sk_gram_params &p, const sk_gram_large_item &it, int k_, int l_,
+                         bool conv) {
+        const sk_gram_large_item &base = p.large[0];
+        index = it.index;
+        k = k_;
+        l = l_;
+        nb = (k + S::TB - 1) / S::TB;
+        k_pad = nb * S::TB;
+        tiles = nb * (nb + 1) / 2;
+        double *d = p.work + (it.doubles - base.doubles);
+        state = reinterpret_cast<LargeState *>(d);
+        scan = d + SK_GRAM_LARGE_STATE_DOUBLES;
+        fpart = scan + 2 * LARGE_CHUNKS;
+        colpart = fpart + 2 * tiles;
+        E *e = static_cast<E *>(p.work_elems) + (it.elems - base.elems);
+        const uint64_t kk = static_cast<uint64_t>(k_pad) * k_pad;
+        m0 = e;
+        m1 = e + kk;
+        x = conv ? e + 2 * kk : nullptr;
+    }
+
+    // The SCAN partials combined (max and OR: order-independent), and s = ilogb(max |entry|).
+    __device__ ScanStatus status(int &s) const {
+        double amax = 0.0, nan = 0.0;
+        for (int c = 0; c < LARGE_CHUNKS; ++c) {
+            amax = fmax(amax, scan[c]);
+            nan = fmax(nan, scan[LARGE_CHUNKS + c]);
+        }
+        s = 0;
+        if (k == 0) return ScanStatus::Empty;
+        if (nan != 0.0) return ScanStatus::Nan;
+        if (amax > DBL_MAX) return ScanStatus::Inf;
+        if (amax == 0.0) return ScanStatus::Zero;
+        s = ilogb(amax);
+        return ScanStatus::Ok;
+    }
+    // (A select, not an indexed array: that would put the whole view in local memory.)
+    __device__ E *gram(uint32_t t) const { return (t & 1) ? m1 : m0; }
+};
+
+// The served entry of `large` for a block of a launch with per-item block counts given by
+// `first` (a prefix over the suffix, offset by its first entry): binary search.
+__device__ __forceinline__ uint32_t large_entry(const sk_gram_params &p, uint32_t block,
+                                                bool wide) {
+    auto first = [&](uint32_t i) {
+        return (wide ? p.large[i].first_wide : p.large[i].first_tile) -
+               (wide ? p.large[0].first_wide : p.large[0].first_tile);
+    };
+    uint32_t lo = 0, hi = p.large_count;  // the last i with first(i) <= block
+    while (hi - lo > 1) {
+        const uint32_t mid = (lo + hi) / 2;
+        if (first(mid) <= block) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+// Tile q of the upper triangle of nb x nb tiles, numbered row by row.
+__device__ __forceinline__ void upper_tile(int q, int nb, int &bi, int &bj) {
+    int r = 0;
+    while (q >= nb - r) {
+        q -= nb - r;
+        ++r;
+    }
+    bi = r;
+    bj = r + q;
+}
+
+// acc = sum over rows p < rows of conj(X[p][i0 + row]) X[p][j0 + col], with load(p, c) giving
+// X[p][c] (zero outside the matrix). Panels go through registers (the next one is fetched
+// while the current one is multiplied) into shared memory. p_fastest: consecutive threads
+// take consecutive p (a transposed source), otherwise consecutive columns.
+template <class F, class Load>
+__device__ void large_tile_product(const Load &load, int rows, bool p_fastest, int i0, int j0,
+                                   typename F::elem *sa, typename F::elem *sb,
+                                   typename F::elem (&acc)[LargeShape<F>::MT][LargeShape<F>::MT]) {
+    using E = typename F::elem;
+    using S = LargeShape<F>;
+    constexpr int TB = S::TB, MT = S::MT, PER = LARGE_DEPTH * TB / LARGE_NT;
+    const int tid = static_cast<int>(threadIdx.x), tx = tid % 16, ty = tid / 16;
+    const bool diagonal = i0 == j0;
+    E ra[PER], rb[PER];
+    auto slot = [&](int q, int &pp, int &c) {
+        const int e = tid + q * LARGE_NT;
+        if (p_fastest) {
+            pp = e % LARGE_DEPTH;
+            c = e / LARGE_DEPTH;
+        } else {
+            pp = e / TB;
+            c = e % TB;
+        }
+    };
+    auto fetch = [&](int p0) {
+#pragma unroll
+        for (int q = 0; q < PER; ++q) {
+            int pp, c;
+            slot(q, pp, c);
+            const int row = p0 + pp;
+            ra[q] = row < rows ? load(row, i0 + c) : F::zero();
+            if (!diagonal) rb[q] = row < rows ? load(row, j0 + c) : F::zero();
+        }
+    };
+#pragma unroll
+    for (int u = 0; u < MT; ++u)
+#pragma unroll
+        for (int v = 0; v < MT; ++v) acc[u][v] = F::zero();
+    const E *pb = diagonal ? sa : sb;
+    fetch(0);
+    for (int p0 = 0; p0 < rows; p0 += LARGE_DEPTH) {
+        __syncthreads();  // the previous panel has been multiplied
+#pragma unroll
+        for (int q = 0; q < PER; ++q) {
+            int pp, c;
+            slot(q, pp, c);
+            sa[pp * TB + c] = ra[q];
+            if (!diagonal) sb[pp * TB + c] = rb[q];
+        }
+        __syncthreads();
+        if (p0 + LARGE_DEPTH < rows) fetch(p0 + LARGE_DEPTH);
+#pragma unroll 4
+        for (int pp = 0; pp < LARGE_DEPTH; ++pp) {
+            E a[MT], b[MT];
+#pragma unroll
+            for (int u = 0; u < MT; ++u) {
+                a[u] = sa[pp * TB + S::at(ty, u)];
+                b[u] = pb[pp * TB + S::at(tx, u)];
+            }
+#pragma unroll
+            for (int u = 0; u < MT; ++u)
+#pragma unroll
+                for (int v = 0; v < MT; ++v) F::acc_conj(acc[u][v], a[u], b[v]);
+        }
+    }
+}
+
+// Shared memory of a GRAM block: two panels, later reused for the column sums.
+template <class F>
+__host__ __device__ constexpr int large_smem_bytes() {
+    constexpr int TB = LargeShape<F>::TB;
+    constexpr int panels = 2 * LARGE_DEPTH * TB * static_cast<int>(sizeof(typename F::elem));
+    constexpr int sums = 2 * 16 * TB * static_cast<int>(sizeof(double));
+    return panels > sums ? panels : sums;
+}
+
+// GRAM step t for one tile: M_t = (M_{t-1} 2^-e)^2 (t >= 2) or X^H X (t = 1), stored with its
+// mirror, the tile's sum of |entries|^2 (off-diagonal entries twice) to fpart and its column
+// sums to colpart.
+template <class F, class Item, class Load>
+__device__ void large_gram_tile(const sk_gram_params &p, const Item &it, int q, int rows,
+                                bool p_fastest, const Load &load, double scale,
+                                unsigned char *smem) {
+    using E = typename F::elem;
+    using R = typename F::real;
+    using S = LargeShape<F>;
+    constexpr int TB = S::TB, MT = S::MT;
+    E *sa = reinterpret_cast<E *>(smem);
+    E *sb = sa + LARGE_DEPTH * TB;
+    int bi, bj;
+    upper_tile(q, it.nb, bi, bj);
+    const int i0 = bi * TB, j0 = bj * TB;
+    E acc[MT][MT];
+    large_tile_product<F>(load, rows, p_fastest, i0, j0, sa, sb, acc);
+
+    const int tid = static_cast<int>(threadIdx.x), tx = tid % 16, ty = tid / 16;
+    const int ld = it.k_pad;
+    E *dst = it.gram(p.t);
+    double colacc[MT], rowacc[MT], fro = 0.0;
+#pragma unroll
+    for (int u = 0; u < MT; ++u) colacc[u] = rowacc[u] = 0.0;
+#pragma unroll
+    for (int u = 0; u < MT; ++u)
+#pragma unroll
+        for (int v = 0; v < MT; ++v) {
+            const int i = i0 + S::at(ty, u), j = j0 + S::at(tx, v);
+            if (i > j) continue;  // diagonal tiles: the mirror of an entry above
+            E val = F::scale(acc[u][v], static_cast<R>(scale));
+            if (i == j) val = F::real_part(val);
+            dst[static_cast<uint64_t>(i) * ld + j] = val;
+            const double a2 = F::abs2(val);
+            colacc[v] += a2;
+            if (i != j) {
+                dst[static_cast<uint64_t>(j) * ld + i] = F::conj(val);
+                rowacc[u] += a2;
+                fro += 2.0 * a2;
+            } else {
+                fro += a2;
+            }
+        }
+    GramTeam<LARGE_NT> team;
+    fro = team.sum(fro);  // (a barrier: the panels are free)
+    double *col_red = reinterpret_cast<double *>(smem);  // [16 ty][TB]
+    double *row_red = col_red + 16 * TB;                 // [16 tx][TB]
+#pragma unroll
+    for (int u = 0; u < MT; ++u) {
+        col_red[ty * TB + S::at(tx, u)] = colacc[u];
+        row_red[tx * TB + S::at(ty, u)] = rowacc[u];
+    }
+    __syncthreads();
+    for (int c = tid; c < TB; c += LARGE_NT) {
+        double sc = 0.0, sr = 0.0;
+        for (int y = 0; y < 16; ++y) {
+            sc += col_red[y * TB + c];
+            sr += row_red[y * TB + c];
+        }
+        if (bi == bj) {
+            it.colpart[static_cast<uint64_t>(bi) * ld + j0 + c] = sc + sr;
+        } else {
+            it.colpart[static_cast<uint64_t>(bi) * ld + j0 + c] = sc;
+            it.colpart[static_cast<uint64_t>(bj) * ld + i0 + c] = sr;
+        }
+    }
+    if (tid == 0) it.fpart[(p.t & 1) * it.tiles + q] = fro;
+}
+
+// The sum of n doubles in a fixed order (so every block that forms it gets the same value).
+__device__ double ordered_sum(GramTeam<LARGE_NT> &team, const double *v, int n) {
+    double s = 0.0;
+    for (int i = team.rank; i < n; i += LARGE_NT) s += v[i];
+    return team.sum(s);
+}
+
+// STATS step t (one block per item): see params.h.
+template <class F, class Item>
+__device__ void large_stats(const sk_gram_params &p, const Item &it) {
+    GramTeam<LARGE_NT> team;
+    LargeState *st = it.state;
+    const int t = static_cast<int>(p.t);
+    const typename F::elem *m = it.gram(p.t);
+    const int ld = it.k_pad, k = it.k;
+    const double fro2 = ordered_sum(team, it.fpart + (t & 1) * it.tiles, it.tiles);
+    if (team.rank == 0) {
+        st->hist.fro2[t] = fro2;
+        st->hist.exps[t] = ilogb(fro2) >> 1;
+        if (t == 1) st->done_at = 0;
+    }
+    if (t == 1) {
+        double trace = 0.0, diagmax = 0.0;
+        for (int j = team.rank; j < k; j += LARGE_NT) {
+            const double d = F::re(m[static_cast<uint64_t>(j) * ld + j]);
+            trace += d;
+            diagmax = fmax(diagmax, d);
+        }
+        trace = team.sum(trace);
+        diagmax = team.max(diagmax);
+        if (team.rank == 0) {
+            st->trace = trace;
+            st->diagmax = diagmax;
+        }
+    }
+    const bool need_low = p.tolerance > 0.0 || p.t == p.iterations;
+    if (!need_low || p.iterations == 0) return;
+    // The largest column (the first of equal ones) from the per-row-tile column sums.
+    double colmax = -1.0;
+    int jmax = k;
+    for (int j = team.rank; j < k; j += LARGE_NT) {
+        double cs = 0.0;
+        for (int r = 0; r < it.nb; ++r) cs += it.colpart[static_cast<uint64_t>(r) * ld + j];
+        if (cs > colmax) {
+            colmax = cs;
+            jmax = j;
+        }
+    }
+    const double cmax = team.max(colmax);
+    const int j = static_cast<int>(team.reduce(colmax == cmax ? static_cast<double>(jmax) : k,
+                                               [](double a, double b) { return fmin(a, b); }));
+    // Rayleigh quotient of x = M e_j: x_c = M[c][j] = conj(M[j][c]) (stored exactly so), so
+    // (M x)_i = sum_c M[i][c] conj(M[j][c]) reads rows; one warp per row.
+    const int warp = team.rank / 32, lane = team.rank % 32;
+    const typename F::elem *mj = m + static_cast<uint64_t>(j) * ld;
+    double num = 0.0;
+    for (int i = warp; i < k; i += LARGE_NT / 32) {
+        const typename F::elem *mi = m + static_cast<uint64_t>(i) * ld;
+        double yre = 0.0, yim = 0.0;
+        for (int c = lane; c < k; c += 32) {
+            const auto a = mi[c], b = mj[c];  // a conj(b)
+            yre += F::re(a) * F::re(b) + F::im(a) * F::im(b);
+            yim += F::im(a) * F::re(b) - F::re(a) * F::im(b);
+        }
+#pragma unroll
+        for (int o = 16; o >= 1; o /= 2) {
+            yre += __shfl_xor_sync(0xffffffffu, yre, o);
+            yim += __shfl_xor_sync(0xffffffffu, yim, o);
+        }
+        const auto xi = mj[i];  // conj(x_i) = M[j][i]
+        if (lane == 0) num += F::re(xi) * yre - F::im(xi) * yim;  // Re(conj(x_i) y_i)
+    }
+    num = team.sum(num);
+    const double low = fmax(sqrt(cmax), num / cmax);
+    if (team.rank == 0) {
+        st->low = low;
+        const double log_target = p.tolerance > 0.0 ? log1p(p.tolerance) : 0.0;
+        if (p.tolerance > 0.0 && 0.5 * log(fro2) - log(low) <= ldexp(log_target, t))
+            st->done_at = t;
+    }
+}
+
+// FINISH (rank 0 of one block per item): the bounds from the state, as bound_one does.
+template <class F, class Item, class Src>
+__device__ void large_finish(const sk_gram_params &p, const Item &it, const Src &src) {
+    if (threadIdx.x != 0) return;
+    sk_gram_bound *out = p.out + it.index;
+    const uint32_t cert_flag = p.certified ? SK_GRAM_CERTIFIED : 0u;
+    auto write = [&](double upper, double lower, uint32_t iters, uint32_t flags) {
+        out->upper = upper;
+        out->lower = lower;
+        out->iterations = iters;
+        out->flags = flags;
+    };
+    int s;
+    switch (it.status(s)) {
+        case ScanStatus::Empty:
+        case ScanStatus::Zero:
+            write(0.0, 0.0, p.iterations, cert_flag);
+            return;
+        case ScanStatus::Nan:
+            write(nan_f64(), nan_f64(), p.iterations, cert_flag);
+            return;
+        case ScanStatus::Inf:
+            write(inf_f64(), inf_f64(), p.iterations, cert_flag);
+            return;
+        case ScanStatus::Ok:
+            break;
+    }
+    const LargeState *st = it.state;
+    const double dft_err = p.certified ? src.dft_error() : 0.0;
+    if (p.iterations == 0) {
+        double upper = sqrt(st->trace);
+        if (p.certified) upper = up(certified_frobenius<F>(st->trace, it.k, it.l) + dft_err);
+        write(ldexp(upper, s), ldexp(sqrt(st->diagmax), s), 0, cert_flag);
+        return;
+    }
+    const int T = st->done_at > 0 ? st->done_at : static_cast<int>(p.iterations);
+    double upper, lower;
+    finish<F>(st->hist, T, st->low, st->trace, it.k, it.l, p.certified != 0, dft_err, upper,
+              lower);
+    write(ldexp(upper, s), ldexp(lower, s), static_cast<uint32_t>(T),
+          cert_flag | (st->done_at > 0 ? SK_GRAM_CONVERGED : 0u));
+}
+
+// One phase of the large tier for every served item. `make(index, twiddles)` builds the
+// item's source (dense or convolution).
+template <class F, bool CONV, class MakeSource>
+__device__ void large(const sk_gram_params &p, MakeSource make) {
+    using E = typename F::elem;
+    using S = LargeShape<F>;
+    __shared__ Cplx<typename F::real> twiddles[2 * SK_GRAM_MAX_TAPS];
+    __shared__ double smem_words[large_smem_bytes<F>() / 8];  // GRAM's panels, then sums
+    unsigned char *smem = reinterpret_cast<unsigned char *>(smem_words);
+    GramTeam<LARGE_NT> team;
+    const uint32_t block = blockIdx.x;
+    uint32_t entry, part = 0;
+    switch (p.step) {
+        case SK_GRAM_LARGE_SCAN:
+        case SK_GRAM_LARGE_FORM:
+            entry = block / LARGE_CHUNKS;
+            part = block % LARGE_CHUNKS;
+            break;
+        case SK_GRAM_LARGE_GRAM:
+            entry = large_entry(p, block, S::WIDE);
+            part = block - ((S::WIDE ? p.large[entry].first_wide : p.large[entry].first_tile) -
+                            (S::WIDE ? p.large[0].first_wide : p.large[0].first_tile));
+            break;
+        default:
+            entry = block;
+    }
+    SK_EXPECT(entry < p.large_count);
+    const sk_gram_large_item rec = p.large[entry];
+    auto src = make(rec.index, twiddles);
+    const LargeItem<F> it(p, rec, src.k, src.l, CONV);
+
+    if (p.step == SK_GRAM_LARGE_SCAN) {
+        const uint64_t n = src.raw_len();
+        const uint64_t per = (n + LARGE_CHUNKS - 1) / LARGE_CHUNKS;
+        const uint64_t lo = per * part, hi = lo + per < n ? lo + per : n;
+        double amax = 0.0, nan = 0.0;
+        for (uint64_t e = lo + team.rank; e < hi; e += LARGE_NT) {
+            const double v = fabs(src.raw(e));
+            if (v != v) nan = 1.0;
+            amax = fmax(amax, v);
+        }
+        amax = team.max(amax);
+        nan = team.max(nan);
+        if (team.rank == 0) {
+            it.scan[part] = amax;
+            it.scan[LARGE_CHUNKS + part] = nan;
+        }
+        return;
+    }
+    if (p.step == SK_GRAM_LARGE_FINISH) {
+        large_finish<F>(p, it, src);
+        return;
+    }
+    int s;
+    if (it.status(s) != ScanStatus::Ok) return;  // FINISH writes the degenerate results
+    if (p.t >= 2 && it.state->done_at > 0) return;  // adaptive: converged earlier
+    switch (p.step) {
+        case SK_GRAM_LARGE_FORM: {
+            if constexpr (CONV) {
+                src.prepare(team, s);
+                const uint64_t n = static_cast<uint64_t>(it.l) * it.k_pad;
+                const uint64_t per = (n + LARGE_CHUNKS - 1) / LARGE_CHUNKS;
+                const uint64_t lo = per * part, hi = lo + per < n ? lo + per : n;
+                for (uint64_t e = lo + team.rank; e < hi; e += LARGE_NT) {
+                    const int r = static_cast<int>(e / it.k_pad), c = static_cast<int>(e % it.k_pad);
+                    it.x[e] = c < it.k ? src.load(r, c, s) : F::zero();
+                }
+            }
+            return;
+        }
+        case SK_GRAM_LARGE_GRAM: {
+            if (p.t == 1) {
+                if constexpr (CONV) {
+                    const E *x = it.x;
+                    const int ld = it.k_pad;
+                    large_gram_tile<F>(p, it, static_cast<int>(part), it.l, false,
+                                       [&](int r, int c) { return x[static_cast<uint64_t>(r) * ld + c]; },
+                                       1.0, smem);
+                } else {
+                    const int k = it.k;
+                    large_gram_tile<F>(p, it, static_cast<int>(part), it.l, src.transposed,
+                                       [&](int r, int c) { return c < k ? src.load(r, c, s) : F::zero(); },
+                                       1.0, smem);
+                }
+            } else {
+                const E *m = it.gram(p.t - 1);
+                const int ld = it.k_pad;
+                const int e = it.state->hist.exps[p.t - 1];
+                large_gram_tile<F>(p, it, static_cast<int>(part), it.k_pad, false,
+                                   [&](int r, int c) { return m[static_cast<uint64_t>(r) * ld + c]; },
+                                   ldexp(1.0, -2 * e), smem);
+            }
+            return;
+        }
+        case SK_GRAM_LARGE_STATS:
+            large_stats<F>(p, it);
+            return;
+        default:
+            SK_EXPECT(false);
+    }
+}
+
+template <class T, class R>
+__device__ void large_dense(const sk_gram_params &p) {
+    using F = RealField<R>;
+    large<F, false>(p, [&](uint32_t index, Cplx<R> *) { return DenseSource<T, F>(p, index); });
+}
+
+template <class T, class R>
+__device__ void large_conv(const sk_gram_params &p) {
+    using F = ComplexField<R>;
+    large<F, true>(p, [&](uint32_t index, Cplx<R> *tw) { return ConvSource<T, F>(p, index, tw); });
+}
+
 }  // namespace gram
 }  // namespace sk
 
@@ -811,7 +1323,11 @@ __device__ void conv(const sk_gram_params &p) {
     SK_KERNEL(sk_gram_conv_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,                 \
               sk::gram::conv<T, R>(p))                                                      \
     SK_KERNEL(sk_gram_dense_grad_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,           \
-              sk::gram::dense_grad<T, R>(p))
+              sk::gram::dense_grad<T, R>(p))                                                \
+    SK_KERNEL(sk_gram_large_dense_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,          \
+              sk::gram::large_dense<T, R>(p))                                               \
+    SK_KERNEL(sk_gram_large_conv_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,           \
+              sk::gram::large_conv<T, R>(p))
 
 SK_GRAM_KERNELS(f32, float, f32, float)
 SK_GRAM_KERNELS(f32, float, f64, double)

@@ -220,6 +220,43 @@ typedef struct sk_gram_bound {
 #define SK_GRAM_CONV_ITEMS 0u  /* step: every frequency block of every layer */
 #define SK_GRAM_CONV_REDUCE 1u /* step: per layer, the max over its blocks   */
 
+/* The large tier (sk_gram_large_*): items whose Gram matrix does not fit on chip keep M_t in a
+ * global workspace and run as a sequence of launches, each over all large items:
+ *   SCAN   (SK_GRAM_LARGE_CHUNKS blocks per item) the largest |entry| and NaN flag, per chunk;
+ *   FORM   (convolutions, as many blocks) the scaled c_out x c_in DFT block X into the workspace;
+ *   GRAM t (one block per upper tile) M_t = M_{t-1}^2 2^(-2 e_{t-1}) (t = 1: X^H X), mirrored,
+ *          with per-tile sums of |entries|^2 (whole, and per column);
+ *   STATS t (one block per item) ||M_t||_F^2 and e_t; at t = 1 the trace; when a lower bound is
+ *          needed (the last step, or every step when adaptive) the largest column and the
+ *          Rayleigh quotient, and the adaptive test;
+ *   FINISH (one block per item) the bounds, to out[index].
+ * Tiles are SK_GRAM_LARGE_TILE_WIDE wide for real f32 arithmetic, SK_GRAM_LARGE_TILE otherwise;
+ * k_pad = k rounded up to the tile. `large` lists the items in ascending k; a call passes the
+ * suffix it serves, and workspace offsets count from that suffix's first entry.
+ * Per item, in doubles from `work`: SK_GRAM_LARGE_STATE_DOUBLES of state, 2 * SK_GRAM_LARGE_CHUNKS
+ * scan partials, 2 * tiles Frobenius partials, nb * k_pad column partials (nb = k_pad / tile);
+ * in field elements from `work_elems`: two k_pad x k_pad matrices, and for convolutions the
+ * l x k_pad block X. */
+#define SK_GRAM_LARGE_SCAN 2u
+#define SK_GRAM_LARGE_FORM 3u
+#define SK_GRAM_LARGE_GRAM 4u
+#define SK_GRAM_LARGE_STATS 5u
+#define SK_GRAM_LARGE_FINISH 6u
+#define SK_GRAM_LARGE_TILE_WIDE 128u
+#define SK_GRAM_LARGE_TILE 64u
+#define SK_GRAM_LARGE_DEPTH 16u   /* rows of a panel per pass */
+#define SK_GRAM_LARGE_CHUNKS 16u
+#define SK_GRAM_LARGE_STATE_DOUBLES 128u
+
+typedef struct sk_gram_large_item {
+    uint64_t doubles;     /* offset of the item's f64 workspace, in doubles          */
+    uint64_t elems;       /* offset of its matrices, in field elements               */
+    uint32_t index;       /* the item (matrix or frequency block) it serves          */
+    uint32_t first_tile;  /* GRAM blocks before it with SK_GRAM_LARGE_TILE tiles      */
+    uint32_t first_wide;  /* the same with SK_GRAM_LARGE_TILE_WIDE tiles              */
+    uint32_t reserved;
+} sk_gram_large_item;
+
 typedef struct sk_gram_params {
     const void *w;            /* every matrix or kernel, in the storage type         */
     const void *items;        /* [count] sk_gram_matrix or sk_gram_conv_item         */
@@ -236,7 +273,12 @@ typedef struct sk_gram_params {
     uint32_t certified;       /* 1: rigorous upper bound (f64 arithmetic kernels)    */
     uint32_t block_capacity;  /* block tier: shared-memory elements for the Gram      */
     uint32_t layers;          /* convolutions                                         */
-    uint32_t step;            /* convolutions: SK_GRAM_CONV_ITEMS or SK_GRAM_CONV_REDUCE */
+    uint32_t step;            /* SK_GRAM_CONV_* (convolutions) or SK_GRAM_LARGE_*       */
+    uint32_t t;               /* large tier: the GRAM or STATS step                   */
+    uint32_t large_count;     /* large tier: entries of `large`                       */
+    const sk_gram_large_item *large; /* large tier: the items served, ascending k     */
+    double *work;             /* large tier: f64 workspace                            */
+    void *work_elems;         /* large tier: Gram matrices (and convolution blocks)   */
 } sk_gram_params;
 
 #endif /* SPHEREKIT_PARAMS_H */

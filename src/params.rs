@@ -51,6 +51,16 @@ pub const SK_GRAM_CERTIFIED: u32 = 1;
 pub const SK_GRAM_CONVERGED: u32 = 2;
 pub const SK_GRAM_CONV_ITEMS: u32 = 0;
 pub const SK_GRAM_CONV_REDUCE: u32 = 1;
+pub const SK_GRAM_LARGE_SCAN: u32 = 2;
+pub const SK_GRAM_LARGE_FORM: u32 = 3;
+pub const SK_GRAM_LARGE_GRAM: u32 = 4;
+pub const SK_GRAM_LARGE_STATS: u32 = 5;
+pub const SK_GRAM_LARGE_FINISH: u32 = 6;
+pub const SK_GRAM_LARGE_TILE_WIDE: u32 = 128;
+pub const SK_GRAM_LARGE_TILE: u32 = 64;
+pub const SK_GRAM_LARGE_DEPTH: u32 = 16;
+pub const SK_GRAM_LARGE_CHUNKS: u32 = 16;
+pub const SK_GRAM_LARGE_STATE_DOUBLES: u32 = 128;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct sk_normalize_params {
@@ -409,6 +419,33 @@ const _: () = {
         [::core::mem::offset_of!(sk_gram_bound, flags) - 20usize];
 };
 #[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct sk_gram_large_item {
+    pub doubles: u64,
+    pub elems: u64,
+    pub index: u32,
+    pub first_tile: u32,
+    pub first_wide: u32,
+    pub reserved: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of sk_gram_large_item"][::core::mem::size_of::<sk_gram_large_item>() - 32usize];
+    ["Alignment of sk_gram_large_item"][::core::mem::align_of::<sk_gram_large_item>() - 8usize];
+    ["Offset of field: sk_gram_large_item::doubles"]
+        [::core::mem::offset_of!(sk_gram_large_item, doubles) - 0usize];
+    ["Offset of field: sk_gram_large_item::elems"]
+        [::core::mem::offset_of!(sk_gram_large_item, elems) - 8usize];
+    ["Offset of field: sk_gram_large_item::index"]
+        [::core::mem::offset_of!(sk_gram_large_item, index) - 16usize];
+    ["Offset of field: sk_gram_large_item::first_tile"]
+        [::core::mem::offset_of!(sk_gram_large_item, first_tile) - 20usize];
+    ["Offset of field: sk_gram_large_item::first_wide"]
+        [::core::mem::offset_of!(sk_gram_large_item, first_wide) - 24usize];
+    ["Offset of field: sk_gram_large_item::reserved"]
+        [::core::mem::offset_of!(sk_gram_large_item, reserved) - 28usize];
+};
+#[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct sk_gram_params {
     pub w: *const ::core::ffi::c_void,
@@ -427,10 +464,15 @@ pub struct sk_gram_params {
     pub block_capacity: u32,
     pub layers: u32,
     pub step: u32,
+    pub t: u32,
+    pub large_count: u32,
+    pub large: *const sk_gram_large_item,
+    pub work: *mut f64,
+    pub work_elems: *mut ::core::ffi::c_void,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of sk_gram_params"][::core::mem::size_of::<sk_gram_params>() - 96usize];
+    ["Size of sk_gram_params"][::core::mem::size_of::<sk_gram_params>() - 128usize];
     ["Alignment of sk_gram_params"][::core::mem::align_of::<sk_gram_params>() - 8usize];
     ["Offset of field: sk_gram_params::w"][::core::mem::offset_of!(sk_gram_params, w) - 0usize];
     ["Offset of field: sk_gram_params::items"]
@@ -463,6 +505,15 @@ const _: () = {
         [::core::mem::offset_of!(sk_gram_params, layers) - 88usize];
     ["Offset of field: sk_gram_params::step"]
         [::core::mem::offset_of!(sk_gram_params, step) - 92usize];
+    ["Offset of field: sk_gram_params::t"][::core::mem::offset_of!(sk_gram_params, t) - 96usize];
+    ["Offset of field: sk_gram_params::large_count"]
+        [::core::mem::offset_of!(sk_gram_params, large_count) - 100usize];
+    ["Offset of field: sk_gram_params::large"]
+        [::core::mem::offset_of!(sk_gram_params, large) - 104usize];
+    ["Offset of field: sk_gram_params::work"]
+        [::core::mem::offset_of!(sk_gram_params, work) - 112usize];
+    ["Offset of field: sk_gram_params::work_elems"]
+        [::core::mem::offset_of!(sk_gram_params, work_elems) - 120usize];
 };
 impl Default for sk_gram_params {
     fn default() -> Self {

@@ -616,7 +616,7 @@ impl Target for Device {
     ) -> spherekit::Result<Vec<DeviceBound>> {
         use spherekit::gram::gpu::{DeviceDenseBatch, dense_bounds};
         let s = &self.1;
-        let tables = DeviceDenseBatch::new(&self.0, s, batch)?;
+        let mut tables = DeviceDenseBatch::new(&self.0, s, batch)?;
         // Device buffers cannot be empty: pad with one element the batch never reads.
         let mut host = w.to_vec();
         host.push(T::from_f64(0.0));
@@ -626,7 +626,7 @@ impl Target for Device {
         let r = dense_bounds(
             &self.0,
             s,
-            &tables,
+            &mut tables,
             &dw.slice(..w.len()),
             &mut dout.slice_mut(..n),
             precision,
@@ -1018,11 +1018,272 @@ fn bad_input(t: &impl Target) {
 }
 
 #[test]
-fn batches_reject_matrices_too_large_for_the_chip() {
-    assert!(DenseBatch::packed(&[(129, 129)]).is_err());
-    assert!(DenseBatch::packed(&[(129, 128), (4096, 128)]).is_ok());
+fn batches_take_large_matrices_and_reject_overflow() {
+    // Above the on-chip limit the large tier takes them.
+    assert!(DenseBatch::packed(&[(129, 129), (4096, 4096), (129, 128)]).is_ok());
     assert!(DenseBatch::packed(&[(usize::MAX, 2)]).is_err());
     assert!(DenseBatch::with_offsets(&[(usize::MAX, 2, 2)]).is_err());
+    assert!(DenseBatch::packed(&[(1 << 31, 1 << 31)]).is_err());
+}
+
+/// Shapes for the large tier (smaller side above 128: Gram powers in global memory), mixed with
+/// both on-chip tiers so one call runs every path: square just above the limit (a partial last
+/// tile), tall, wide, and a side that is a multiple of both tile widths.
+const LARGE_SHAPES: [(usize, usize); 7] = [
+    (129, 129),
+    (5, 3),
+    (300, 140),
+    (150, 400),
+    (128, 130),
+    (256, 256),
+    (40, 64),
+];
+
+/// The large tier equals the CPU reference of the same algorithm (1e-5 relative in f32
+/// arithmetic, 1e-12 in f64) for T = 0, 1, 3, 6 and every storage type; certified bounds
+/// enclose exactly known norms at scales 2^-100..2^100; scaling by 2^e scales the bounds
+/// exactly; the adaptive mode stops with upper/lower <= 1 + tol around the exact σ₁; NaN,
+/// infinite and zero matrices give NaN, +inf and 0 for themselves only; gradients refuse
+/// large matrices.
+fn large_matrices(t: &impl Target) {
+    let mut rng = Rng::new();
+    let (batch, w) = random_batch(&mut rng, &LARGE_SHAPES);
+    let offsets: Vec<usize> = (0..batch.len())
+        .map(|i| LARGE_SHAPES[..i].iter().map(|(a, b)| a * b).sum())
+        .collect();
+    fn parity<T: Storage>(
+        t: &impl Target,
+        batch: &DenseBatch,
+        w: &[f64],
+        offsets: &[usize],
+        precision: Precision,
+        tol: f64,
+        seed: u64,
+    ) {
+        let stored: Vec<T> = w.iter().map(|&v| T::from_f64(v)).collect();
+        let as_f64: Vec<f64> = stored.iter().map(|v| v.to_f64()).collect();
+        for steps in [0, 1, 3, 6] {
+            let got = t
+                .bounds(batch, &stored, precision, Iterations::Fixed(steps))
+                .unwrap();
+            for (i, g) in got.iter().enumerate() {
+                let (m, n) = batch.shape(i).unwrap();
+                let want =
+                    dense_bound(m, n, &as_f64[offsets[i]..offsets[i] + m * n], steps).unwrap();
+                assert!(
+                    rel(g.upper, want.upper) <= tol && rel(g.lower, want.lower) <= tol,
+                    "seed {seed}: {} {precision:?} {m} x {n}, T = {steps}: got {g:?}, want \
+                     {want:?}",
+                    T::NAME
+                );
+                assert_eq!(g.iterations, steps);
+                assert_eq!(g.certified(), precision == Precision::Certified);
+            }
+        }
+    }
+    let seed = rng.seed;
+    parity::<f32>(t, &batch, &w, &offsets, Precision::Fast, 1e-5, seed);
+    parity::<half::bf16>(t, &batch, &w, &offsets, Precision::Fast, 1e-5, seed);
+    parity::<f32>(t, &batch, &w, &offsets, Precision::F64, 1e-12, seed);
+    // Certified: the reference is the plain bound; the inflation is about (k² + l) 2^-53.
+    parity::<f64>(t, &batch, &w, &offsets, Precision::Certified, 1e-10, seed);
+    parity::<f64>(t, &batch, &w, &offsets, Precision::F64, 1e-12, seed);
+
+    // Certified enclosure of exactly known norms: a rank-1 integer outer product and a scaled
+    // permutation, at 2^-100, 1 and 2^100.
+    let (m, n) = (140, 170);
+    let mut shapes = Vec::new();
+    let mut cw = Vec::new();
+    let mut exact2 = Vec::new();
+    let mut scales = Vec::new();
+    for e in [-100, 0, 100] {
+        let scale = 2f64.powi(e);
+        let mut int = || (rng.below(7) + 1) as f64 * if rng.below(2) == 0 { 1.0 } else { -1.0 };
+        let u: Vec<f64> = (0..m).map(|_| int()).collect();
+        let v: Vec<f64> = (0..n).map(|_| int()).collect();
+        for a in &u {
+            cw.extend(v.iter().map(|b| a * b * scale));
+        }
+        shapes.push((m, n));
+        exact2.push(u.iter().map(|x| x * x).sum::<f64>() * v.iter().map(|x| x * x).sum::<f64>());
+        scales.push(scale);
+        let mut p = vec![0.0; m * n];
+        for i in 0..m {
+            p[i * n + (i * 7 + 3) % n] = 3.0 * scale;
+        }
+        cw.extend(p);
+        shapes.push((m, n));
+        exact2.push(9.0);
+        scales.push(scale);
+    }
+    let cbatch = DenseBatch::packed(&shapes).unwrap();
+    let cw32: Vec<f32> = cw.iter().map(|&v| v as f32).collect();
+    for steps in [1, 5, 12] {
+        let got = t
+            .bounds(&cbatch, &cw32, Precision::Certified, Iterations::Fixed(steps))
+            .unwrap();
+        for (i, b) in got.iter().enumerate() {
+            assert!(
+                b.certified() && at_least_sqrt(b.upper / scales[i], exact2[i]),
+                "seed {}: large #{i}, T = {steps}: certified {} < exact {}",
+                rng.seed,
+                b.upper / scales[i],
+                exact2[i].sqrt()
+            );
+        }
+    }
+
+    // Scaling by 2^e is exact.
+    let base: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+    let it = Iterations::Fixed(4);
+    let want = t.bounds(&batch, &base, Precision::Fast, it).unwrap();
+    for e in [-100, 100] {
+        let s = 2f32.powi(e);
+        let scaled: Vec<f32> = base.iter().map(|&v| v * s).collect();
+        let got = t.bounds(&batch, &scaled, Precision::Fast, it).unwrap();
+        for (g, b) in got.iter().zip(&want) {
+            let s = f64::from(s);
+            assert!(g.upper == b.upper * s && g.lower == b.lower * s, "2^{e}: {g:?} vs {b:?}");
+        }
+    }
+
+    // Adaptive, with a gap (0.9) and with a cluster (1 - 1e-6), tall: encloses the exact σ₁.
+    let (m, n) = (160, 136);
+    let mut shapes = Vec::new();
+    let mut aw = Vec::new();
+    let mut sigma = Vec::new();
+    for second in [0.9, 1.0 - 1e-6] {
+        let s: Vec<f64> = (0..n)
+            .map(|i| match i {
+                0 => 1.0,
+                1 => second,
+                _ => rng.uniform(0.0, 0.85),
+            })
+            .collect();
+        let a = with_spectrum(&mut rng, m, n, &s);
+        sigma.push(spectral_norm_exact(m, n, &a).unwrap());
+        aw.extend(a);
+        shapes.push((m, n));
+    }
+    let abatch = DenseBatch::packed(&shapes).unwrap();
+    let tolerance = 1e-6;
+    let got = t
+        .bounds(&abatch, &aw, Precision::F64, Iterations::Adaptive { tolerance, max: 30 })
+        .unwrap();
+    for (i, b) in got.iter().enumerate() {
+        assert!(
+            b.converged()
+                && b.upper / b.lower <= 1.0 + tolerance * (1.0 + 1e-9)
+                && b.upper >= sigma[i] * (1.0 - 1e-14)
+                && b.lower <= sigma[i] * (1.0 + 1e-14),
+            "seed {}: large adaptive #{i}: {b:?} vs sigma {}",
+            rng.seed,
+            sigma[i]
+        );
+    }
+    assert!(got[0].iterations <= 8 && got[1].iterations > got[0].iterations, "{got:?}");
+    let cert = t
+        .bounds(&abatch, &aw, Precision::Certified, Iterations::Fixed(6))
+        .unwrap();
+    assert!(
+        cert[0].upper >= sigma[0] && rel(cert[0].upper, sigma[0]) <= 1e-6,
+        "seed {}: gap 0.9, T = 6: {:?} vs {}",
+        rng.seed,
+        cert[0],
+        sigma[0]
+    );
+
+    // Degenerate large matrices, next to a good one.
+    let shapes = [(130, 131), (140, 130), (129, 200), (150, 150), (0, 300)];
+    let dbatch = DenseBatch::packed(&shapes).unwrap();
+    let mut dw: Vec<f32> = (0..dbatch.span()).map(|_| rng.normal() as f32).collect();
+    let o1 = 130 * 131;
+    let o2 = o1 + 140 * 130;
+    let o3 = o2 + 129 * 200;
+    dw[o1 + 1000] = f32::NAN;
+    dw[o2 + 7] = f32::INFINITY;
+    dw[o3..o3 + 150 * 150].iter_mut().for_each(|v| *v = 0.0);
+    let got = t
+        .bounds(&dbatch, &dw, Precision::Fast, Iterations::Fixed(3))
+        .unwrap();
+    let as_f64: Vec<f64> = dw[..o1].iter().map(|&v| f64::from(v)).collect();
+    let want = dense_bound(130, 131, &as_f64, 3).unwrap();
+    assert!(rel(got[0].upper, want.upper) <= 1e-5, "{:?} vs {want:?}", got[0]);
+    assert!(got[1].upper.is_nan() && got[1].lower.is_nan(), "{:?}", got[1]);
+    assert_eq!(got[2].upper, f64::INFINITY);
+    assert_eq!((got[3].upper, got[3].lower), (0.0, 0.0));
+    assert_eq!((got[4].upper, got[4].lower), (0.0, 0.0));
+    // Gradients of large matrices are not computed: an error, not a wrong answer.
+    assert!(
+        t.grad(
+            &dbatch,
+            &dw,
+            vec![0.0; dw.len()],
+            Precision::Fast,
+            Iterations::Fixed(2)
+        )
+        .is_err()
+    );
+}
+
+/// Convolutions whose channel blocks exceed the on-chip limit (64 in f64 arithmetic, 128 in
+/// f32) run on the large tier: every layer equals the reference, certified bounds are >= the
+/// exact norm, mixed in one call with on-chip layers.
+fn large_conv(t: &impl Target) {
+    let mut rng = Rng::new();
+    let shapes = [
+        ConvShape {
+            c_out: 72,
+            c_in: 80,
+            k: 3,
+            n: 4,
+        },
+        ConvShape {
+            c_out: 8,
+            c_in: 5,
+            k: 3,
+            n: 5,
+        },
+        ConvShape {
+            c_out: 140,
+            c_in: 130,
+            k: 2,
+            n: 2,
+        },
+    ];
+    let batch = ConvBatch::packed(&shapes).unwrap();
+    let w: Vec<f64> = (0..batch.span()).map(|_| rng.normal()).collect();
+    let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+    let w32_64: Vec<f64> = w32.iter().map(|&v| f64::from(v)).collect();
+    let kernel = |ws: &[f64], i: usize| -> Vec<f64> {
+        let (off, s) = batch.layer(i).unwrap();
+        ws[off..off + s.c_out * s.c_in * s.k * s.k].to_vec()
+    };
+    for steps in [0, 1, 4] {
+        let it = Iterations::Fixed(steps);
+        let fast = t.conv(&batch, &w32, Precision::Fast, it).unwrap();
+        let cert = t.conv(&batch, &w, Precision::Certified, it).unwrap();
+        for (i, s) in shapes.iter().enumerate() {
+            let want32 = conv_circular_bound(*s, &kernel(&w32_64, i), steps).unwrap();
+            let want = conv_circular_bound(*s, &kernel(&w, i), steps).unwrap();
+            let exact = conv_circular_exact(*s, &kernel(&w, i)).unwrap();
+            let ctx = format!("seed {}: layer {i} {s:?}, T = {steps}", rng.seed);
+            assert!(
+                rel(fast[i].upper, want32.upper) <= 1e-5
+                    && rel(fast[i].lower, want32.lower) <= 1e-5,
+                "{ctx}: f32 {:?} vs {want32:?}",
+                fast[i]
+            );
+            assert!(
+                cert[i].certified()
+                    && cert[i].upper >= exact
+                    && rel(cert[i].upper, want.upper) <= 1e-10
+                    && cert[i].lower <= exact * (1.0 + 1e-13),
+                "{ctx}: certified {:?} vs exact {exact}, reference {want:?}",
+                cert[i]
+            );
+        }
+    }
 }
 
 /// Convolutions: every layer's bound equals the CPU reference of the same algorithm (1e-5 in
@@ -1306,6 +1567,8 @@ fn gradients_match_the_reference(t: &impl Target) {
 }
 
 fn every_kernel_check(t: &impl Target) {
+    large_matrices(t);
+    large_conv(t);
     gradients_match_the_reference(t);
     conv_kernels_match_the_reference(t);
     published_conv_case(t);
@@ -1338,6 +1601,18 @@ fn emulated_conv_kernels_match_the_reference() {
 #[test]
 fn emulated_gradients_match_the_reference() {
     gradients_match_the_reference(&Emu(spherekit::emulator::Emulator::new(2)));
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emulated_large_matrices() {
+    large_matrices(&Emu(spherekit::emulator::Emulator::new(2)));
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emulated_large_conv() {
+    large_conv(&Emu(spherekit::emulator::Emulator::new(2)));
 }
 
 #[cfg(feature = "emulator")]

@@ -1,6 +1,6 @@
 //! The Gram kernels on the CPU emulator (feature `emulator`), for tests.
 
-use super::gpu::{Kind, Tables, check_grad, check_out, plan};
+use super::gpu::{Kind, Tables, call_shape, check_grad, check_out, plan};
 use super::{ConvBatch, DenseBatch, DeviceBound, Iterations, Precision, Storage};
 use crate::emulator::{Emulator, Guarded};
 use crate::error::Result;
@@ -29,6 +29,11 @@ impl DenseBatch {
             self.len(),
             "matrices",
         )?;
+        iterations.check()?;
+        let lg = Guarded::new("large", &self.large.entries);
+        // Poisoned: the kernels must write every workspace entry before reading it.
+        let work = call_shape::<T>(Kind::Dense, &self.large, precision).work_bytes;
+        let xg = Guarded::<u8>::poisoned("workspace", work);
         let tables = Tables {
             items: mg.addr(),
             order: rg.addr(),
@@ -36,6 +41,11 @@ impl DenseBatch {
             layer_start: 0,
             layer_out: 0,
             grad: 0,
+            large: lg.addr(),
+            work: VecArg {
+                addr: xg.addr(),
+                len: work,
+            },
         };
         let w_arg = VecArg {
             addr: wg.addr(),
@@ -45,6 +55,7 @@ impl DenseBatch {
             emu,
             Kind::Dense,
             &self.schedule,
+            &self.large,
             self.span(),
             0,
             tables,
@@ -57,6 +68,8 @@ impl DenseBatch {
         wg.check_unchanged(w)?;
         mg.check_unchanged(&self.matrices)?;
         rg.check_unchanged(&self.schedule.order)?;
+        lg.check_unchanged(&self.large.entries)?;
+        xg.check_guards()?;
         og.copy_out(out)
     }
 }
@@ -102,11 +115,14 @@ impl DenseBatch {
             layer_start: 0,
             layer_out: 0,
             grad: gg.addr(),
+            large: 0,
+            work: VecArg { addr: 0, len: 0 },
         };
         for launch in plan::<T>(
             emu,
             Kind::DenseGrad,
             &self.schedule,
+            &self.large,
             self.span(),
             0,
             tables,
@@ -149,6 +165,10 @@ impl ConvBatch {
             self.len(),
             "layers",
         )?;
+        iterations.check()?;
+        let lg = Guarded::new("large", &self.large.entries);
+        let work = call_shape::<T>(Kind::Conv, &self.large, precision).work_bytes;
+        let wkg = Guarded::<u8>::poisoned("workspace", work);
         let tables = Tables {
             items: ig.addr(),
             order: rg.addr(),
@@ -156,6 +176,11 @@ impl ConvBatch {
             layer_start: sg.addr(),
             layer_out: og.addr(),
             grad: 0,
+            large: lg.addr(),
+            work: VecArg {
+                addr: wkg.addr(),
+                len: work,
+            },
         };
         let w_arg = VecArg {
             addr: wg.addr(),
@@ -165,6 +190,7 @@ impl ConvBatch {
             emu,
             Kind::Conv,
             &self.schedule,
+            &self.large,
             self.span(),
             self.len(),
             tables,
@@ -178,6 +204,8 @@ impl ConvBatch {
         ig.check_unchanged(&self.items)?;
         rg.check_unchanged(&self.schedule.order)?;
         sg.check_unchanged(&self.layer_start)?;
+        lg.check_unchanged(&self.large.entries)?;
+        wkg.check_guards()?;
         xg.check_guards()?;
         og.copy_out(out)
     }

@@ -8,14 +8,19 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DeviceRepr, ValidAsZeroBits};
 
-use super::{ConvBatch, DenseBatch, DeviceBound, Iterations, Precision, Schedule, Storage};
+use super::{
+    ConvBatch, DenseBatch, DeviceBound, Iterations, LargeSuffix, LargeTable, Precision, Schedule,
+    Storage,
+};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
-use crate::launch::{CudaLauncher, Launch, Launcher, VecArg, vec_arg, vec_arg_mut};
+use crate::launch::{CudaLauncher, Launch, Launcher, MAX_GRID, VecArg, vec_arg, vec_arg_mut};
 use crate::params::{
-    SK_GRAM_BLOCK_TILE, SK_GRAM_CONV_ITEMS, SK_GRAM_CONV_REDUCE, SK_GRAM_MAX_K,
-    SK_GRAM_MAX_K_COMPLEX64, SK_GRAM_MAX_K_GRAD64, SK_GRAM_THREADS, SK_GRAM_WARP_K,
-    SK_GRAM_WARP_TILE, sk_gram_conv_item, sk_gram_matrix, sk_gram_params,
+    SK_GRAM_BLOCK_TILE, SK_GRAM_CONV_ITEMS, SK_GRAM_CONV_REDUCE, SK_GRAM_LARGE_CHUNKS,
+    SK_GRAM_LARGE_FINISH, SK_GRAM_LARGE_FORM, SK_GRAM_LARGE_GRAM, SK_GRAM_LARGE_SCAN,
+    SK_GRAM_LARGE_STATS, SK_GRAM_MAX_K, SK_GRAM_MAX_K_COMPLEX64, SK_GRAM_MAX_K_GRAD64,
+    SK_GRAM_THREADS, SK_GRAM_WARP_K, SK_GRAM_WARP_TILE, sk_gram_conv_item, sk_gram_large_item,
+    sk_gram_matrix, sk_gram_params,
 };
 
 // SAFETY: sk_gram_matrix and sk_gram_conv_item are repr(C) structs of kernels/params.h holding
@@ -28,6 +33,10 @@ unsafe impl ValidAsZeroBits for sk_gram_matrix {}
 unsafe impl DeviceRepr for sk_gram_conv_item {}
 // SAFETY: as above.
 unsafe impl ValidAsZeroBits for sk_gram_conv_item {}
+// SAFETY: as above (sk_gram_large_item: integers only, no padding).
+unsafe impl DeviceRepr for sk_gram_large_item {}
+// SAFETY: as above.
+unsafe impl ValidAsZeroBits for sk_gram_large_item {}
 
 const KERNEL_TYPES: [&str; 7] = [
     "f32_f32", "f32_f64", "f16_f32", "f16_f64", "bf16_f32", "bf16_f64", "f64_f64",
@@ -35,7 +44,7 @@ const KERNEL_TYPES: [&str; 7] = [
 
 /// Every kernel of the family, for the module check at open time.
 pub(crate) fn kernel_names() -> Vec<String> {
-    ["dense", "dense_grad", "conv"]
+    ["dense", "dense_grad", "conv", "large_dense", "large_conv"]
         .iter()
         .flat_map(|kind| {
             KERNEL_TYPES
@@ -75,15 +84,57 @@ pub(crate) struct Tables {
     pub layer_out: u64,
     /// Dense gradients: d upper / d w in w's layout (0 otherwise).
     pub grad: u64,
+    /// The large tier's table (its first entry), and the workspace.
+    pub large: u64,
+    pub work: VecArg,
 }
 
-/// Plans the launches (the item launch, then for convolutions the per-layer max); empty when
-/// there is nothing to do. `w` is the storage buffer, `span` the elements the items read.
+/// What one call needs besides its tables: the large tier's share and its workspace size.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallShape {
+    /// The on-chip kernels' largest side in this call's arithmetic.
+    pub on_chip_k: u32,
+    pub suffix: LargeSuffix,
+    /// Bytes of f64 workspace (rounded to 256), then of field elements.
+    pub double_bytes: usize,
+    pub work_bytes: usize,
+}
+
+/// Splits a call between the on-chip kernels and the large tier.
+pub(crate) fn call_shape<T: Storage>(kind: Kind, large: &LargeTable, precision: Precision) -> CallShape {
+    let (_, real_size) = arithmetic::<T>(precision);
+    let (on_chip_k, elem) = match kind {
+        Kind::Dense => (SK_GRAM_MAX_K, real_size),
+        Kind::DenseGrad if real_size == 8 => (SK_GRAM_MAX_K_GRAD64, 8),
+        Kind::DenseGrad => (SK_GRAM_MAX_K, 4),
+        Kind::Conv if real_size == 8 => (SK_GRAM_MAX_K_COMPLEX64, 16),
+        Kind::Conv => (SK_GRAM_MAX_K, 8),
+    };
+    let wide = kind != Kind::Conv && real_size == 4;
+    let suffix = large.suffix(on_chip_k, wide);
+    let double_bytes = (suffix.doubles * 8).div_ceil(256) * 256;
+    let work_bytes = if suffix.count > 0 {
+        double_bytes + suffix.elems * elem as usize
+    } else {
+        0
+    };
+    CallShape {
+        on_chip_k,
+        suffix,
+        double_bytes,
+        work_bytes,
+    }
+}
+
+/// Plans the launches (the on-chip items; the large tier's phases; for convolutions the
+/// per-layer max); empty when there is nothing to do. `w` is the storage buffer, `span` the
+/// elements the items read.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn plan<T: Storage>(
     l: &impl Launcher,
     kind: Kind,
     schedule: &Schedule,
+    large: &LargeTable,
     span: usize,
     layers: usize,
     tables: Tables,
@@ -100,22 +151,21 @@ pub(crate) fn plan<T: Storage>(
         });
     }
     let (name, real_size) = arithmetic::<T>(precision);
-    let (prefix, size, max_k) = match kind {
-        Kind::Dense => ("dense", real_size, SK_GRAM_MAX_K),
-        Kind::DenseGrad if real_size == 8 => ("dense_grad", 8, SK_GRAM_MAX_K_GRAD64),
-        Kind::DenseGrad => ("dense_grad", 4, SK_GRAM_MAX_K),
-        Kind::Conv if real_size == 8 => ("conv", 16, SK_GRAM_MAX_K_COMPLEX64),
-        Kind::Conv => ("conv", 8, SK_GRAM_MAX_K),
+    let shape = call_shape::<T>(kind, large, precision);
+    let (prefix, size) = match kind {
+        Kind::Dense => ("dense", real_size),
+        Kind::DenseGrad => ("dense_grad", real_size),
+        Kind::Conv => ("conv", 2 * real_size),
     };
-    // The gradient kernels keep a second Gram-sized buffer (P) per team.
-    let buffers = if kind == Kind::DenseGrad { 2 } else { 1 };
-    let kp = schedule.block_k_pad;
-    if kp > max_k {
+    if kind == Kind::DenseGrad && !schedule.fits(shape.on_chip_k) {
         return Err(Error::shape(format!(
-            "a Gram matrix of side {kp} exceeds {max_k}, the largest the {prefix} kernels take \
-             in {name} arithmetic"
+            "gradients take matrices whose smaller side is at most {} in {name} arithmetic",
+            shape.on_chip_k
         )));
     }
+    let (block_items, kp) = schedule.on_chip(shape.on_chip_k);
+    // The gradient kernels keep a second Gram-sized buffer (P) per team.
+    let buffers = if kind == Kind::DenseGrad { 2 } else { 1 };
     let warp_k = SK_GRAM_WARP_K;
     let warp_smem = if schedule.warp_items > 0 {
         buffers * (SK_GRAM_THREADS / 32) * warp_k * (warp_k + SK_GRAM_WARP_TILE) * size
@@ -157,17 +207,67 @@ pub(crate) fn plan<T: Storage>(
         layers: layers as u32,
         grad: tables.grad as *mut c_void,
         step: SK_GRAM_CONV_ITEMS,
+        t: 0,
+        large_count: 0,
+        large: std::ptr::null(),
+        work: std::ptr::null_mut(),
+        work_elems: std::ptr::null_mut(),
     };
     let kernel = format!("sk_gram_{prefix}_{}_{name}", T::NAME);
     let mut launches = Vec::new();
-    if schedule.len() > 0 {
+    let on_chip_grid = schedule.warp_blocks() + block_items;
+    if on_chip_grid > 0 {
         launches.push(Launch {
             kernel: kernel.clone(),
-            grid: schedule.grid(),
+            grid: on_chip_grid,
             block: SK_GRAM_THREADS,
             shared_mem_bytes: warp_smem.max(block_smem),
             params,
         });
+    }
+    let suffix = shape.suffix;
+    if suffix.count > 0 {
+        if tables.work.len < shape.work_bytes {
+            return Err(Error::BufferTooSmall {
+                buffer: "workspace",
+                needed: shape.work_bytes,
+                len: tables.work.len,
+            });
+        }
+        let entry = std::mem::size_of::<sk_gram_large_item>() as u64;
+        let large_params = sk_gram_params {
+            large: (tables.large + suffix.start as u64 * entry) as *const _,
+            large_count: suffix.count,
+            work: tables.work.addr as *mut f64,
+            work_elems: (tables.work.addr + shape.double_bytes as u64) as *mut c_void,
+            ..params
+        };
+        let large_kernel = format!("sk_gram_large_{}_{}_{name}", if kind == Kind::Conv { "conv" } else { "dense" }, T::NAME);
+        let launch = |step: u32, t: u32, grid: u32| Launch {
+            kernel: large_kernel.clone(),
+            grid,
+            block: SK_GRAM_THREADS,
+            shared_mem_bytes: 0,
+            params: sk_gram_params {
+                step,
+                t,
+                ..large_params
+            },
+        };
+        let chunks = suffix
+            .count
+            .checked_mul(SK_GRAM_LARGE_CHUNKS)
+            .filter(|&g| u64::from(g) <= MAX_GRID)
+            .ok_or_else(|| Error::TooLarge(format!("{} large matrices", suffix.count)))?;
+        launches.push(launch(SK_GRAM_LARGE_SCAN, 0, chunks));
+        if kind == Kind::Conv {
+            launches.push(launch(SK_GRAM_LARGE_FORM, 0, chunks));
+        }
+        for t in 1..=steps.max(1) {
+            launches.push(launch(SK_GRAM_LARGE_GRAM, t, suffix.tiles));
+            launches.push(launch(SK_GRAM_LARGE_STATS, t, suffix.count));
+        }
+        launches.push(launch(SK_GRAM_LARGE_FINISH, 0, suffix.count));
     }
     if kind == Kind::Conv && layers > 0 {
         let warps = SK_GRAM_THREADS / 32;
@@ -203,12 +303,34 @@ fn upload<V: DeviceRepr + ValidAsZeroBits + Clone>(
     Ok(buf)
 }
 
-/// A [`DenseBatch`]'s tables in device memory, uploaded once and reused every call.
+/// Grows a large-tier workspace to at least `bytes` (its contents need not survive: every
+/// phase writes before it reads).
+fn ensure_work(
+    stream: &Arc<CudaStream>,
+    work: &mut Option<CudaSlice<u8>>,
+    bytes: usize,
+) -> Result<()> {
+    if bytes > 0 && work.as_ref().is_none_or(|w| w.len() < bytes) {
+        *work = None;  // free first: the old and new buffers need not coexist
+        *work = Some(
+            stream
+                .alloc_zeros::<u8>(bytes)
+                .map_err(|e| Error::driver("allocating the large-matrix workspace", e))?,
+        );
+    }
+    Ok(())
+}
+
+/// A [`DenseBatch`]'s tables in device memory, uploaded once and reused every call, and the
+/// workspace of its large matrices (smaller side above [`super::MAX_ON_CHIP_K`]: two Gram
+/// matrices each, allocated at the first call that needs it and grown as needed).
 #[derive(Debug)]
 pub struct DeviceDenseBatch {
     batch: DenseBatch,
     matrices: CudaSlice<sk_gram_matrix>,
     order: CudaSlice<u32>,
+    large: CudaSlice<sk_gram_large_item>,
+    work: Option<CudaSlice<u8>>,
 }
 
 impl DeviceDenseBatch {
@@ -221,6 +343,8 @@ impl DeviceDenseBatch {
             batch: batch.clone(),
             matrices: upload(stream, &batch.matrices, "uploading the matrix table")?,
             order: upload(stream, &batch.schedule.order, "uploading the order table")?,
+            large: upload(stream, &batch.large.entries, "uploading the large-matrix table")?,
+            work: None,
         })
     }
 
@@ -245,7 +369,7 @@ impl DeviceDenseBatch {
 pub fn dense_bounds<T: Storage>(
     gpu: &Gpu,
     stream: &Arc<CudaStream>,
-    batch: &DeviceDenseBatch,
+    batch: &mut DeviceDenseBatch,
     w: &CudaView<'_, T>,
     out: &mut CudaViewMut<'_, DeviceBound>,
     precision: Precision,
@@ -255,9 +379,25 @@ pub fn dense_bounds<T: Storage>(
     let (wa, _w) = vec_arg(gpu, stream, w, "w")?;
     let (oa, _out) = vec_arg_mut(gpu, stream, out, "out")?;
     check_out(&oa, batch.batch.len(), "matrices")?;
-    let (matrices, order) = (batch.matrices.as_view(), batch.order.as_view());
+    iterations.check()?;
+    let shape = call_shape::<T>(Kind::Dense, &batch.batch.large, precision);
+    ensure_work(stream, &mut batch.work, shape.work_bytes)?;
+    let (matrices, order, large) = (
+        batch.matrices.as_view(),
+        batch.order.as_view(),
+        batch.large.as_view(),
+    );
     let (ma, _m) = vec_arg(gpu, stream, &matrices, "matrices")?;
     let (ra, _r) = vec_arg(gpu, stream, &order, "order")?;
+    let (la, _l) = vec_arg(gpu, stream, &large, "large")?;
+    let mut work_view = batch.work.as_mut().map(|w| w.as_view_mut());
+    let (xa, _x) = match work_view.as_mut() {
+        Some(v) => {
+            let (a, g) = vec_arg_mut(gpu, stream, v, "workspace")?;
+            (a, Some(g))
+        }
+        None => (VecArg { addr: 0, len: 0 }, None),
+    };
     let tables = Tables {
         items: ma.addr,
         order: ra.addr,
@@ -265,12 +405,15 @@ pub fn dense_bounds<T: Storage>(
         layer_start: 0,
         layer_out: 0,
         grad: 0,
+        large: la.addr,
+        work: xa,
     };
     let b = &batch.batch;
     for launch in plan::<T>(
         &l,
         Kind::Dense,
         &b.schedule,
+        &b.large,
         b.span(),
         0,
         tables,
@@ -326,12 +469,15 @@ pub fn dense_bounds_and_gradients<T: Storage>(
         layer_start: 0,
         layer_out: 0,
         grad: ga.addr,
+        large: 0,
+        work: VecArg { addr: 0, len: 0 },
     };
     let b = &batch.batch;
     for launch in plan::<T>(
         &l,
         Kind::DenseGrad,
         &b.schedule,
+        &b.large,
         b.span(),
         0,
         tables,
@@ -379,6 +525,8 @@ pub struct DeviceConvBatch {
     order: CudaSlice<u32>,
     layer_start: CudaSlice<u32>,
     scratch: CudaSlice<DeviceBound>,
+    large: CudaSlice<sk_gram_large_item>,
+    work: Option<CudaSlice<u8>>,
 }
 
 impl DeviceConvBatch {
@@ -396,6 +544,8 @@ impl DeviceConvBatch {
             scratch: stream
                 .alloc_zeros::<DeviceBound>(batch.items.len().max(1))
                 .map_err(|e| Error::driver("allocating the block scratch", e))?,
+            large: upload(stream, &batch.large.entries, "uploading the large-block table")?,
+            work: None,
         })
     }
 
@@ -429,6 +579,19 @@ pub fn conv_bounds<T: Storage>(
     let (wa, _w) = vec_arg(gpu, stream, w, "w")?;
     let (oa, _out) = vec_arg_mut(gpu, stream, out, "out")?;
     check_out(&oa, batch.batch.len(), "layers")?;
+    iterations.check()?;
+    let shape = call_shape::<T>(Kind::Conv, &batch.batch.large, precision);
+    ensure_work(stream, &mut batch.work, shape.work_bytes)?;
+    let large = batch.large.as_view();
+    let (la, _l) = vec_arg(gpu, stream, &large, "large")?;
+    let mut work_view = batch.work.as_mut().map(|w| w.as_view_mut());
+    let (wka, _wk) = match work_view.as_mut() {
+        Some(v) => {
+            let (a, g) = vec_arg_mut(gpu, stream, v, "workspace")?;
+            (a, Some(g))
+        }
+        None => (VecArg { addr: 0, len: 0 }, None),
+    };
     let (items, order, starts) = (
         batch.items.as_view(),
         batch.order.as_view(),
@@ -446,12 +609,15 @@ pub fn conv_bounds<T: Storage>(
         layer_start: sa.addr,
         layer_out: oa.addr,
         grad: 0,
+        large: la.addr,
+        work: wka,
     };
     let b = &batch.batch;
     for launch in plan::<T>(
         &l,
         Kind::Conv,
         &b.schedule,
+        &b.large,
         b.span(),
         b.len(),
         tables,

@@ -42,8 +42,10 @@ mod emulated;
 
 use crate::error::{Error, Result};
 use crate::params::{
-    SK_GRAM_BLOCK_TILE, SK_GRAM_CERTIFIED, SK_GRAM_CONVERGED, SK_GRAM_MAX_K, SK_GRAM_MAX_TAPS,
-    SK_GRAM_THREADS, SK_GRAM_WARP_K, sk_gram_bound, sk_gram_conv_item, sk_gram_matrix,
+    SK_GRAM_BLOCK_TILE, SK_GRAM_CERTIFIED, SK_GRAM_CONVERGED, SK_GRAM_LARGE_CHUNKS,
+    SK_GRAM_LARGE_STATE_DOUBLES, SK_GRAM_LARGE_TILE, SK_GRAM_LARGE_TILE_WIDE, SK_GRAM_MAX_K,
+    SK_GRAM_MAX_K_COMPLEX64, SK_GRAM_MAX_TAPS, SK_GRAM_THREADS, SK_GRAM_WARP_K, sk_gram_bound,
+    sk_gram_conv_item, sk_gram_large_item, sk_gram_matrix,
 };
 
 /// A two-sided enclosure of the spectral norm σ₁ from Gram iteration.
@@ -240,34 +242,34 @@ impl Storage for half::bf16 {
 }
 
 /// How one launch serves its items: the warp tier's item indices first (smaller side ≤ 32, one
-/// warp each), then the block tier's (one block each), and the block tier's largest padded side.
+/// warp each), then the block tier's (one block each) in ascending side, so the items that fit
+/// on chip at a given limit are a prefix and the large tier takes the rest.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Schedule {
     pub order: Vec<u32>,
     pub warp_items: u32,
-    pub block_k_pad: u32,
+    /// The block tier's sides, ascending (parallel to `order[warp_items..]`).
+    block_k: Vec<u32>,
 }
 
 impl Schedule {
     /// From each item's smaller side k.
     fn new(ks: impl Iterator<Item = usize>) -> Self {
         let (mut warp, mut block) = (Vec::new(), Vec::new());
-        let mut block_k_pad = 0u32;
-        let tile = SK_GRAM_BLOCK_TILE;
         for (i, k) in ks.enumerate() {
             if k <= SK_GRAM_WARP_K as usize {
                 warp.push(i as u32);
             } else {
-                block.push(i as u32);
-                block_k_pad = block_k_pad.max((k as u32).div_ceil(tile) * tile);
+                block.push((k as u32, i as u32));
             }
         }
+        block.sort_unstable();
         let warp_items = warp.len() as u32;
-        warp.extend(block);
+        warp.extend(block.iter().map(|b| b.1));
         Schedule {
             order: warp,
             warp_items,
-            block_k_pad,
+            block_k: block.iter().map(|b| b.0).collect(),
         }
     }
 
@@ -280,11 +282,116 @@ impl Schedule {
         self.warp_items.div_ceil(SK_GRAM_THREADS / 32)
     }
 
-    /// Blocks of the launch.
-    pub(crate) fn grid(&self) -> u32 {
-        self.warp_blocks() + (self.order.len() as u32 - self.warp_items)
+    /// The block-tier items with k ≤ `max_k` (a prefix), and their largest side padded to the
+    /// block tile.
+    pub(crate) fn on_chip(&self, max_k: u32) -> (u32, u32) {
+        let n = self.block_k.partition_point(|&k| k <= max_k);
+        let tile = SK_GRAM_BLOCK_TILE;
+        let k_pad = if n > 0 {
+            self.block_k[n - 1].div_ceil(tile) * tile
+        } else {
+            0
+        };
+        (n as u32, k_pad)
+    }
+
+    /// Whether every item fits on chip at `max_k`.
+    pub(crate) fn fits(&self, max_k: u32) -> bool {
+        self.block_k.last().is_none_or(|&k| k <= max_k)
     }
 }
+
+/// The large tier's table (kernels/params.h): the block-tier items above the smallest on-chip
+/// limit, ascending in k, each with its workspace offsets (sized for either tile width) and
+/// its first GRAM block for both widths. A call serves the suffix above its own limit.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LargeTable {
+    pub entries: Vec<sk_gram_large_item>,
+    ks: Vec<u32>,
+    /// Totals past the last entry: doubles, elements, tiles, wide tiles.
+    end: sk_gram_large_item,
+}
+
+/// One call's part of a [`LargeTable`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LargeSuffix {
+    pub start: usize,
+    pub count: u32,
+    /// GRAM blocks (upper tiles of every served item, at the call's tile width).
+    pub tiles: u32,
+    /// Workspace: doubles, then field elements.
+    pub doubles: usize,
+    pub elems: usize,
+}
+
+impl LargeTable {
+    /// From the schedule and each item's (k, l), for items with k > `min_limit`.
+    fn new(schedule: &Schedule, kl: impl Fn(u32) -> (u32, u32), conv: bool, min_limit: u32) -> Result<Self> {
+        let first = schedule.block_k.partition_point(|&k| k <= min_limit);
+        let mut table = LargeTable::default();
+        let (mut doubles, mut elems, mut tiles, mut wide) = (0u64, 0u64, 0u64, 0u64);
+        for &index in &schedule.order[schedule.warp_items as usize + first..] {
+            let (k, l) = kl(index);
+            let layout = |tb: u64| {
+                let nb = u64::from(k).div_ceil(tb);
+                let t = nb * (nb + 1) / 2;
+                (t, 2 * t + nb * nb * tb)
+            };
+            let (t64, d64) = layout(u64::from(SK_GRAM_LARGE_TILE));
+            let (t128, d128) = layout(u64::from(SK_GRAM_LARGE_TILE_WIDE));
+            let kp = u64::from(k).div_ceil(u64::from(SK_GRAM_LARGE_TILE_WIDE))
+                * u64::from(SK_GRAM_LARGE_TILE_WIDE);
+            table.entries.push(sk_gram_large_item {
+                doubles,
+                elems,
+                index,
+                first_tile: tiles as u32,
+                first_wide: wide as u32,
+                reserved: 0,
+            });
+            table.ks.push(k);
+            doubles += u64::from(SK_GRAM_LARGE_STATE_DOUBLES + 2 * SK_GRAM_LARGE_CHUNKS) + d64.max(d128);
+            elems += 2 * kp * kp + if conv { u64::from(l) * kp } else { 0 };
+            tiles += t64;
+            wide += t128;
+            if tiles > MAX_GRID_BLOCKS || doubles.max(elems) > 1 << 48 {
+                return Err(Error::TooLarge(format!(
+                    "the large matrices need {tiles} tile blocks and {elems} workspace elements"
+                )));
+            }
+        }
+        table.end = sk_gram_large_item {
+            doubles,
+            elems,
+            index: 0,
+            first_tile: tiles as u32,
+            first_wide: wide as u32,
+            reserved: 0,
+        };
+        Ok(table)
+    }
+
+    /// The entries with k > `limit`, at tile width `wide` or not.
+    pub(crate) fn suffix(&self, limit: u32, wide: bool) -> LargeSuffix {
+        let start = self.ks.partition_point(|&k| k <= limit);
+        let base = self.entries.get(start).copied().unwrap_or(self.end);
+        let tiles = if wide {
+            self.end.first_wide - base.first_wide
+        } else {
+            self.end.first_tile - base.first_tile
+        };
+        LargeSuffix {
+            start,
+            count: (self.entries.len() - start) as u32,
+            tiles,
+            doubles: (self.end.doubles - base.doubles) as usize,
+            elems: (self.end.elems - base.elems) as usize,
+        }
+    }
+}
+
+/// The most blocks of one GRAM launch.
+const MAX_GRID_BLOCKS: u64 = (1 << 31) - 1;
 
 fn side_u32(what: &str, i: usize, v: usize) -> Result<u32> {
     u32::try_from(v)
@@ -298,6 +405,7 @@ fn side_u32(what: &str, i: usize, v: usize) -> Result<u32> {
 pub struct DenseBatch {
     pub(crate) matrices: Vec<sk_gram_matrix>,
     pub(crate) schedule: Schedule,
+    pub(crate) large: LargeTable,
     /// Whether no two matrices share an element (required for gradients).
     pub(crate) disjoint: bool,
     /// Elements of storage the matrices span.
@@ -332,8 +440,9 @@ impl DenseBatch {
     /// storage buffer (they may overlap or leave gaps; a network's parameters in one buffer).
     /// A matrix with a zero side is allowed (its bounds are 0).
     ///
-    /// Errors: a side above 2^32 − 1, a smaller side above [`MAX_ON_CHIP_K`], more than
-    /// 2^31 − 1 matrices, or an end offset that overflows.
+    /// Errors: a side above 2^32 − 1, more than 2^31 − 1 matrices, an end offset that
+    /// overflows, or large matrices (smaller side above [`MAX_ON_CHIP_K`]) needing more than
+    /// 2^31 − 1 tile blocks.
     pub fn with_offsets(list: &[(usize, usize, usize)]) -> Result<Self> {
         if list.len() > MAX_ITEMS {
             return Err(Error::TooLarge(format!("{} matrices", list.len())));
@@ -342,13 +451,6 @@ impl DenseBatch {
         let mut span = 0usize;
         for (i, &(offset, rows, cols)) in list.iter().enumerate() {
             let (r, c) = (side_u32("matrix", i, rows)?, side_u32("matrix", i, cols)?);
-            let k = rows.min(cols);
-            if k > MAX_ON_CHIP_K {
-                return Err(Error::shape(format!(
-                    "matrix {i} is {rows} x {cols}: the smaller side {k} exceeds \
-                     {MAX_ON_CHIP_K}, the largest the on-chip kernels handle"
-                )));
-            }
             let end = rows
                 .checked_mul(cols)
                 .and_then(|n| n.checked_add(offset))
@@ -361,6 +463,15 @@ impl DenseBatch {
             });
         }
         let schedule = Schedule::new(matrices.iter().map(|m| m.rows.min(m.cols) as usize));
+        let large = LargeTable::new(
+            &schedule,
+            |i| {
+                let m = &matrices[i as usize];
+                (m.rows.min(m.cols), m.rows.max(m.cols))
+            },
+            false,
+            SK_GRAM_MAX_K,
+        )?;
         let mut ranges: Vec<(u64, u64)> = matrices
             .iter()
             .map(|m| (m.offset, m.offset + u64::from(m.rows) * u64::from(m.cols)))
@@ -371,6 +482,7 @@ impl DenseBatch {
         Ok(DenseBatch {
             matrices,
             schedule,
+            large,
             disjoint,
             span,
         })
@@ -417,14 +529,15 @@ pub struct ConvBatch {
     /// First item of each layer, and the total at the end.
     pub(crate) layer_start: Vec<u32>,
     pub(crate) schedule: Schedule,
+    pub(crate) large: LargeTable,
     span: usize,
 }
 
 impl ConvBatch {
     /// Layers given as (offset, shape).
     ///
-    /// Errors: taps > n, taps > [`MAX_TAPS`], min(c_out, c_in) above [`MAX_ON_CHIP_K`], sides
-    /// above 2^32 − 1, more than 2^31 − 1 frequency blocks in all, or offsets that overflow.
+    /// Errors: taps > n, taps > [`MAX_TAPS`], sides above 2^32 − 1, more than 2^31 − 1
+    /// frequency blocks in all (or tile blocks of the large tier), or offsets that overflow.
     pub fn new(layers: &[(usize, cpu::ConvShape)]) -> Result<Self> {
         let mut items = Vec::new();
         let mut layer_start = vec![0u32];
@@ -435,12 +548,6 @@ impl ConvBatch {
                 return Err(Error::shape(format!(
                     "layer {i}: a {k} x {k} kernel on {n} x {n} inputs (taps must be <= n and \
                      <= {MAX_TAPS})"
-                )));
-            }
-            if c_out.min(c_in) > MAX_ON_CHIP_K {
-                return Err(Error::shape(format!(
-                    "layer {i}: {c_out} x {c_in} channel blocks: the smaller side exceeds \
-                     {MAX_ON_CHIP_K}, the largest the on-chip kernels handle"
                 )));
             }
             let len = c_out
@@ -475,11 +582,21 @@ impl ConvBatch {
             layer_start.push(items.len() as u32);
         }
         let schedule = Schedule::new(items.iter().map(|it| it.c_out.min(it.c_in) as usize));
+        let large = LargeTable::new(
+            &schedule,
+            |i| {
+                let it = &items[i as usize];
+                (it.c_out.min(it.c_in), it.c_out.max(it.c_in))
+            },
+            true,
+            SK_GRAM_MAX_K_COMPLEX64,
+        )?;
         Ok(ConvBatch {
             layers: layers.to_vec(),
             items,
             layer_start,
             schedule,
+            large,
             span,
         })
     }

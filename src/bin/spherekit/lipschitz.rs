@@ -646,10 +646,10 @@ impl GpuRunner {
         p: Precision,
         it: Iterations,
     ) -> Result<Vec<DeviceBound>, String> {
-        let tables =
+        let mut tables =
             DeviceDenseBatch::new(&self.gpu, &self.stream, batch).map_err(|e| e.to_string())?;
         self.call(w, batch.len(), |dw, dout| {
-            dense_bounds(&self.gpu, &self.stream, &tables, dw, dout, p, it)
+            dense_bounds(&self.gpu, &self.stream, &mut tables, dw, dout, p, it)
         })
     }
 
