@@ -61,6 +61,7 @@ struct RealField {
     __device__ static elem zero() { return R(0); }
     __device__ static elem from(double v) { return static_cast<R>(v); }
     __device__ static void acc_conj(elem &acc, elem a, elem b) { acc = fma(a, b, acc); }
+    __device__ static void acc_mul(elem &acc, elem a, elem b) { acc = fma(a, b, acc); }
     __device__ static double abs2(elem a) {
         const double x = static_cast<double>(a);
         return x * x;
@@ -81,6 +82,10 @@ struct ComplexField {
     __device__ static void acc_conj(elem &acc, elem a, elem b) {
         acc.re = fma(a.re, b.re, fma(a.im, b.im, acc.re));
         acc.im = fma(a.re, b.im, fma(-a.im, b.re, acc.im));
+    }
+    __device__ static void acc_mul(elem &acc, elem a, elem b) {  // acc += a b
+        acc.re = fma(a.re, b.re, fma(-a.im, b.im, acc.re));
+        acc.im = fma(a.re, b.im, fma(a.im, b.re, acc.im));
     }
     __device__ static double abs2(elem a) {
         const double x = static_cast<double>(a.re), y = static_cast<double>(a.im);
@@ -184,7 +189,10 @@ struct DenseSource {
     __device__ typename F::elem load(int row, int c, int s) const {
         return F::from(ldexp(widen<T>(w[at(row, c)]), -s));
     }
-    __device__ void store_grad(int row, int c, double v) const { grad[at(row, c)] = narrow<T>(v); }
+    // G = d upper / dX at (row, c), times factor: real, so d/dW at W's entry.
+    __device__ void store_grad(int row, int c, typename F::elem g, double factor) const {
+        grad[at(row, c)] = narrow<T>(F::re(g) * factor);
+    }
     __device__ void fill_grad(uint64_t e, double v) const { grad[e] = narrow<T>(v); }
     __device__ double dft_error() const { return 0.0; }
 };
@@ -197,6 +205,7 @@ template <class T, class F>
 struct ConvSource {
     using R = typename F::real;
     const T *w;
+    T *grad;  // d upper / d kernel at the same offset, or NULL
     int c_out, c_in, taps, n, u, v;
     bool transposed;  // X = A^H (c_in > c_out)
     int k, l;
@@ -205,6 +214,7 @@ struct ConvSource {
     __device__ ConvSource(const sk_gram_params &p, uint32_t index, Cplx<R> *tw) {
         const sk_gram_conv_item it = static_cast<const sk_gram_conv_item *>(p.items)[index];
         w = static_cast<const T *>(p.w) + it.offset;
+        grad = p.grad ? static_cast<T *>(p.grad) + it.offset : nullptr;
         c_out = static_cast<int>(it.c_out);
         c_in = static_cast<int>(it.c_in);
         taps = static_cast<int>(it.taps);
@@ -235,9 +245,27 @@ struct ConvSource {
         r = e / k_pad;
         c = e % k_pad;
     }
-    // Convolution gradients are not computed by these kernels.
-    __device__ void store_grad(int, int, double) const {}
-    __device__ void fill_grad(uint64_t, double) const {}
+    // G = d upper / dX at (row, c), times factor, back to the kernel taps: with A[o][i] =
+    // sum_{p,q} K[o,i,p,q] w_pq (w_pq = e^{-2 pi i (p u + q v) / n}) and G_A = G (X = A) or
+    // conj(G) at (c, row) (X = A^H), d upper / dK[o,i,p,q] = Re(conj(G_A) w_pq). Only the
+    // layer's maximizing block writes them, so every tap is written once.
+    __device__ void store_grad(int row, int c, typename F::elem g, double factor) const {
+        const int o = transposed ? c : row, i = transposed ? row : c;
+        const double gre = F::re(g) * factor;
+        const double gim = (transposed ? -F::im(g) : F::im(g)) * factor;
+        T *out = grad + (static_cast<uint64_t>(o) * c_in + i) * taps * taps;
+        for (int p = 0; p < taps; ++p) {
+            const double pre = static_cast<double>(twiddles[p].re);
+            const double pim = static_cast<double>(twiddles[p].im);
+            for (int q = 0; q < taps; ++q) {
+                const double qre = static_cast<double>(twiddles[taps + q].re);
+                const double qim = static_cast<double>(twiddles[taps + q].im);
+                const double wre = pre * qre - pim * qim, wim = pre * qim + pim * qre;
+                out[p * taps + q] = narrow<T>(gre * wre + gim * wim);
+            }
+        }
+    }
+    __device__ void fill_grad(uint64_t e, double v) const { grad[e] = narrow<T>(v); }
     __device__ typename F::elem load(int row, int c, int s) const {
         const int o = transposed ? c : row, i = transposed ? row : c;
         const T *tap = w + (static_cast<uint64_t>(o) * c_in + i) * taps * taps;
@@ -537,15 +565,14 @@ __device__ void write_gradient(GramTeam<NT> &team, const Src &src, typename F::e
         for (int e = team.rank; e < n * k; e += NT) {
             int r, j;
             src.panel_index(e, n, k, r, j);
-            double g;
+            typename F::elem g;
             if (pbuf == nullptr) {
-                g = F::re(buf[r * ld + j]);
-            } else {
-                typename F::elem acc = F::zero();
-                for (int c = 0; c < k; ++c) F::acc_conj(acc, buf[r * ld + c], pbuf[c * ld + j]);
-                g = F::re(acc);
+                g = buf[r * ld + j];
+            } else {  // (X P)[r][j]
+                g = F::zero();
+                for (int c = 0; c < k; ++c) F::acc_mul(g, buf[r * ld + c], pbuf[c * ld + j]);
             }
-            src.store_grad(l0 + r, j, g * factor);
+            src.store_grad(l0 + r, j, g, factor);
         }
     }
 }
@@ -793,6 +820,21 @@ __device__ void conv(const sk_gram_params &p) {
         iters = fmax(iters, __shfl_xor_sync(0xffffffffu, iters, m));
         converged = fmin(converged, __shfl_xor_sync(0xffffffffu, converged, m));
         certified = fmin(certified, __shfl_xor_sync(0xffffffffu, certified, m));
+    }
+    if (p.layer_argmax != nullptr) {
+        // The first block with the layer's upper bound (any block when it is NaN: then every
+        // block of the layer is NaN), for the gradient launch.
+        uint32_t first = UINT32_MAX;
+        for (uint32_t i = p.layer_start[layer] + lane; i < p.layer_start[layer + 1]; i += 32) {
+            const double b = p.out[i].upper;
+            if (b == upper || (b != b && upper != upper)) {
+                first = i;
+                break;
+            }
+        }
+#pragma unroll
+        for (int m = 16; m >= 1; m /= 2) first = min(first, __shfl_xor_sync(0xffffffffu, first, m));
+        if (lane == 0) p.layer_argmax[layer] = first;
     }
     if (lane == 0) {
         const bool empty = p.layer_start[layer] == p.layer_start[layer + 1];
@@ -1314,6 +1356,16 @@ __device__ void large_conv(const sk_gram_params &p) {
     large<F, true>(p, [&](uint32_t index, Cplx<R> *tw) { return ConvSource<T, F>(p, index, tw); });
 }
 
+// Gradients: team `index` serves layer `index` by rerunning its maximizing block with P kept.
+template <class T, class R>
+__device__ void conv_grad(const sk_gram_params &p) {
+    using F = ComplexField<R>;
+    serve<F, static_cast<int>(SK_GRAM_MAX_K_CONV_GRAD), true>(
+        p, [&](uint32_t layer, Cplx<R> *tw) {
+            return ConvSource<T, F>(p, p.layer_argmax[layer], tw);
+        });
+}
+
 }  // namespace gram
 }  // namespace sk
 
@@ -1324,6 +1376,8 @@ __device__ void large_conv(const sk_gram_params &p) {
               sk::gram::conv<T, R>(p))                                                      \
     SK_KERNEL(sk_gram_dense_grad_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,           \
               sk::gram::dense_grad<T, R>(p))                                                \
+    SK_KERNEL(sk_gram_conv_grad_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,            \
+              sk::gram::conv_grad<T, R>(p))                                                 \
     SK_KERNEL(sk_gram_large_dense_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,          \
               sk::gram::large_dense<T, R>(p))                                               \
     SK_KERNEL(sk_gram_large_conv_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,           \

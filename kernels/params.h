@@ -218,7 +218,12 @@ typedef struct sk_gram_bound {
 } sk_gram_bound;
 
 #define SK_GRAM_CONV_ITEMS 0u  /* step: every frequency block of every layer */
-#define SK_GRAM_CONV_REDUCE 1u /* step: per layer, the max over its blocks   */
+#define SK_GRAM_CONV_REDUCE 1u /* step: per layer, the max over its blocks (and, when
+                                  layer_argmax is set, the first block that has it) */
+/* Convolution gradients (sk_gram_conv_grad_*): one team per layer (order: layer indices, warp
+ * tier first) reruns its maximizing block layer_argmax[layer] keeping P = M_1 ... M_T, and
+ * writes d upper / d kernel at the layer's offset of `grad`; its bound goes to out[layer]. */
+#define SK_GRAM_MAX_K_CONV_GRAD 64u
 
 /* The large tier (sk_gram_large_*): items whose Gram matrix does not fit on chip keep M_t in a
  * global workspace and run as a sequence of launches, each over all large items:
@@ -279,6 +284,7 @@ typedef struct sk_gram_params {
     const sk_gram_large_item *large; /* large tier: the items served, ascending k     */
     double *work;             /* large tier: f64 workspace                            */
     void *work_elems;         /* large tier: Gram matrices (and convolution blocks)   */
+    uint32_t *layer_argmax;   /* convolution gradients: [layers] maximizing block, or NULL */
 } sk_gram_params;
 
 #endif /* SPHEREKIT_PARAMS_H */

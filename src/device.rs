@@ -153,8 +153,9 @@ impl Gpu {
         }
         let stream_smem_budget =
             opt_in_dynamic_smem(&functions, &info, |name| name.ends_with("stream"))?;
-        let gram_smem_budget =
-            opt_in_dynamic_smem(&functions, &info, |name| name.starts_with("sk_gram_"))?;
+        let gram_smem_budget = opt_in_dynamic_smem(&functions, &info, |name| {
+            name.starts_with("sk_gram_") && !name.starts_with("sk_gram_large_")
+        })?;
         let stream = ctx.default_stream();
         Ok(Gpu {
             inner: Arc::new(GpuInner {

@@ -18,9 +18,9 @@ use crate::launch::{CudaLauncher, Launch, Launcher, MAX_GRID, VecArg, vec_arg, v
 use crate::params::{
     SK_GRAM_BLOCK_TILE, SK_GRAM_CONV_ITEMS, SK_GRAM_CONV_REDUCE, SK_GRAM_LARGE_CHUNKS,
     SK_GRAM_LARGE_FINISH, SK_GRAM_LARGE_FORM, SK_GRAM_LARGE_GRAM, SK_GRAM_LARGE_SCAN,
-    SK_GRAM_LARGE_STATS, SK_GRAM_MAX_K, SK_GRAM_MAX_K_COMPLEX64, SK_GRAM_MAX_K_GRAD64,
-    SK_GRAM_THREADS, SK_GRAM_WARP_K, SK_GRAM_WARP_TILE, sk_gram_conv_item, sk_gram_large_item,
-    sk_gram_matrix, sk_gram_params,
+    SK_GRAM_LARGE_STATS, SK_GRAM_MAX_K, SK_GRAM_MAX_K_COMPLEX64, SK_GRAM_MAX_K_CONV_GRAD,
+    SK_GRAM_MAX_K_GRAD64, SK_GRAM_THREADS, SK_GRAM_WARP_K, SK_GRAM_WARP_TILE, sk_gram_conv_item,
+    sk_gram_large_item, sk_gram_matrix, sk_gram_params,
 };
 
 // SAFETY: sk_gram_matrix and sk_gram_conv_item are repr(C) structs of kernels/params.h holding
@@ -44,14 +44,21 @@ const KERNEL_TYPES: [&str; 7] = [
 
 /// Every kernel of the family, for the module check at open time.
 pub(crate) fn kernel_names() -> Vec<String> {
-    ["dense", "dense_grad", "conv", "large_dense", "large_conv"]
-        .iter()
-        .flat_map(|kind| {
-            KERNEL_TYPES
-                .iter()
-                .map(move |t| format!("sk_gram_{kind}_{t}"))
-        })
-        .collect()
+    [
+        "dense",
+        "dense_grad",
+        "conv",
+        "conv_grad",
+        "large_dense",
+        "large_conv",
+    ]
+    .iter()
+    .flat_map(|kind| {
+        KERNEL_TYPES
+            .iter()
+            .map(move |t| format!("sk_gram_{kind}_{t}"))
+    })
+    .collect()
 }
 
 /// The arithmetic type's name and size for a storage type and precision.
@@ -69,6 +76,8 @@ pub(crate) enum Kind {
     /// Dense bounds and their gradients.
     DenseGrad,
     Conv,
+    /// Convolution bounds and their gradients.
+    ConvGrad,
 }
 
 /// Device addresses of a batch's tables and outputs.
@@ -82,11 +91,35 @@ pub(crate) struct Tables {
     /// Convolutions: [layers + 1] first item per layer, and the per-layer results.
     pub layer_start: u64,
     pub layer_out: u64,
-    /// Dense gradients: d upper / d w in w's layout (0 otherwise).
+    /// Gradients: d upper / d w in w's layout (0 otherwise).
     pub grad: u64,
     /// The large tier's table (its first entry), and the workspace.
     pub large: u64,
     pub work: VecArg,
+    /// Convolution gradients: [layers] maximizing blocks, the layer order of the gradient
+    /// launch, and [layers] scratch bounds.
+    pub layer_argmax: u64,
+    pub grad_order: u64,
+    pub grad_out: u64,
+}
+
+impl Tables {
+    /// No tables (for fields a kind does not use: override with `..`).
+    pub(crate) fn none() -> Self {
+        Tables {
+            items: 0,
+            order: 0,
+            item_out: 0,
+            layer_start: 0,
+            layer_out: 0,
+            grad: 0,
+            large: 0,
+            work: VecArg { addr: 0, len: 0 },
+            layer_argmax: 0,
+            grad_order: 0,
+            grad_out: 0,
+        }
+    }
 }
 
 /// What one call needs besides its tables: the large tier's share and its workspace size.
@@ -101,16 +134,20 @@ pub(crate) struct CallShape {
 }
 
 /// Splits a call between the on-chip kernels and the large tier.
-pub(crate) fn call_shape<T: Storage>(kind: Kind, large: &LargeTable, precision: Precision) -> CallShape {
+pub(crate) fn call_shape<T: Storage>(
+    kind: Kind,
+    large: &LargeTable,
+    precision: Precision,
+) -> CallShape {
     let (_, real_size) = arithmetic::<T>(precision);
     let (on_chip_k, elem) = match kind {
         Kind::Dense => (SK_GRAM_MAX_K, real_size),
         Kind::DenseGrad if real_size == 8 => (SK_GRAM_MAX_K_GRAD64, 8),
         Kind::DenseGrad => (SK_GRAM_MAX_K, 4),
-        Kind::Conv if real_size == 8 => (SK_GRAM_MAX_K_COMPLEX64, 16),
-        Kind::Conv => (SK_GRAM_MAX_K, 8),
+        Kind::Conv | Kind::ConvGrad if real_size == 8 => (SK_GRAM_MAX_K_COMPLEX64, 16),
+        Kind::Conv | Kind::ConvGrad => (SK_GRAM_MAX_K, 8),
     };
-    let wide = kind != Kind::Conv && real_size == 4;
+    let wide = matches!(kind, Kind::Dense | Kind::DenseGrad) && real_size == 4;
     let suffix = large.suffix(on_chip_k, wide);
     let double_bytes = (suffix.doubles * 8).div_ceil(256) * 256;
     let work_bytes = if suffix.count > 0 {
@@ -126,9 +163,66 @@ pub(crate) fn call_shape<T: Storage>(kind: Kind, large: &LargeTable, precision: 
     }
 }
 
+/// The launch of the on-chip kernel `kernel` over `schedule`'s items of side ≤ `max_k`, each
+/// team with `buffers` Gram-sized buffers of `size`-byte elements; None when it serves nothing.
+#[allow(clippy::too_many_arguments)]
+fn on_chip_launch(
+    l: &impl Launcher,
+    kernel: String,
+    schedule: &Schedule,
+    max_k: u32,
+    buffers: u32,
+    size: u32,
+    params: sk_gram_params,
+    arithmetic: &str,
+) -> Result<Option<Launch<sk_gram_params>>> {
+    let (block_items, kp) = schedule.on_chip(max_k);
+    let warp_k = SK_GRAM_WARP_K;
+    let warp_smem = if schedule.warp_items > 0 {
+        buffers * (SK_GRAM_THREADS / 32) * warp_k * (warp_k + SK_GRAM_WARP_TILE) * size
+    } else {
+        0
+    };
+    let gram_bytes = kp * (kp + SK_GRAM_BLOCK_TILE) * size;
+    let needed_block = buffers * gram_bytes;
+    let budget = l.gram_smem_budget();
+    if needed_block.max(warp_smem) > budget {
+        return Err(Error::shape(format!(
+            "a Gram matrix of side {kp} needs {} bytes of shared memory in {arithmetic}, the \
+             device allows {budget}",
+            needed_block.max(warp_smem)
+        )));
+    }
+    // Tall block-tier matrices stream their rows through the (first) buffer in panels: give
+    // it at least 32 KiB so panels are not a handful of rows.
+    let extra = needed_block - gram_bytes;
+    let block_smem = if kp > 0 {
+        needed_block.max((32 * 1024 + extra).min(budget))
+    } else {
+        0
+    };
+    let grid = schedule.warp_blocks() + block_items;
+    if grid == 0 {
+        return Ok(None);
+    }
+    Ok(Some(Launch {
+        kernel,
+        grid,
+        block: SK_GRAM_THREADS,
+        shared_mem_bytes: warp_smem.max(block_smem),
+        params: sk_gram_params {
+            count: schedule.len() as u32,
+            warp_matrices: schedule.warp_items,
+            warp_blocks: schedule.warp_blocks(),
+            block_capacity: (block_smem - extra.min(block_smem)) / size,
+            ..params
+        },
+    }))
+}
+
 /// Plans the launches (the on-chip items; the large tier's phases; for convolutions the
-/// per-layer max); empty when there is nothing to do. `w` is the storage buffer, `span` the
-/// elements the items read.
+/// per-layer max, and for their gradients the maximizing blocks again); empty when there is
+/// nothing to do. `w` is the storage buffer, `span` the elements the items read.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn plan<T: Storage>(
     l: &impl Launcher,
@@ -152,10 +246,11 @@ pub(crate) fn plan<T: Storage>(
     }
     let (name, real_size) = arithmetic::<T>(precision);
     let shape = call_shape::<T>(kind, large, precision);
+    let conv = matches!(kind, Kind::Conv | Kind::ConvGrad);
     let (prefix, size) = match kind {
         Kind::Dense => ("dense", real_size),
         Kind::DenseGrad => ("dense_grad", real_size),
-        Kind::Conv => ("conv", 2 * real_size),
+        Kind::Conv | Kind::ConvGrad => ("conv", 2 * real_size),
     };
     if kind == Kind::DenseGrad && !schedule.fits(shape.on_chip_k) {
         return Err(Error::shape(format!(
@@ -163,33 +258,6 @@ pub(crate) fn plan<T: Storage>(
             shape.on_chip_k
         )));
     }
-    let (block_items, kp) = schedule.on_chip(shape.on_chip_k);
-    // The gradient kernels keep a second Gram-sized buffer (P) per team.
-    let buffers = if kind == Kind::DenseGrad { 2 } else { 1 };
-    let warp_k = SK_GRAM_WARP_K;
-    let warp_smem = if schedule.warp_items > 0 {
-        buffers * (SK_GRAM_THREADS / 32) * warp_k * (warp_k + SK_GRAM_WARP_TILE) * size
-    } else {
-        0
-    };
-    let gram_bytes = kp * (kp + SK_GRAM_BLOCK_TILE) * size;
-    let needed_block = buffers * gram_bytes;
-    let budget = l.gram_smem_budget();
-    if needed_block.max(warp_smem) > budget {
-        return Err(Error::shape(format!(
-            "a Gram matrix of side {kp} needs {} bytes of shared memory in {name}, the device \
-             allows {budget}",
-            needed_block.max(warp_smem)
-        )));
-    }
-    // Tall block-tier matrices stream their rows through the (first) buffer in panels: give
-    // it at least 32 KiB so panels are not a handful of rows.
-    let extra = needed_block - gram_bytes;
-    let block_smem = if kp > 0 {
-        needed_block.max((32 * 1024 + extra).min(budget))
-    } else {
-        0
-    };
     let params = sk_gram_params {
         w: w.addr as *const c_void,
         items: tables.items as *const c_void,
@@ -198,12 +266,12 @@ pub(crate) fn plan<T: Storage>(
         layer_start: tables.layer_start as *const u32,
         layer_out: tables.layer_out as *mut _,
         tolerance,
-        count: schedule.len() as u32,
-        warp_matrices: schedule.warp_items,
-        warp_blocks: schedule.warp_blocks(),
+        count: 0,
+        warp_matrices: 0,
+        warp_blocks: 0,
         iterations: steps,
         certified: u32::from(precision == Precision::Certified),
-        block_capacity: (block_smem - extra.min(block_smem)) / size,
+        block_capacity: 0,
         layers: layers as u32,
         grad: tables.grad as *mut c_void,
         step: SK_GRAM_CONV_ITEMS,
@@ -212,19 +280,30 @@ pub(crate) fn plan<T: Storage>(
         large: std::ptr::null(),
         work: std::ptr::null_mut(),
         work_elems: std::ptr::null_mut(),
+        layer_argmax: std::ptr::null_mut(),
     };
     let kernel = format!("sk_gram_{prefix}_{}_{name}", T::NAME);
+    let buffers = if kind == Kind::DenseGrad { 2 } else { 1 };
     let mut launches = Vec::new();
-    let on_chip_grid = schedule.warp_blocks() + block_items;
-    if on_chip_grid > 0 {
-        launches.push(Launch {
-            kernel: kernel.clone(),
-            grid: on_chip_grid,
-            block: SK_GRAM_THREADS,
-            shared_mem_bytes: warp_smem.max(block_smem),
-            params,
-        });
-    }
+    // Convolution gradients: the item launch only bounds (its gradient pass comes later).
+    let item_params = sk_gram_params {
+        grad: if kind == Kind::ConvGrad {
+            std::ptr::null_mut()
+        } else {
+            params.grad
+        },
+        ..params
+    };
+    launches.extend(on_chip_launch(
+        l,
+        kernel.clone(),
+        schedule,
+        shape.on_chip_k,
+        buffers,
+        size,
+        item_params,
+        name,
+    )?);
     let suffix = shape.suffix;
     if suffix.count > 0 {
         if tables.work.len < shape.work_bytes {
@@ -240,9 +319,14 @@ pub(crate) fn plan<T: Storage>(
             large_count: suffix.count,
             work: tables.work.addr as *mut f64,
             work_elems: (tables.work.addr + shape.double_bytes as u64) as *mut c_void,
+            grad: std::ptr::null_mut(),
             ..params
         };
-        let large_kernel = format!("sk_gram_large_{}_{}_{name}", if kind == Kind::Conv { "conv" } else { "dense" }, T::NAME);
+        let large_kernel = format!(
+            "sk_gram_large_{}_{}_{name}",
+            if conv { "conv" } else { "dense" },
+            T::NAME
+        );
         let launch = |step: u32, t: u32, grid: u32| Launch {
             kernel: large_kernel.clone(),
             grid,
@@ -260,7 +344,7 @@ pub(crate) fn plan<T: Storage>(
             .filter(|&g| u64::from(g) <= MAX_GRID)
             .ok_or_else(|| Error::TooLarge(format!("{} large matrices", suffix.count)))?;
         launches.push(launch(SK_GRAM_LARGE_SCAN, 0, chunks));
-        if kind == Kind::Conv {
+        if conv {
             launches.push(launch(SK_GRAM_LARGE_FORM, 0, chunks));
         }
         for t in 1..=steps.max(1) {
@@ -269,20 +353,80 @@ pub(crate) fn plan<T: Storage>(
         }
         launches.push(launch(SK_GRAM_LARGE_FINISH, 0, suffix.count));
     }
-    if kind == Kind::Conv && layers > 0 {
+    if conv && layers > 0 {
         let warps = SK_GRAM_THREADS / 32;
         launches.push(Launch {
-            kernel,
+            kernel: kernel.clone(),
             grid: (layers as u32).div_ceil(warps),
             block: SK_GRAM_THREADS,
             shared_mem_bytes: 0,
             params: sk_gram_params {
                 step: SK_GRAM_CONV_REDUCE,
+                layer_argmax: tables.layer_argmax as *mut u32,
                 ..params
             },
         });
     }
     Ok(launches)
+}
+
+/// The per-layer order of a convolution gradient launch: one team per non-empty layer, warp
+/// teams first in f32 arithmetic; in f64 every layer gets a block (eight warps' two complex
+/// f64 buffers would not fit in shared memory).
+pub(crate) fn conv_grad_schedule<T: Storage>(batch: &ConvBatch, precision: Precision) -> &Schedule {
+    if arithmetic::<T>(precision).1 == 8 {
+        &batch.grad_blocks
+    } else {
+        &batch.grad_schedule
+    }
+}
+
+/// The convolution gradient launch (after [`plan`]'s launches for [`Kind::ConvGrad`]).
+pub(crate) fn plan_conv_grad<T: Storage>(
+    l: &impl Launcher,
+    batch: &ConvBatch,
+    tables: Tables,
+    w: &VecArg,
+    precision: Precision,
+    iterations: Iterations,
+) -> Result<Option<Launch<sk_gram_params>>> {
+    let (steps, tolerance) = iterations.check()?;
+    let (name, real_size) = arithmetic::<T>(precision);
+    let schedule = conv_grad_schedule::<T>(batch, precision);
+    let params = sk_gram_params {
+        w: w.addr as *const c_void,
+        items: tables.items as *const c_void,
+        order: tables.grad_order as *const u32,
+        out: tables.grad_out as *mut _,
+        layer_start: tables.layer_start as *const u32,
+        layer_out: std::ptr::null_mut(),
+        tolerance,
+        count: 0,
+        warp_matrices: 0,
+        warp_blocks: 0,
+        iterations: steps,
+        certified: u32::from(precision == Precision::Certified),
+        block_capacity: 0,
+        layers: batch.len() as u32,
+        grad: tables.grad as *mut c_void,
+        step: SK_GRAM_CONV_ITEMS,
+        t: 0,
+        large_count: 0,
+        large: std::ptr::null(),
+        work: std::ptr::null_mut(),
+        work_elems: std::ptr::null_mut(),
+        layer_argmax: tables.layer_argmax as *mut u32,
+    };
+    on_chip_launch(
+        l,
+        format!("sk_gram_conv_grad_{}_{name}", T::NAME),
+        schedule,
+        SK_GRAM_MAX_K_CONV_GRAD,
+        2,
+        2 * real_size,
+        params,
+        name,
+    )
 }
 
 /// Copies a host table to a new device buffer (one zero entry for an empty table: cudarc does
@@ -311,7 +455,7 @@ fn ensure_work(
     bytes: usize,
 ) -> Result<()> {
     if bytes > 0 && work.as_ref().is_none_or(|w| w.len() < bytes) {
-        *work = None;  // free first: the old and new buffers need not coexist
+        *work = None; // free first: the old and new buffers need not coexist
         *work = Some(
             stream
                 .alloc_zeros::<u8>(bytes)
@@ -343,7 +487,11 @@ impl DeviceDenseBatch {
             batch: batch.clone(),
             matrices: upload(stream, &batch.matrices, "uploading the matrix table")?,
             order: upload(stream, &batch.schedule.order, "uploading the order table")?,
-            large: upload(stream, &batch.large.entries, "uploading the large-matrix table")?,
+            large: upload(
+                stream,
+                &batch.large.entries,
+                "uploading the large-matrix table",
+            )?,
             work: None,
         })
     }
@@ -407,6 +555,7 @@ pub fn dense_bounds<T: Storage>(
         grad: 0,
         large: la.addr,
         work: xa,
+        ..Tables::none()
     };
     let b = &batch.batch;
     for launch in plan::<T>(
@@ -471,6 +620,7 @@ pub fn dense_bounds_and_gradients<T: Storage>(
         grad: ga.addr,
         large: 0,
         work: VecArg { addr: 0, len: 0 },
+        ..Tables::none()
     };
     let b = &batch.batch;
     for launch in plan::<T>(
@@ -527,6 +677,10 @@ pub struct DeviceConvBatch {
     scratch: CudaSlice<DeviceBound>,
     large: CudaSlice<sk_gram_large_item>,
     work: Option<CudaSlice<u8>>,
+    grad_order: CudaSlice<u32>,
+    grad_blocks: CudaSlice<u32>,
+    argmax: CudaSlice<u32>,
+    layer_scratch: CudaSlice<DeviceBound>,
 }
 
 impl DeviceConvBatch {
@@ -544,8 +698,28 @@ impl DeviceConvBatch {
             scratch: stream
                 .alloc_zeros::<DeviceBound>(batch.items.len().max(1))
                 .map_err(|e| Error::driver("allocating the block scratch", e))?,
-            large: upload(stream, &batch.large.entries, "uploading the large-block table")?,
+            large: upload(
+                stream,
+                &batch.large.entries,
+                "uploading the large-block table",
+            )?,
             work: None,
+            grad_order: upload(
+                stream,
+                &batch.grad_schedule.order,
+                "uploading the layer order",
+            )?,
+            grad_blocks: upload(
+                stream,
+                &batch.grad_blocks.order,
+                "uploading the layer order",
+            )?,
+            argmax: stream
+                .alloc_zeros::<u32>(batch.len().max(1))
+                .map_err(|e| Error::driver("allocating the layer scratch", e))?,
+            layer_scratch: stream
+                .alloc_zeros::<DeviceBound>(batch.len().max(1))
+                .map_err(|e| Error::driver("allocating the layer scratch", e))?,
         })
     }
 
@@ -575,12 +749,74 @@ pub fn conv_bounds<T: Storage>(
     precision: Precision,
     iterations: Iterations,
 ) -> Result<()> {
+    conv_call(gpu, stream, batch, w, out, None, precision, iterations)
+}
+
+/// [`conv_bounds`] and, for Lipschitz regularization, the gradient of every layer's upper bound
+/// with respect to its kernel, written to `grad` in `w`'s layout (each kernel at its offset;
+/// entries between kernels are left as they are). A layer's bound is the max over its
+/// frequency blocks A_f of ‖A_f‖_p, so its gradient is that of the maximizing block (the first
+/// of equal ones: a subgradient at ties; conjugate blocks give the same gradient): with
+/// G = ∂‖A_f‖_p/∂A_f formed on chip as for [`dense_bounds_and_gradients`] and
+/// ω_pq = e^{−2πi(pu+qv)/n}, ∂bound/∂K[o,i,p,q] = Re(conj(G[o][i]) ω_pq) — the f64 reference
+/// is [`super::cpu::conv_circular_bound_gradient`]. Rounded once to the storage type. A zero
+/// kernel gets the zero subgradient; NaN or infinite entries NaN gradients (that layer only).
+///
+/// Errors: as [`conv_bounds`]; `grad` not the length of `w`; layers that overlap in `w`; a
+/// channel block whose smaller side exceeds 64 (two Gram-sized buffers must fit on chip).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_bounds_and_gradients<T: Storage>(
+    gpu: &Gpu,
+    stream: &Arc<CudaStream>,
+    batch: &mut DeviceConvBatch,
+    w: &CudaView<'_, T>,
+    out: &mut CudaViewMut<'_, DeviceBound>,
+    grad: &mut CudaViewMut<'_, T>,
+    precision: Precision,
+    iterations: Iterations,
+) -> Result<()> {
+    conv_call(
+        gpu,
+        stream,
+        batch,
+        w,
+        out,
+        Some(grad),
+        precision,
+        iterations,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_call<T: Storage>(
+    gpu: &Gpu,
+    stream: &Arc<CudaStream>,
+    batch: &mut DeviceConvBatch,
+    w: &CudaView<'_, T>,
+    out: &mut CudaViewMut<'_, DeviceBound>,
+    grad: Option<&mut CudaViewMut<'_, T>>,
+    precision: Precision,
+    iterations: Iterations,
+) -> Result<()> {
     let l = CudaLauncher::new(gpu, stream)?;
     let (wa, _w) = vec_arg(gpu, stream, w, "w")?;
     let (oa, _out) = vec_arg_mut(gpu, stream, out, "out")?;
     check_out(&oa, batch.batch.len(), "layers")?;
     iterations.check()?;
-    let shape = call_shape::<T>(Kind::Conv, &batch.batch.large, precision);
+    let kind = if grad.is_some() {
+        Kind::ConvGrad
+    } else {
+        Kind::Conv
+    };
+    let (ga, _g) = match grad {
+        Some(g) => {
+            let (a, guard) = vec_arg_mut(gpu, stream, g, "grad")?;
+            check_conv_grad(&batch.batch, &a, &wa)?;
+            (a, Some(guard))
+        }
+        None => (VecArg { addr: 0, len: 0 }, None),
+    };
+    let shape = call_shape::<T>(kind, &batch.batch.large, precision);
     ensure_work(stream, &mut batch.work, shape.work_bytes)?;
     let large = batch.large.as_view();
     let (la, _l) = vec_arg(gpu, stream, &large, "large")?;
@@ -592,6 +828,11 @@ pub fn conv_bounds<T: Storage>(
         }
         None => (VecArg { addr: 0, len: 0 }, None),
     };
+    let grad_order = if arithmetic::<T>(precision).1 == 8 {
+        batch.grad_blocks.as_view()
+    } else {
+        batch.grad_order.as_view()
+    };
     let (items, order, starts) = (
         batch.items.as_view(),
         batch.order.as_view(),
@@ -600,22 +841,31 @@ pub fn conv_bounds<T: Storage>(
     let (ia, _i) = vec_arg(gpu, stream, &items, "items")?;
     let (ra, _r) = vec_arg(gpu, stream, &order, "order")?;
     let (sa, _s) = vec_arg(gpu, stream, &starts, "layer_start")?;
+    let (goa, _go) = vec_arg(gpu, stream, &grad_order, "grad_order")?;
     let mut scratch = batch.scratch.as_view_mut();
     let (xa, _x) = vec_arg_mut(gpu, stream, &mut scratch, "scratch")?;
+    let mut argmax = batch.argmax.as_view_mut();
+    let (aa, _a) = vec_arg_mut(gpu, stream, &mut argmax, "layer_argmax")?;
+    let mut layer_scratch = batch.layer_scratch.as_view_mut();
+    let (lsa, _ls) = vec_arg_mut(gpu, stream, &mut layer_scratch, "layer scratch")?;
+    let with_grad = kind == Kind::ConvGrad;
     let tables = Tables {
         items: ia.addr,
         order: ra.addr,
         item_out: xa.addr,
         layer_start: sa.addr,
         layer_out: oa.addr,
-        grad: 0,
+        grad: ga.addr,
         large: la.addr,
         work: wka,
+        layer_argmax: if with_grad { aa.addr } else { 0 },
+        grad_order: goa.addr,
+        grad_out: lsa.addr,
     };
     let b = &batch.batch;
-    for launch in plan::<T>(
+    let mut launches = plan::<T>(
         &l,
-        Kind::Conv,
+        kind,
         &b.schedule,
         &b.large,
         b.span(),
@@ -624,8 +874,37 @@ pub fn conv_bounds<T: Storage>(
         &wa,
         precision,
         iterations,
-    )? {
-        l.launch(&launch)?;
+    )?;
+    if with_grad {
+        launches.extend(plan_conv_grad::<T>(
+            &l, b, tables, &wa, precision, iterations,
+        )?);
+    }
+    for launch in &launches {
+        l.launch(launch)?;
+    }
+    Ok(())
+}
+
+/// Convolution gradients: `grad` has w's length, the layers do not overlap, and every channel
+/// block fits the gradient kernels.
+pub(crate) fn check_conv_grad(batch: &ConvBatch, grad: &VecArg, w: &VecArg) -> Result<()> {
+    if grad.len != w.len {
+        return Err(Error::shape(format!(
+            "`grad` has {} elements, `w` {}: the gradients use w's layout",
+            grad.len, w.len
+        )));
+    }
+    if !batch.disjoint() {
+        return Err(Error::shape(
+            "kernels overlap in `w`: their gradients would collide".to_string(),
+        ));
+    }
+    if !batch.grad_blocks.fits(SK_GRAM_MAX_K_CONV_GRAD) {
+        return Err(Error::shape(format!(
+            "convolution gradients take channel blocks whose smaller side is at most \
+             {SK_GRAM_MAX_K_CONV_GRAD}"
+        )));
     }
     Ok(())
 }

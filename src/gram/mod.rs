@@ -255,12 +255,17 @@ pub(crate) struct Schedule {
 impl Schedule {
     /// From each item's smaller side k.
     fn new(ks: impl Iterator<Item = usize>) -> Self {
+        Self::of(ks.enumerate().map(|(i, k)| (i as u32, k)), true)
+    }
+
+    /// From (item index, smaller side) pairs; `warps`: whether small items get a warp each.
+    fn of(items: impl Iterator<Item = (u32, usize)>, warps: bool) -> Self {
         let (mut warp, mut block) = (Vec::new(), Vec::new());
-        for (i, k) in ks.enumerate() {
-            if k <= SK_GRAM_WARP_K as usize {
-                warp.push(i as u32);
+        for (i, k) in items {
+            if warps && k <= SK_GRAM_WARP_K as usize {
+                warp.push(i);
             } else {
-                block.push((k as u32, i as u32));
+                block.push((k as u32, i));
             }
         }
         block.sort_unstable();
@@ -326,7 +331,12 @@ pub(crate) struct LargeSuffix {
 
 impl LargeTable {
     /// From the schedule and each item's (k, l), for items with k > `min_limit`.
-    fn new(schedule: &Schedule, kl: impl Fn(u32) -> (u32, u32), conv: bool, min_limit: u32) -> Result<Self> {
+    fn new(
+        schedule: &Schedule,
+        kl: impl Fn(u32) -> (u32, u32),
+        conv: bool,
+        min_limit: u32,
+    ) -> Result<Self> {
         let first = schedule.block_k.partition_point(|&k| k <= min_limit);
         let mut table = LargeTable::default();
         let (mut doubles, mut elems, mut tiles, mut wide) = (0u64, 0u64, 0u64, 0u64);
@@ -350,7 +360,8 @@ impl LargeTable {
                 reserved: 0,
             });
             table.ks.push(k);
-            doubles += u64::from(SK_GRAM_LARGE_STATE_DOUBLES + 2 * SK_GRAM_LARGE_CHUNKS) + d64.max(d128);
+            doubles +=
+                u64::from(SK_GRAM_LARGE_STATE_DOUBLES + 2 * SK_GRAM_LARGE_CHUNKS) + d64.max(d128);
             elems += 2 * kp * kp + if conv { u64::from(l) * kp } else { 0 };
             tiles += t64;
             wide += t128;
@@ -530,6 +541,11 @@ pub struct ConvBatch {
     pub(crate) layer_start: Vec<u32>,
     pub(crate) schedule: Schedule,
     pub(crate) large: LargeTable,
+    /// Gradient launches: one team per non-empty layer (warp tier first), or a block each.
+    pub(crate) grad_schedule: Schedule,
+    pub(crate) grad_blocks: Schedule,
+    /// Whether no two kernels share an element (required for gradients).
+    disjoint: bool,
     span: usize,
 }
 
@@ -591,12 +607,29 @@ impl ConvBatch {
             true,
             SK_GRAM_MAX_K_COMPLEX64,
         )?;
+        let mut ranges: Vec<(usize, usize)> = layers
+            .iter()
+            .map(|&(o, s)| (o, o + s.c_out * s.c_in * s.k * s.k))
+            .filter(|r| r.1 > r.0)
+            .collect();
+        ranges.sort_unstable();
+        let disjoint = ranges.windows(2).all(|p| p[0].1 <= p[1].0);
+        let grad_layers = || {
+            layers
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, s))| s.c_out * s.c_in > 0)
+                .map(|(i, (_, s))| (i as u32, s.c_out.min(s.c_in)))
+        };
         Ok(ConvBatch {
             layers: layers.to_vec(),
             items,
             layer_start,
             schedule,
             large,
+            grad_schedule: Schedule::of(grad_layers(), true),
+            grad_blocks: Schedule::of(grad_layers(), false),
+            disjoint,
             span,
         })
     }
@@ -627,6 +660,11 @@ impl ConvBatch {
     /// Whether there are no layers.
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
+    }
+
+    /// Whether no two kernels share an element of the storage buffer (gradients need it).
+    pub fn disjoint(&self) -> bool {
+        self.disjoint
     }
 
     /// The frequency blocks of all layers.
