@@ -472,6 +472,53 @@ pub struct sk_gram_params {
     pub work_elems: *mut ::core::ffi::c_void,
     pub layer_argmax: *mut u32,
 }
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of sk_gram_params"][::core::mem::size_of::<sk_gram_params>() - 136usize];
+    ["Alignment of sk_gram_params"][::core::mem::align_of::<sk_gram_params>() - 8usize];
+    ["Offset of field: sk_gram_params::w"][::core::mem::offset_of!(sk_gram_params, w) - 0usize];
+    ["Offset of field: sk_gram_params::items"]
+        [::core::mem::offset_of!(sk_gram_params, items) - 8usize];
+    ["Offset of field: sk_gram_params::order"]
+        [::core::mem::offset_of!(sk_gram_params, order) - 16usize];
+    ["Offset of field: sk_gram_params::out"]
+        [::core::mem::offset_of!(sk_gram_params, out) - 24usize];
+    ["Offset of field: sk_gram_params::layer_start"]
+        [::core::mem::offset_of!(sk_gram_params, layer_start) - 32usize];
+    ["Offset of field: sk_gram_params::layer_out"]
+        [::core::mem::offset_of!(sk_gram_params, layer_out) - 40usize];
+    ["Offset of field: sk_gram_params::grad"]
+        [::core::mem::offset_of!(sk_gram_params, grad) - 48usize];
+    ["Offset of field: sk_gram_params::tolerance"]
+        [::core::mem::offset_of!(sk_gram_params, tolerance) - 56usize];
+    ["Offset of field: sk_gram_params::count"]
+        [::core::mem::offset_of!(sk_gram_params, count) - 64usize];
+    ["Offset of field: sk_gram_params::warp_matrices"]
+        [::core::mem::offset_of!(sk_gram_params, warp_matrices) - 68usize];
+    ["Offset of field: sk_gram_params::warp_blocks"]
+        [::core::mem::offset_of!(sk_gram_params, warp_blocks) - 72usize];
+    ["Offset of field: sk_gram_params::iterations"]
+        [::core::mem::offset_of!(sk_gram_params, iterations) - 76usize];
+    ["Offset of field: sk_gram_params::certified"]
+        [::core::mem::offset_of!(sk_gram_params, certified) - 80usize];
+    ["Offset of field: sk_gram_params::block_capacity"]
+        [::core::mem::offset_of!(sk_gram_params, block_capacity) - 84usize];
+    ["Offset of field: sk_gram_params::layers"]
+        [::core::mem::offset_of!(sk_gram_params, layers) - 88usize];
+    ["Offset of field: sk_gram_params::step"]
+        [::core::mem::offset_of!(sk_gram_params, step) - 92usize];
+    ["Offset of field: sk_gram_params::t"][::core::mem::offset_of!(sk_gram_params, t) - 96usize];
+    ["Offset of field: sk_gram_params::large_count"]
+        [::core::mem::offset_of!(sk_gram_params, large_count) - 100usize];
+    ["Offset of field: sk_gram_params::large"]
+        [::core::mem::offset_of!(sk_gram_params, large) - 104usize];
+    ["Offset of field: sk_gram_params::work"]
+        [::core::mem::offset_of!(sk_gram_params, work) - 112usize];
+    ["Offset of field: sk_gram_params::work_elems"]
+        [::core::mem::offset_of!(sk_gram_params, work_elems) - 120usize];
+    ["Offset of field: sk_gram_params::layer_argmax"]
+        [::core::mem::offset_of!(sk_gram_params, layer_argmax) - 128usize];
+};
 impl Default for sk_gram_params {
     fn default() -> Self {
         let mut s = ::core::mem::MaybeUninit::<Self>::uninit();

@@ -511,9 +511,14 @@ impl DeviceDenseBatch {
 /// a zero side or all zeros gives 0; a NaN entry NaN bounds, an infinite one +∞ (that matrix
 /// only).
 ///
+/// Matrices whose smaller side exceeds [`super::MAX_ON_CHIP_K`] take the large tier (see
+/// [`super`]): its workspace (per matrix two k_pad² Gram matrices in the arithmetic type and
+/// ~k_pad²/64 f64 partial sums, k_pad = k rounded up to 128) is allocated in `batch` at the
+/// first call that needs it, grown when a later call needs more, and reused; a call's launches
+/// only read what the same call wrote in it.
+///
 /// Errors: `w` shorter than [`DenseBatch::span`], `out` not one entry per matrix, invalid
-/// [`Iterations`], a Gram matrix larger than the device's shared memory, buffers or stream of
-/// another context.
+/// [`Iterations`], a failed workspace allocation, buffers or stream of another context.
 pub fn dense_bounds<T: Storage>(
     gpu: &Gpu,
     stream: &Arc<CudaStream>,
@@ -666,8 +671,9 @@ pub(crate) fn check_out(out: &VecArg, expected: usize, what: &str) -> Result<()>
     Ok(())
 }
 
-/// A [`ConvBatch`]'s tables in device memory and its per-block scratch, uploaded once and
-/// reused every call (one call at a time: [`conv_bounds`] takes it mutably).
+/// A [`ConvBatch`]'s tables in device memory, its per-block and per-layer scratch and the
+/// large tier's workspace (see [`conv_bounds`]), uploaded once and reused every call (one call
+/// at a time: [`conv_bounds`] takes it mutably).
 #[derive(Debug)]
 pub struct DeviceConvBatch {
     batch: ConvBatch,
@@ -738,8 +744,10 @@ impl DeviceConvBatch {
 /// Certified mode also bounds the DFT's rounding (the blocks are formed in f64 from the
 /// kernel), so its upper bound is ≥ the exact operator norm of the stored kernel.
 ///
-/// Errors: as [`dense_bounds`], with `out` one entry per layer; a channel block larger than
-/// the kernels take in this precision (64 for f64 arithmetic).
+/// Channel blocks above the on-chip limit (128, or 64 in f64 arithmetic) take the large tier,
+/// as in [`dense_bounds`] (the workspace also holds each such block, formed once per call).
+///
+/// Errors: as [`dense_bounds`], with `out` one entry per layer.
 pub fn conv_bounds<T: Storage>(
     gpu: &Gpu,
     stream: &Arc<CudaStream>,

@@ -20,18 +20,29 @@
 //! tends to 1, which is the adaptive mode's stopping test ([`Iterations::Adaptive`]).
 //!
 //! # Kernels
-//! [`gpu::dense_bounds`] bounds many matrices of any shapes in one launch (every layer of a
-//! network): one warp per matrix with min(m, n) ≤ 32, one block per larger one, the Gram power
-//! kept in shared memory for all T steps, rescaled by exact powers of two. Its
-//! [`Precision::Certified`] mode computes in f64 and carries a rounding-error bound through the
-//! iteration (see kernels/gram.cu), so the upper bound is ≥ the exact σ₁ of the stored matrix
-//! despite rounding; [`Precision::Fast`] uses f32 arithmetic for f32/f16/bf16 storage and is
-//! within a few f32 ulps of the exact Schatten norm, on either side.
+//! [`gpu::dense_bounds`] bounds many matrices of any shapes in one call (every layer of a
+//! network). Three tiers, chosen per matrix from its smaller side k:
+//! - k ≤ 32: one warp per matrix, eight to a block;
+//! - k ≤ [`MAX_ON_CHIP_K`]: one block per matrix; in both on-chip tiers the Gram power stays in
+//!   shared memory for all T steps (one launch for everything);
+//! - larger: the large tier keeps M_t in a device workspace (two k × k matrices per matrix,
+//!   allocated by the device batch at the first call that needs it) and runs each step as one
+//!   launch over all large matrices, one 256-thread block per upper tile (128 wide in f32
+//!   arithmetic, 64 otherwise), each tile mirrored; about 2T + 3 launches in all.
 //!
-//! Status: dense kernels for min(m, n) ≤ [`MAX_ON_CHIP_K`]; the CPU reference ([`cpu`]) also
-//! covers the dense gradient and circular convolutions (bound and exact norm). Larger matrices,
-//! convolutions on the GPU, zero padding and the convolution gradient are not written yet
-//! (issue 4).
+//! Every Gram power is rescaled by an exact power of two and stored exactly Hermitian. The
+//! [`Precision::Certified`] mode computes in f64 and carries a rounding-error bound through the
+//! iteration (see kernels/gram.cu; the same analysis for every tier), so the upper bound is ≥
+//! the exact σ₁ of the stored matrix despite rounding; [`Precision::Fast`] uses f32 arithmetic
+//! for f32/f16/bf16 storage and is within a few f32 ulps of the exact Schatten norm, on either
+//! side.
+//!
+//! [`gpu::conv_bounds`] bounds circular convolution layers the same way on their frequency
+//! blocks (complex, formed by a direct DFT of the kernel: on chip, or into the workspace for
+//! the large tier; the on-chip limit is 64 in f64 arithmetic). [`gpu::dense_bounds_and_gradients`]
+//! and [`gpu::conv_bounds_and_gradients`] add the gradients of the upper bounds (on-chip sizes
+//! only: k ≤ 128, or 64 in f64 arithmetic and for convolutions). [`zero_padding`] has the
+//! zero-padding bounds (CPU), [`cpu`] the f64 references of everything.
 
 pub mod cpu;
 pub mod gpu;

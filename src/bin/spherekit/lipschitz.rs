@@ -2218,10 +2218,7 @@ mod tests {
             let (out, ok) = render(&file, &o, "emulator", &gpu);
             assert!(ok, "{out}");
             if certified {
-                assert!(
-                    out.contains("NOT certified: wide.weight ("),
-                    "{out}"
-                );
+                assert!(out.contains("NOT certified: wide.weight ("), "{out}");
             }
         }
     }
