@@ -79,6 +79,7 @@ struct ComplexField {
     using elem = Cplx<R>;
     static constexpr bool COMPLEX = true;
     __device__ static elem zero() { return {R(0), R(0)}; }
+    __device__ static elem from(double v) { return {static_cast<R>(v), R(0)}; }
     __device__ static void acc_conj(elem &acc, elem a, elem b) {
         acc.re = fma(a.re, b.re, fma(a.im, b.im, acc.re));
         acc.im = fma(a.re, b.im, fma(-a.im, b.re, acc.im));
@@ -170,7 +171,7 @@ struct DenseSource {
     __device__ uint64_t raw_len() const { return static_cast<uint64_t>(rows) * cols; }
     __device__ double raw(uint64_t e) const { return widen<T>(w[e]); }
     template <int NT>
-    __device__ void prepare(GramTeam<NT> &, int) {}
+    __device__ void prepare(GramTeam<NT> &, int) const {}
     // Panel entry (r, c) of rows l0.. (n rows), element e of the panel's n * k_pad entries:
     // consecutive threads read consecutive entries of W's rows.
     __device__ void panel_index(int e, int n, int k_pad, int &r, int &c) const {
@@ -231,7 +232,7 @@ struct ConvSource {
     }
     __device__ double raw(uint64_t e) const { return widen<T>(w[e]); }
     template <int NT>
-    __device__ void prepare(GramTeam<NT> &team, int) {
+    __device__ void prepare(GramTeam<NT> &team, int) const {
         for (int j = team.rank; j < 2 * taps; j += NT) {
             const int freq = j < taps ? u : v;
             const int phase = ((j % taps) * freq) % n;
@@ -881,6 +882,7 @@ struct LargeState {
     double trace;    // of M_1
     double diagmax;  // of M_1
     int done_at;     // adaptive: the step at which upper / lower <= 1 + tol held, else 0
+    int pexps[SK_GRAM_MAX_STEPS];  // gradients: P_{t+1} = P_t M_{t+1} 2^-pexps[t]
 };
 static_assert(sizeof(LargeState) <= 8 * SK_GRAM_LARGE_STATE_DOUBLES, "params.h state size");
 
@@ -897,8 +899,10 @@ struct LargeItem {
     double *scan;     // [2][LARGE_CHUNKS]: largest |entry|, NaN flag
     double *fpart;    // [2][tiles]: M_t's per-tile sums of |entries|^2, by the parity of t
     double *colpart;  // [nb][k_pad]: per row-tile sums of |entries|^2 of each column
+    double *pfpart;   // [tiles]: gradients: P_t's per-tile sums of |entries|^2
     E *m0, *m1;       // M_t: m0 for even t, m1 for odd
     E *x;             // convolutions: X 2^-s, l x k_pad
+    E *p0, *p1;       // gradients: P_t (t >= 2) by parity, or NULL
 
     __device__ LargeItem(const sk_gram_params &p, const sk_gram_large_item &it, int k_, int l_,
                          bool conv) {
@@ -914,11 +918,28 @@ struct LargeItem {
         scan = d + SK_GRAM_LARGE_STATE_DOUBLES;
         fpart = scan + 2 * LARGE_CHUNKS;
         colpart = fpart + 2 * tiles;
+        pfpart = colpart + static_cast<uint64_t>(nb) * k_pad;
         E *e = static_cast<E *>(p.work_elems) + (it.elems - base.elems);
         const uint64_t kk = static_cast<uint64_t>(k_pad) * k_pad;
         m0 = e;
         m1 = e + kk;
         x = conv ? e + 2 * kk : nullptr;
+        E *g = p.work_grad ? static_cast<E *>(p.work_grad) + (it.grad_elems - base.grad_elems)
+                           : nullptr;
+        p0 = g;
+        p1 = g ? g + kk : nullptr;
+    }
+    // P_t (t >= 2; P_1 = M_1).
+    __device__ E *product(uint32_t t) const { return t == 1 ? m1 : (t & 1) ? p1 : p0; }
+    // X[r][c] 2^-s: the stored block (convolutions) or through the source (dense).
+    template <class Src>
+    __device__ E load_x(const Src &src, int r, int c, int s) const {
+        return x != nullptr ? x[static_cast<uint64_t>(r) * k_pad + c] : src.load(r, c, s);
+    }
+    // Whether X is read across W's rows (dense X = W^T).
+    template <class Src>
+    __device__ bool x_transposed(const Src &src) const {
+        return x == nullptr && src.transposed;
     }
 
     // The SCAN partials combined (max and OR: order-independent), and s = ilogb(max |entry|).
@@ -943,15 +964,26 @@ struct LargeItem {
 // The served entry of `large` for a block of a launch with per-item block counts given by
 // `first` (a prefix over the suffix, offset by its first entry): binary search.
 __device__ __forceinline__ uint32_t large_entry(const sk_gram_params &p, uint32_t block,
-                                                bool wide) {
-    auto first = [&](uint32_t i) {
-        return (wide ? p.large[i].first_wide : p.large[i].first_tile) -
-               (wide ? p.large[0].first_wide : p.large[0].first_tile);
-    };
+                                                uint32_t sk_gram_large_item::*first_of) {
+    auto first = [&](uint32_t i) { return p.large[i].*first_of - p.large[0].*first_of; };
     uint32_t lo = 0, hi = p.large_count;  // the last i with first(i) <= block
     while (hi - lo > 1) {
         const uint32_t mid = (lo + hi) / 2;
         if (first(mid) <= block) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+// The layer of convolution item `index` (binary search of layer_start).
+__device__ __forceinline__ uint32_t layer_of(const sk_gram_params &p, uint32_t index) {
+    uint32_t lo = 0, hi = p.layers;  // the last layer whose first item is <= index
+    while (hi - lo > 1) {
+        const uint32_t mid = (lo + hi) / 2;
+        if (p.layer_start[mid] <= index) {
             lo = mid;
         } else {
             hi = mid;
@@ -971,23 +1003,25 @@ __device__ __forceinline__ void upper_tile(int q, int nb, int &bi, int &bj) {
     bj = r + q;
 }
 
-// acc = sum over rows p < rows of conj(X[p][i0 + row]) X[p][j0 + col], with load(p, c) giving
-// X[p][c] (zero outside the matrix). Panels go through registers (the next one is fetched
-// while the current one is multiplied) into shared memory. p_fastest: consecutive threads
-// take consecutive p (a transposed source), otherwise consecutive columns.
-template <class F, class Load>
-__device__ void large_tile_product(const Load &load, int rows, bool p_fastest, int i0, int j0,
+// acc = sum over rows p < rows of conj(A[p][i0 + row]) B[p][j0 + col], with load_a(p, c) and
+// load_b(p, c) giving A[p][c] and B[p][c] (zero outside the matrices); `same`: A = B (a
+// diagonal tile then loads one panel). Panels go through registers (the next one is fetched
+// while the current one is multiplied) into shared memory. *_fastest: consecutive threads take
+// consecutive p (a transposed source), otherwise consecutive columns.
+template <class F, class LoadA, class LoadB>
+__device__ void large_tile_product(const LoadA &load_a, const LoadB &load_b, bool same, int rows,
+                                   bool a_fastest, bool b_fastest, int i0, int j0,
                                    typename F::elem *sa, typename F::elem *sb,
                                    typename F::elem (&acc)[LargeShape<F>::MT][LargeShape<F>::MT]) {
     using E = typename F::elem;
     using S = LargeShape<F>;
     constexpr int TB = S::TB, MT = S::MT, PER = LARGE_DEPTH * TB / LARGE_NT;
     const int tid = static_cast<int>(threadIdx.x), tx = tid % 16, ty = tid / 16;
-    const bool diagonal = i0 == j0;
+    const bool one_panel = same && i0 == j0;
     E ra[PER], rb[PER];
-    auto slot = [&](int q, int &pp, int &c) {
+    auto slot = [&](int q, bool fastest, int &pp, int &c) {
         const int e = tid + q * LARGE_NT;
-        if (p_fastest) {
+        if (fastest) {
             pp = e % LARGE_DEPTH;
             c = e / LARGE_DEPTH;
         } else {
@@ -999,26 +1033,31 @@ __device__ void large_tile_product(const Load &load, int rows, bool p_fastest, i
 #pragma unroll
         for (int q = 0; q < PER; ++q) {
             int pp, c;
-            slot(q, pp, c);
-            const int row = p0 + pp;
-            ra[q] = row < rows ? load(row, i0 + c) : F::zero();
-            if (!diagonal) rb[q] = row < rows ? load(row, j0 + c) : F::zero();
+            slot(q, a_fastest, pp, c);
+            ra[q] = p0 + pp < rows ? load_a(p0 + pp, i0 + c) : F::zero();
+            if (!one_panel) {
+                slot(q, b_fastest, pp, c);
+                rb[q] = p0 + pp < rows ? load_b(p0 + pp, j0 + c) : F::zero();
+            }
         }
     };
 #pragma unroll
     for (int u = 0; u < MT; ++u)
 #pragma unroll
         for (int v = 0; v < MT; ++v) acc[u][v] = F::zero();
-    const E *pb = diagonal ? sa : sb;
+    const E *pb = one_panel ? sa : sb;
     fetch(0);
     for (int p0 = 0; p0 < rows; p0 += LARGE_DEPTH) {
         __syncthreads();  // the previous panel has been multiplied
 #pragma unroll
         for (int q = 0; q < PER; ++q) {
             int pp, c;
-            slot(q, pp, c);
+            slot(q, a_fastest, pp, c);
             sa[pp * TB + c] = ra[q];
-            if (!diagonal) sb[pp * TB + c] = rb[q];
+            if (!one_panel) {
+                slot(q, b_fastest, pp, c);
+                sb[pp * TB + c] = rb[q];
+            }
         }
         __syncthreads();
         if (p0 + LARGE_DEPTH < rows) fetch(p0 + LARGE_DEPTH);
@@ -1047,13 +1086,15 @@ __host__ __device__ constexpr int large_smem_bytes() {
     return panels > sums ? panels : sums;
 }
 
-// GRAM step t for one tile: M_t = (M_{t-1} 2^-e)^2 (t >= 2) or X^H X (t = 1), stored with its
-// mirror, the tile's sum of |entries|^2 (off-diagonal entries twice) to fpart and its column
-// sums to colpart.
-template <class F, class Item, class Load>
-__device__ void large_gram_tile(const sk_gram_params &p, const Item &it, int q, int rows,
-                                bool p_fastest, const Load &load, double scale,
-                                unsigned char *smem) {
+// One upper tile q of a Hermitian product, A^H B 2^-e with A^H B Hermitian: GRAM step t's
+// M_t = (M_{t-1} 2^-e)^2 (t >= 2) or X^H X (t = 1), or PGRAM's P_t = P_{t-1} M_t 2^-g (P and
+// M commute). Stored with its mirror to dst, the tile's sum of |entries|^2 (off-diagonal
+// entries twice) to *fpart and, when colpart is set, its column sums to colpart.
+template <class F, class Item, class LoadA, class LoadB>
+__device__ void large_hermitian_tile(const Item &it, int q, int rows, bool fastest,
+                                     const LoadA &load_a, const LoadB &load_b, bool same,
+                                     double scale, typename F::elem *dst, double *fpart,
+                                     double *colpart, unsigned char *smem) {
     using E = typename F::elem;
     using R = typename F::real;
     using S = LargeShape<F>;
@@ -1064,11 +1105,10 @@ __device__ void large_gram_tile(const sk_gram_params &p, const Item &it, int q, 
     upper_tile(q, it.nb, bi, bj);
     const int i0 = bi * TB, j0 = bj * TB;
     E acc[MT][MT];
-    large_tile_product<F>(load, rows, p_fastest, i0, j0, sa, sb, acc);
+    large_tile_product<F>(load_a, load_b, same, rows, fastest, fastest, i0, j0, sa, sb, acc);
 
     const int tid = static_cast<int>(threadIdx.x), tx = tid % 16, ty = tid / 16;
     const int ld = it.k_pad;
-    E *dst = it.gram(p.t);
     double colacc[MT], rowacc[MT], fro = 0.0;
 #pragma unroll
     for (int u = 0; u < MT; ++u) colacc[u] = rowacc[u] = 0.0;
@@ -1093,6 +1133,8 @@ __device__ void large_gram_tile(const sk_gram_params &p, const Item &it, int q, 
         }
     GramTeam<LARGE_NT> team;
     fro = team.sum(fro);  // (a barrier: the panels are free)
+    if (tid == 0) *fpart = fro;
+    if (colpart == nullptr) return;
     double *col_red = reinterpret_cast<double *>(smem);  // [16 ty][TB]
     double *row_red = col_red + 16 * TB;                 // [16 tx][TB]
 #pragma unroll
@@ -1108,13 +1150,47 @@ __device__ void large_gram_tile(const sk_gram_params &p, const Item &it, int q, 
             sr += row_red[y * TB + c];
         }
         if (bi == bj) {
-            it.colpart[static_cast<uint64_t>(bi) * ld + j0 + c] = sc + sr;
+            colpart[static_cast<uint64_t>(bi) * ld + j0 + c] = sc + sr;
         } else {
-            it.colpart[static_cast<uint64_t>(bi) * ld + j0 + c] = sc;
-            it.colpart[static_cast<uint64_t>(bj) * ld + i0 + c] = sr;
+            colpart[static_cast<uint64_t>(bi) * ld + j0 + c] = sc;
+            colpart[static_cast<uint64_t>(bj) * ld + i0 + c] = sr;
         }
     }
-    if (tid == 0) it.fpart[(p.t & 1) * it.tiles + q] = fro;
+}
+
+// GRADX, one tile of G = X P (l x k; P = the identity when pm is NULL), times factor, written
+// through the source (W's layout, or the convolution taps). As a product of the tile form:
+// G[r][j] = sum_c conj(A[c][r]) B[c][j] with A = X^H, B = P.
+template <class F, class Item, class Src>
+__device__ void large_gradient_tile(const Item &it, const Src &src, int q, int s,
+                                    const typename F::elem *pm, double factor,
+                                    unsigned char *smem) {
+    using E = typename F::elem;
+    using S = LargeShape<F>;
+    constexpr int TB = S::TB, MT = S::MT;
+    E *sa = reinterpret_cast<E *>(smem);
+    E *sb = sa + LARGE_DEPTH * TB;
+    const int bi = q / it.nb, bj = q % it.nb;  // row tile of X, column tile
+    const int r0 = bi * TB, j0 = bj * TB, k = it.k, l = it.l, ld = it.k_pad;
+    const auto load_x = [&](int c, int r) {  // conj(X[r][c]) = A[c][r]
+        return r < l && c < k ? F::conj(it.load_x(src, r, c, s)) : F::zero();
+    };
+    const auto load_p = [&](int c, int j) {
+        if (pm == nullptr) return c == j ? F::from(1.0) : F::zero();
+        return pm[static_cast<uint64_t>(c) * ld + j];
+    };
+    E acc[MT][MT];
+    // X is read along c (its rows) unless it is W^T in W's layout.
+    large_tile_product<F>(load_x, load_p, false, it.k_pad, !it.x_transposed(src), false, r0, j0,
+                          sa, sb, acc);
+    const int tid = static_cast<int>(threadIdx.x), tx = tid % 16, ty = tid / 16;
+#pragma unroll
+    for (int u = 0; u < MT; ++u)
+#pragma unroll
+        for (int v = 0; v < MT; ++v) {
+            const int r = r0 + S::at(ty, u), j = j0 + S::at(tx, v);
+            if (r < l && j < k) src.store_grad(r, j, acc[u][v], factor);
+        }
 }
 
 // The sum of n doubles in a fixed order (so every block that forms it gets the same value).
@@ -1137,6 +1213,14 @@ __device__ void large_stats(const sk_gram_params &p, const Item &it) {
         st->hist.fro2[t] = fro2;
         st->hist.exps[t] = ilogb(fro2) >> 1;
         if (t == 1) st->done_at = 0;
+    }
+    if (p.grad != nullptr) {
+        // The exponent PGRAM(t) applies: from ||P_{t-1}||_F^2 (P_1 = M_1), as on chip.
+        if (t == 1 && team.rank == 0) st->pexps[1] = ilogb(fro2) >> 1;
+        if (t >= 3) {
+            const double pfro2 = ordered_sum(team, it.pfpart, it.tiles);
+            if (team.rank == 0) st->pexps[t - 1] = ilogb(pfro2) >> 1;
+        }
     }
     if (t == 1) {
         double trace = 0.0, diagmax = 0.0;
@@ -1242,6 +1326,43 @@ __device__ void large_finish(const sk_gram_params &p, const Item &it, const Src 
           cert_flag | (st->done_at > 0 ? SK_GRAM_CONVERGED : 0u));
 }
 
+// GRADX (after FINISH): the gradient of the upper bound, as bound_one forms it on chip:
+// G = X P ||A||_p / tr(M_1 P) with P = M_1 ... M_T (T = 0: X / ||X||_F), tile `part` of the
+// l x k result; degenerate items get NaN or zero gradients (split over their tiles).
+template <class F, class Item, class Src>
+__device__ void large_gradient(const sk_gram_params &p, const Item &it, const Src &src,
+                               uint32_t part, unsigned char *smem) {
+    int s;
+    const ScanStatus status = it.status(s);
+    if (status != ScanStatus::Ok) {
+        if (status == ScanStatus::Empty) return;
+        const double v = status == ScanStatus::Zero ? 0.0 : nan_f64();
+        const uint64_t n = src.raw_len();
+        const uint64_t tiles = static_cast<uint64_t>((it.l + LargeShape<F>::TB - 1) /
+                                                     LargeShape<F>::TB) * it.nb;
+        const uint64_t per = (n + tiles - 1) / tiles;
+        const uint64_t lo = per * part, hi = lo + per < n ? lo + per : n;
+        for (uint64_t e = lo + threadIdx.x; e < hi; e += LARGE_NT) src.fill_grad(e, v);
+        return;
+    }
+    GramTeam<LARGE_NT> team;
+    src.prepare(team, s);  // convolutions: the twiddles store_grad maps back through
+    const LargeState *st = it.state;
+    const int T = st->done_at > 0 ? st->done_at : static_cast<int>(p.iterations);
+    if (T == 0) {
+        large_gradient_tile<F>(it, src, static_cast<int>(part), s, nullptr, 1.0 / sqrt(st->trace),
+                               smem);
+        return;
+    }
+    int esum = 0, pexp = 0;
+    for (int j = 1; j < T; ++j) {
+        esum += st->hist.exps[j];
+        pexp += st->pexps[j];
+    }
+    const double factor = ldexp(schatten(st->hist, T) / st->hist.fro2[T], pexp - 2 * esum);
+    large_gradient_tile<F>(it, src, static_cast<int>(part), s, it.product(T), factor, smem);
+}
+
 // One phase of the large tier for every served item. `make(index, twiddles)` builds the
 // item's source (dense or convolution).
 template <class F, bool CONV, class MakeSource>
@@ -1261,9 +1382,17 @@ __device__ void large(const sk_gram_params &p, MakeSource make) {
             part = block % LARGE_CHUNKS;
             break;
         case SK_GRAM_LARGE_GRAM:
-            entry = large_entry(p, block, S::WIDE);
+        case SK_GRAM_LARGE_PGRAM:
+            entry = large_entry(p, block, S::WIDE ? &sk_gram_large_item::first_wide
+                                                  : &sk_gram_large_item::first_tile);
             part = block - ((S::WIDE ? p.large[entry].first_wide : p.large[entry].first_tile) -
                             (S::WIDE ? p.large[0].first_wide : p.large[0].first_tile));
+            break;
+        case SK_GRAM_LARGE_GRADX:
+            entry = large_entry(p, block, S::WIDE ? &sk_gram_large_item::first_grad_wide
+                                                  : &sk_gram_large_item::first_grad);
+            part = block - ((S::WIDE ? p.large[entry].first_grad_wide : p.large[entry].first_grad) -
+                            (S::WIDE ? p.large[0].first_grad_wide : p.large[0].first_grad));
             break;
         default:
             entry = block;
@@ -1295,9 +1424,18 @@ __device__ void large(const sk_gram_params &p, MakeSource make) {
         large_finish<F>(p, it, src);
         return;
     }
+    // Convolution gradients rerun only each layer's maximizing block.
+    if (p.layer_argmax != nullptr && p.layer_argmax[layer_of(p, rec.index)] != rec.index) return;
+    if (p.step == SK_GRAM_LARGE_GRADX) {
+        large_gradient<F>(p, it, src, part, smem);
+        return;
+    }
     int s;
     if (it.status(s) != ScanStatus::Ok) return;  // FINISH writes the degenerate results
-    if (p.t >= 2 && it.state->done_at > 0) return;  // adaptive: converged earlier
+    // Adaptive: converged earlier (PGRAM still forms P at the step that converged).
+    const int done = it.state->done_at;
+    if (p.t >= 2 && done > 0 && (p.step != SK_GRAM_LARGE_PGRAM || static_cast<int>(p.t) > done))
+        return;
     switch (p.step) {
         case SK_GRAM_LARGE_FORM: {
             if constexpr (CONV) {
@@ -1313,27 +1451,36 @@ __device__ void large(const sk_gram_params &p, MakeSource make) {
             return;
         }
         case SK_GRAM_LARGE_GRAM: {
+            const int q = static_cast<int>(part);
+            E *dst = it.gram(p.t);
+            double *fpart = it.fpart + (p.t & 1) * it.tiles + q;
             if (p.t == 1) {
-                if constexpr (CONV) {
-                    const E *x = it.x;
-                    const int ld = it.k_pad;
-                    large_gram_tile<F>(p, it, static_cast<int>(part), it.l, false,
-                                       [&](int r, int c) { return x[static_cast<uint64_t>(r) * ld + c]; },
-                                       1.0, smem);
-                } else {
-                    const int k = it.k;
-                    large_gram_tile<F>(p, it, static_cast<int>(part), it.l, src.transposed,
-                                       [&](int r, int c) { return c < k ? src.load(r, c, s) : F::zero(); },
-                                       1.0, smem);
-                }
+                const int k = it.k;
+                const auto load = [&](int r, int c) {
+                    return c < k ? it.load_x(src, r, c, s) : F::zero();
+                };
+                large_hermitian_tile<F>(it, q, it.l, it.x_transposed(src), load, load, true, 1.0,
+                                        dst, fpart, it.colpart, smem);
             } else {
                 const E *m = it.gram(p.t - 1);
                 const int ld = it.k_pad;
                 const int e = it.state->hist.exps[p.t - 1];
-                large_gram_tile<F>(p, it, static_cast<int>(part), it.k_pad, false,
-                                   [&](int r, int c) { return m[static_cast<uint64_t>(r) * ld + c]; },
-                                   ldexp(1.0, -2 * e), smem);
+                const auto load = [&](int r, int c) { return m[static_cast<uint64_t>(r) * ld + c]; };
+                large_hermitian_tile<F>(it, q, it.k_pad, false, load, load, true,
+                                        ldexp(1.0, -2 * e), dst, fpart, it.colpart, smem);
             }
+            return;
+        }
+        case SK_GRAM_LARGE_PGRAM: {  // P_t = P_{t-1} M_t 2^-g (t >= 2)
+            const E *pp = it.product(p.t - 1), *m = it.gram(p.t);
+            const int ld = it.k_pad;
+            const int g = it.state->pexps[p.t - 1];
+            // conj(P[r][c]) = P[c][r]: the tile form's A^H B is P M.
+            const auto load_p = [&](int r, int c) { return pp[static_cast<uint64_t>(r) * ld + c]; };
+            const auto load_m = [&](int r, int c) { return m[static_cast<uint64_t>(r) * ld + c]; };
+            large_hermitian_tile<F>(it, static_cast<int>(part), it.k_pad, false, load_p, load_m,
+                                    false, ldexp(1.0, -g), it.product(p.t),
+                                    it.pfpart + part, nullptr, smem);
             return;
         }
         case SK_GRAM_LARGE_STATS:

@@ -239,14 +239,18 @@ typedef struct sk_gram_bound {
  * k_pad = k rounded up to the tile. `large` lists the items in ascending k; a call passes the
  * suffix it serves, and workspace offsets count from that suffix's first entry.
  * Per item, in doubles from `work`: SK_GRAM_LARGE_STATE_DOUBLES of state, 2 * SK_GRAM_LARGE_CHUNKS
- * scan partials, 2 * tiles Frobenius partials, nb * k_pad column partials (nb = k_pad / tile);
- * in field elements from `work_elems`: two k_pad x k_pad matrices, and for convolutions the
- * l x k_pad block X. */
+ * scan partials, 2 * tiles Frobenius partials, nb * k_pad column partials (nb = k_pad / tile),
+ * tiles Frobenius partials of P_t; in field elements from `work_elems`: two k_pad x k_pad
+ * matrices, and for convolutions the l x k_pad block X; with gradients, from `work_grad`, two
+ * more (P_t by parity). Convolution gradients rerun the phases from SCAN with `layer_argmax`
+ * set: only each layer's maximizing block works. */
 #define SK_GRAM_LARGE_SCAN 2u
 #define SK_GRAM_LARGE_FORM 3u
 #define SK_GRAM_LARGE_GRAM 4u
 #define SK_GRAM_LARGE_STATS 5u
 #define SK_GRAM_LARGE_FINISH 6u
+#define SK_GRAM_LARGE_PGRAM 7u /* gradients, t >= 2: P_t = P_{t-1} M_t 2^-g (upper tiles) */
+#define SK_GRAM_LARGE_GRADX 8u /* gradients, after FINISH: G = X P_T, l x k tiles      */
 #define SK_GRAM_LARGE_TILE_WIDE 128u
 #define SK_GRAM_LARGE_TILE 64u
 #define SK_GRAM_LARGE_DEPTH 16u   /* rows of a panel per pass */
@@ -256,9 +260,14 @@ typedef struct sk_gram_bound {
 typedef struct sk_gram_large_item {
     uint64_t doubles;     /* offset of the item's f64 workspace, in doubles          */
     uint64_t elems;       /* offset of its matrices, in field elements               */
+    uint64_t grad_elems;  /* gradients: offset of its P_t pair in work_grad (shared by
+                             a convolution layer's blocks: only the maximizing one
+                             uses it)                                              */
     uint32_t index;       /* the item (matrix or frequency block) it serves          */
     uint32_t first_tile;  /* GRAM blocks before it with SK_GRAM_LARGE_TILE tiles      */
     uint32_t first_wide;  /* the same with SK_GRAM_LARGE_TILE_WIDE tiles              */
+    uint32_t first_grad;  /* GRADX blocks before it (l x k tiles), narrow tiles       */
+    uint32_t first_grad_wide; /* the same, wide tiles                                 */
     uint32_t reserved;
 } sk_gram_large_item;
 
@@ -285,6 +294,7 @@ typedef struct sk_gram_params {
     double *work;             /* large tier: f64 workspace                            */
     void *work_elems;         /* large tier: Gram matrices (and convolution blocks)   */
     uint32_t *layer_argmax;   /* convolution gradients: [layers] maximizing block, or NULL */
+    void *work_grad;          /* large tier, gradients: the P_t pairs, or NULL         */
 } sk_gram_params;
 
 #endif /* SPHEREKIT_PARAMS_H */

@@ -57,6 +57,8 @@ pub const SK_GRAM_LARGE_FORM: u32 = 3;
 pub const SK_GRAM_LARGE_GRAM: u32 = 4;
 pub const SK_GRAM_LARGE_STATS: u32 = 5;
 pub const SK_GRAM_LARGE_FINISH: u32 = 6;
+pub const SK_GRAM_LARGE_PGRAM: u32 = 7;
+pub const SK_GRAM_LARGE_GRADX: u32 = 8;
 pub const SK_GRAM_LARGE_TILE_WIDE: u32 = 128;
 pub const SK_GRAM_LARGE_TILE: u32 = 64;
 pub const SK_GRAM_LARGE_DEPTH: u32 = 16;
@@ -424,27 +426,36 @@ const _: () = {
 pub struct sk_gram_large_item {
     pub doubles: u64,
     pub elems: u64,
+    pub grad_elems: u64,
     pub index: u32,
     pub first_tile: u32,
     pub first_wide: u32,
+    pub first_grad: u32,
+    pub first_grad_wide: u32,
     pub reserved: u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of sk_gram_large_item"][::core::mem::size_of::<sk_gram_large_item>() - 32usize];
+    ["Size of sk_gram_large_item"][::core::mem::size_of::<sk_gram_large_item>() - 48usize];
     ["Alignment of sk_gram_large_item"][::core::mem::align_of::<sk_gram_large_item>() - 8usize];
     ["Offset of field: sk_gram_large_item::doubles"]
         [::core::mem::offset_of!(sk_gram_large_item, doubles) - 0usize];
     ["Offset of field: sk_gram_large_item::elems"]
         [::core::mem::offset_of!(sk_gram_large_item, elems) - 8usize];
+    ["Offset of field: sk_gram_large_item::grad_elems"]
+        [::core::mem::offset_of!(sk_gram_large_item, grad_elems) - 16usize];
     ["Offset of field: sk_gram_large_item::index"]
-        [::core::mem::offset_of!(sk_gram_large_item, index) - 16usize];
+        [::core::mem::offset_of!(sk_gram_large_item, index) - 24usize];
     ["Offset of field: sk_gram_large_item::first_tile"]
-        [::core::mem::offset_of!(sk_gram_large_item, first_tile) - 20usize];
+        [::core::mem::offset_of!(sk_gram_large_item, first_tile) - 28usize];
     ["Offset of field: sk_gram_large_item::first_wide"]
-        [::core::mem::offset_of!(sk_gram_large_item, first_wide) - 24usize];
+        [::core::mem::offset_of!(sk_gram_large_item, first_wide) - 32usize];
+    ["Offset of field: sk_gram_large_item::first_grad"]
+        [::core::mem::offset_of!(sk_gram_large_item, first_grad) - 36usize];
+    ["Offset of field: sk_gram_large_item::first_grad_wide"]
+        [::core::mem::offset_of!(sk_gram_large_item, first_grad_wide) - 40usize];
     ["Offset of field: sk_gram_large_item::reserved"]
-        [::core::mem::offset_of!(sk_gram_large_item, reserved) - 28usize];
+        [::core::mem::offset_of!(sk_gram_large_item, reserved) - 44usize];
 };
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -471,10 +482,11 @@ pub struct sk_gram_params {
     pub work: *mut f64,
     pub work_elems: *mut ::core::ffi::c_void,
     pub layer_argmax: *mut u32,
+    pub work_grad: *mut ::core::ffi::c_void,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of sk_gram_params"][::core::mem::size_of::<sk_gram_params>() - 136usize];
+    ["Size of sk_gram_params"][::core::mem::size_of::<sk_gram_params>() - 144usize];
     ["Alignment of sk_gram_params"][::core::mem::align_of::<sk_gram_params>() - 8usize];
     ["Offset of field: sk_gram_params::w"][::core::mem::offset_of!(sk_gram_params, w) - 0usize];
     ["Offset of field: sk_gram_params::items"]
@@ -518,6 +530,8 @@ const _: () = {
         [::core::mem::offset_of!(sk_gram_params, work_elems) - 120usize];
     ["Offset of field: sk_gram_params::layer_argmax"]
         [::core::mem::offset_of!(sk_gram_params, layer_argmax) - 128usize];
+    ["Offset of field: sk_gram_params::work_grad"]
+        [::core::mem::offset_of!(sk_gram_params, work_grad) - 136usize];
 };
 impl Default for sk_gram_params {
     fn default() -> Self {

@@ -703,7 +703,7 @@ impl Target for Device {
     ) -> spherekit::Result<(Vec<DeviceBound>, Vec<T>)> {
         use spherekit::gram::gpu::{DeviceDenseBatch, dense_bounds_and_gradients};
         let s = &self.1;
-        let tables = DeviceDenseBatch::new(&self.0, s, batch)?;
+        let mut tables = DeviceDenseBatch::new(&self.0, s, batch)?;
         let (mut hw, mut hg) = (w.to_vec(), grad.clone());
         hw.push(T::from_f64(0.0));
         hg.push(T::from_f64(0.0));
@@ -714,7 +714,7 @@ impl Target for Device {
         let r = dense_bounds_and_gradients(
             &self.0,
             s,
-            &tables,
+            &mut tables,
             &dw.slice(..w.len()),
             &mut dout.slice_mut(..n),
             &mut dg.slice_mut(..grad.len()),
@@ -1104,8 +1104,7 @@ const LARGE_SHAPES: [(usize, usize); 7] = [
 /// arithmetic, 1e-12 in f64) for T = 0, 1, 3, 6 and every storage type; certified bounds
 /// enclose exactly known norms at scales 2^-100..2^100; scaling by 2^e scales the bounds
 /// exactly; the adaptive mode stops with upper/lower <= 1 + tol around the exact σ₁; NaN,
-/// infinite and zero matrices give NaN, +inf and 0 for themselves only; gradients refuse
-/// large matrices.
+/// infinite and zero matrices give NaN, +inf and 0 for themselves only.
 fn large_matrices(t: &impl Target) {
     let mut rng = Rng::new();
     let (batch, w) = random_batch(&mut rng, &LARGE_SHAPES);
@@ -1298,17 +1297,6 @@ fn large_matrices(t: &impl Target) {
     assert_eq!(got[2].upper, f64::INFINITY);
     assert_eq!((got[3].upper, got[3].lower), (0.0, 0.0));
     assert_eq!((got[4].upper, got[4].lower), (0.0, 0.0));
-    // Gradients of large matrices are not computed: an error, not a wrong answer.
-    assert!(
-        t.grad(
-            &dbatch,
-            &dw,
-            vec![0.0; dw.len()],
-            Precision::Fast,
-            Iterations::Fixed(2)
-        )
-        .is_err()
-    );
 }
 
 /// Convolutions whose channel blocks exceed the on-chip limit (64 in f64 arithmetic, 128 in
@@ -1655,8 +1643,8 @@ fn gradients_match_the_reference(t: &impl Target) {
 /// mapped back through the DFT; the reference is checked against finite differences): 1e-10 of
 /// the largest entry in f64 arithmetic, 1e-4 in f32, for T = 0, 1, 3, on warp- and block-tier
 /// layers, c_in > c_out, an empty layer; ⟨K, ∂⟩ = bound (Euler: the bound is homogeneous);
-/// entries between kernels untouched; NaN and zero kernels; errors for overlapping kernels, a
-/// wrong-length buffer and blocks above 64.
+/// entries between kernels untouched; NaN and zero kernels; errors for overlapping kernels and
+/// a wrong-length buffer.
 fn conv_gradients_match_the_reference(t: &impl Target) {
     let mut rng = Rng::new();
     let shapes = [
@@ -1810,21 +1798,179 @@ fn conv_gradients_match_the_reference(t: &impl Target) {
         t.conv_grad(&overlapping, &w[..24], vec![0.0; 24], Precision::F64, it)
             .is_err()
     );
-    let big = ConvBatch::packed(&[ConvShape {
-        c_out: 65,
-        c_in: 70,
-        k: 1,
-        n: 2,
-    }])
-    .unwrap();
-    let wb = vec![1.0; 65 * 70];
-    assert!(
-        t.conv_grad(&big, &wb, vec![0.0; wb.len()], Precision::Fast, it)
-            .is_err()
-    );
+}
+
+/// Gradients on the large tier (P = M_1 ... M_T in the workspace, G = X P by tiles) equal the
+/// f64 references: dense matrices above 128 (and above 64 in f64 arithmetic), tall and wide,
+/// with on-chip ones in the same call; convolution layers whose maximizing block is above 64
+/// (rerun alone on the large tier); T = 0, 1, 3; adaptive; NaN and zero matrices.
+fn large_gradients(t: &impl Target) {
+    let mut rng = Rng::new();
+    let shapes = [(130, 150), (20, 30), (200, 140), (70, 90), (140, 260)];
+    let mut list = Vec::new();
+    let mut off = 2;
+    for &(m, n) in &shapes {
+        list.push((off, m, n));
+        off += m * n + 2;
+    }
+    let batch = DenseBatch::with_offsets(&list).unwrap();
+    let w: Vec<f64> = (0..off).map(|_| rng.normal()).collect();
+    let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+    let sentinel = 777.0;
+    let check = |name: &str, tol: f64, steps: u32, b: &[DeviceBound], g: &[f64], ws: &[f64]| {
+        for (i, &(o, m, n)) in list.iter().enumerate() {
+            let (want, wg) = dense_bound_gradient(m, n, &ws[o..o + m * n], steps).unwrap();
+            let scale = wg.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+            let err = (0..m * n)
+                .map(|e| (g[o + e] - wg[e]).abs())
+                .fold(0.0f64, f64::max);
+            assert!(
+                err <= tol * scale && rel(b[i].upper, want.upper) <= tol,
+                "seed {}: {name} {m} x {n}, T = {steps}: gradient error {err:e} of {scale:e}, \
+                 upper {} vs {}",
+                rng.seed,
+                b[i].upper,
+                want.upper
+            );
+            assert!(g[o - 2..o].iter().all(|&v| v == sentinel), "gap before {i}");
+        }
+    };
+    for steps in [0, 1, 3] {
+        let it = Iterations::Fixed(steps);
+        let (b, g) = t
+            .grad(&batch, &w, vec![sentinel; off], Precision::F64, it)
+            .unwrap();
+        check("f64", 1e-11, steps, &b, &g, &w);
+        let (b, g) = t
+            .grad(
+                &batch,
+                &w32,
+                vec![sentinel as f32; off],
+                Precision::Fast,
+                it,
+            )
+            .unwrap();
+        let g: Vec<f64> = g.iter().map(|&v| f64::from(v)).collect();
+        let ws: Vec<f64> = w32.iter().map(|&v| f64::from(v)).collect();
+        check("f32", 2e-5, steps, &b, &g, &ws);
+    }
+    // Adaptive: the gradient at the T each matrix stopped at.
+    let (b, g) = t
+        .grad(
+            &batch,
+            &w,
+            vec![sentinel; off],
+            Precision::F64,
+            Iterations::Adaptive {
+                tolerance: 1e-3,
+                max: 10,
+            },
+        )
+        .unwrap();
+    for (i, &(o, m, n)) in list.iter().enumerate() {
+        let (_, wg) = dense_bound_gradient(m, n, &w[o..o + m * n], b[i].iterations).unwrap();
+        let err = (0..m * n)
+            .map(|e| (g[o + e] - wg[e]).abs())
+            .fold(0.0f64, f64::max);
+        assert!(
+            err <= 1e-10,
+            "adaptive {m} x {n}: T = {}, error {err:e}",
+            b[i].iterations
+        );
+    }
+    // Degenerate large matrices.
+    let mut bad = w.clone();
+    let (o0, m0, n0) = list[0];
+    bad[o0 + 77] = f64::NAN;
+    let (o2, m2, n2) = list[2];
+    bad[o2..o2 + m2 * n2].iter_mut().for_each(|v| *v = 0.0);
+    let (b, g) = t
+        .grad(
+            &batch,
+            &bad,
+            vec![sentinel; off],
+            Precision::F64,
+            Iterations::Fixed(2),
+        )
+        .unwrap();
+    assert!(b[0].upper.is_nan() && g[o0..o0 + m0 * n0].iter().all(|v| v.is_nan()));
+    assert!(b[2].upper == 0.0 && g[o2..o2 + m2 * n2].iter().all(|&v| v == 0.0));
+
+    // Convolutions: blocks of 72 (large in f64, on chip in f32 bounds but above the gradient
+    // kernels' 64) and 130 (large in both), next to an on-chip layer.
+    let cshapes = [
+        ConvShape {
+            c_out: 72,
+            c_in: 80,
+            k: 3,
+            n: 4,
+        },
+        ConvShape {
+            c_out: 8,
+            c_in: 5,
+            k: 3,
+            n: 5,
+        },
+        ConvShape {
+            c_out: 140,
+            c_in: 130,
+            k: 2,
+            n: 2,
+        },
+    ];
+    let cbatch = ConvBatch::packed(&cshapes).unwrap();
+    let cw: Vec<f64> = (0..cbatch.span()).map(|_| rng.normal()).collect();
+    let cw32: Vec<f32> = cw.iter().map(|&v| v as f32).collect();
+    for steps in [0, 3] {
+        let it = Iterations::Fixed(steps);
+        let (b64, g64) = t
+            .conv_grad(&cbatch, &cw, vec![0.0; cw.len()], Precision::F64, it)
+            .unwrap();
+        let (b32, g32) = t
+            .conv_grad(&cbatch, &cw32, vec![0.0; cw.len()], Precision::Fast, it)
+            .unwrap();
+        for (i, s) in cshapes.iter().enumerate() {
+            let (o, _) = cbatch.layer(i).unwrap();
+            let len = s.c_out * s.c_in * s.k * s.k;
+            let ws32: Vec<f64> = cw32[o..o + len].iter().map(|&v| f64::from(v)).collect();
+            for (name, tol, b, g, ws) in [
+                (
+                    "f64",
+                    1e-10,
+                    &b64,
+                    g64[o..o + len].to_vec(),
+                    cw[o..o + len].to_vec(),
+                ),
+                (
+                    "f32",
+                    1e-4,
+                    &b32,
+                    g32[o..o + len].iter().map(|&v| f64::from(v)).collect(),
+                    ws32,
+                ),
+            ] {
+                let (want, wg) = conv_circular_bound_gradient(*s, &ws, steps).unwrap();
+                let scale = wg.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+                let err = g
+                    .iter()
+                    .zip(&wg)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f64, f64::max);
+                assert!(
+                    err <= tol * scale && rel(b[i].upper, want.upper) <= tol,
+                    "seed {}: {name} conv layer {i} {s:?}, T = {steps}: gradient error {err:e} \
+                     of {scale:e}, upper {} vs {}",
+                    rng.seed,
+                    b[i].upper,
+                    want.upper
+                );
+            }
+        }
+    }
 }
 
 fn every_kernel_check(t: &impl Target) {
+    large_gradients(t);
     conv_gradients_match_the_reference(t);
     large_matrices(t);
     large_conv(t);
@@ -1866,6 +2012,12 @@ fn emulated_gradients_match_the_reference() {
 #[test]
 fn emulated_conv_gradients_match_the_reference() {
     conv_gradients_match_the_reference(&Emu(spherekit::emulator::Emulator::new(2)));
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emulated_large_gradients() {
+    large_gradients(&Emu(spherekit::emulator::Emulator::new(2)));
 }
 
 #[cfg(feature = "emulator")]

@@ -112,6 +112,10 @@ impl DenseBatch {
             len: grad.len(),
         };
         check_grad(self, &g_arg, &w_arg)?;
+        iterations.check()?;
+        let lg = Guarded::new("large", &self.large.entries);
+        let work = call_shape::<T>(Kind::DenseGrad, &self.large, precision).work_bytes;
+        let xg = Guarded::<u8>::poisoned("workspace", work);
         let tables = Tables {
             items: mg.addr(),
             order: rg.addr(),
@@ -119,8 +123,11 @@ impl DenseBatch {
             layer_start: 0,
             layer_out: 0,
             grad: gg.addr(),
-            large: 0,
-            work: VecArg { addr: 0, len: 0 },
+            large: lg.addr(),
+            work: VecArg {
+                addr: xg.addr(),
+                len: work,
+            },
             ..Tables::none()
         };
         for launch in plan::<T>(
@@ -140,6 +147,8 @@ impl DenseBatch {
         wg.check_unchanged(w)?;
         mg.check_unchanged(&self.matrices)?;
         rg.check_unchanged(&self.schedule.order)?;
+        lg.check_unchanged(&self.large.entries)?;
+        xg.check_guards()?;
         gg.copy_out(grad)?;
         og.copy_out(out)
     }

@@ -17,10 +17,11 @@ use crate::error::{Error, Result};
 use crate::launch::{CudaLauncher, Launch, Launcher, MAX_GRID, VecArg, vec_arg, vec_arg_mut};
 use crate::params::{
     SK_GRAM_BLOCK_TILE, SK_GRAM_CONV_ITEMS, SK_GRAM_CONV_REDUCE, SK_GRAM_LARGE_CHUNKS,
-    SK_GRAM_LARGE_FINISH, SK_GRAM_LARGE_FORM, SK_GRAM_LARGE_GRAM, SK_GRAM_LARGE_SCAN,
-    SK_GRAM_LARGE_STATS, SK_GRAM_MAX_K, SK_GRAM_MAX_K_COMPLEX64, SK_GRAM_MAX_K_CONV_GRAD,
-    SK_GRAM_MAX_K_GRAD64, SK_GRAM_THREADS, SK_GRAM_WARP_K, SK_GRAM_WARP_TILE, sk_gram_conv_item,
-    sk_gram_large_item, sk_gram_matrix, sk_gram_params,
+    SK_GRAM_LARGE_FINISH, SK_GRAM_LARGE_FORM, SK_GRAM_LARGE_GRADX, SK_GRAM_LARGE_GRAM,
+    SK_GRAM_LARGE_PGRAM, SK_GRAM_LARGE_SCAN, SK_GRAM_LARGE_STATS, SK_GRAM_MAX_K,
+    SK_GRAM_MAX_K_COMPLEX64, SK_GRAM_MAX_K_CONV_GRAD, SK_GRAM_MAX_K_GRAD64, SK_GRAM_THREADS,
+    SK_GRAM_WARP_K, SK_GRAM_WARP_TILE, sk_gram_conv_item, sk_gram_large_item, sk_gram_matrix,
+    sk_gram_params,
 };
 
 // SAFETY: sk_gram_matrix and sk_gram_conv_item are repr(C) structs of kernels/params.h holding
@@ -122,14 +123,51 @@ impl Tables {
     }
 }
 
-/// What one call needs besides its tables: the large tier's share and its workspace size.
+/// One pass of the large tier over a suffix of its table, and its workspace layout (doubles,
+/// then field elements, then the gradients' P pairs; each region 256-byte aligned).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LargePass {
+    pub suffix: LargeSuffix,
+    /// With gradients: PGRAM and GRADX phases, and the P pairs.
+    pub grad: bool,
+    pub elems_at: usize,
+    pub grad_at: usize,
+    pub bytes: usize,
+}
+
+impl LargePass {
+    fn new(large: &LargeTable, limit: u32, wide: bool, elem: usize, grad: bool) -> Self {
+        let suffix = large.suffix(limit, wide);
+        let round = |b: usize| b.div_ceil(256) * 256;
+        let elems_at = round(suffix.doubles * 8);
+        let grad_at = round(elems_at + suffix.elems * elem);
+        let bytes = if suffix.count == 0 {
+            0
+        } else if grad {
+            grad_at + suffix.grad_elems * elem
+        } else {
+            grad_at
+        };
+        LargePass {
+            suffix,
+            grad,
+            elems_at,
+            grad_at,
+            bytes,
+        }
+    }
+}
+
+/// What one call needs besides its tables: the on-chip limit, the large tier's passes and the
+/// workspace they share (one after the other).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CallShape {
     /// The on-chip kernels' largest side in this call's arithmetic.
     pub on_chip_k: u32,
-    pub suffix: LargeSuffix,
-    /// Bytes of f64 workspace (rounded to 256), then of field elements.
-    pub double_bytes: usize,
+    /// The bounds (dense gradients too).
+    pub bounds: LargePass,
+    /// Convolution gradients: each layer's maximizing block above the gradient kernels' limit.
+    pub conv_grad: Option<LargePass>,
     pub work_bytes: usize,
 }
 
@@ -148,19 +186,96 @@ pub(crate) fn call_shape<T: Storage>(
         Kind::Conv | Kind::ConvGrad => (SK_GRAM_MAX_K, 8),
     };
     let wide = matches!(kind, Kind::Dense | Kind::DenseGrad) && real_size == 4;
-    let suffix = large.suffix(on_chip_k, wide);
-    let double_bytes = (suffix.doubles * 8).div_ceil(256) * 256;
-    let work_bytes = if suffix.count > 0 {
-        double_bytes + suffix.elems * elem as usize
-    } else {
-        0
-    };
+    let bounds = LargePass::new(
+        large,
+        on_chip_k,
+        wide,
+        elem as usize,
+        kind == Kind::DenseGrad,
+    );
+    let conv_grad = (kind == Kind::ConvGrad)
+        .then(|| LargePass::new(large, SK_GRAM_MAX_K_CONV_GRAD, false, elem as usize, true));
     CallShape {
         on_chip_k,
-        suffix,
-        double_bytes,
-        work_bytes,
+        bounds,
+        conv_grad,
+        work_bytes: bounds.bytes.max(conv_grad.map_or(0, |p| p.bytes)),
     }
+}
+
+/// The large tier's launches for one pass (kernels/params.h): SCAN, FORM (convolutions), T
+/// steps of GRAM, STATS (and PGRAM with gradients), then FINISH (bounds) and/or GRADX.
+#[allow(clippy::too_many_arguments)]
+fn large_launches(
+    kernel: &str,
+    pass: &LargePass,
+    tables: &Tables,
+    params: sk_gram_params,
+    conv: bool,
+    steps: u32,
+    finish: bool,
+    out: &mut Vec<Launch<sk_gram_params>>,
+) -> Result<()> {
+    let suffix = pass.suffix;
+    if suffix.count == 0 {
+        return Ok(());
+    }
+    if tables.work.len < pass.bytes {
+        return Err(Error::BufferTooSmall {
+            buffer: "workspace",
+            needed: pass.bytes,
+            len: tables.work.len,
+        });
+    }
+    let entry = std::mem::size_of::<sk_gram_large_item>() as u64;
+    let base = tables.work.addr;
+    let params = sk_gram_params {
+        large: (tables.large + suffix.start as u64 * entry) as *const _,
+        large_count: suffix.count,
+        work: base as *mut f64,
+        work_elems: (base + pass.elems_at as u64) as *mut c_void,
+        work_grad: if pass.grad {
+            (base + pass.grad_at as u64) as *mut c_void
+        } else {
+            std::ptr::null_mut()
+        },
+        grad: if pass.grad {
+            params.grad
+        } else {
+            std::ptr::null_mut()
+        },
+        ..params
+    };
+    let launch = |step: u32, t: u32, grid: u32| Launch {
+        kernel: kernel.to_string(),
+        grid,
+        block: SK_GRAM_THREADS,
+        shared_mem_bytes: 0,
+        params: sk_gram_params { step, t, ..params },
+    };
+    let chunks = suffix
+        .count
+        .checked_mul(SK_GRAM_LARGE_CHUNKS)
+        .filter(|&g| u64::from(g) <= MAX_GRID)
+        .ok_or_else(|| Error::TooLarge(format!("{} large matrices", suffix.count)))?;
+    out.push(launch(SK_GRAM_LARGE_SCAN, 0, chunks));
+    if conv {
+        out.push(launch(SK_GRAM_LARGE_FORM, 0, chunks));
+    }
+    for t in 1..=steps.max(1) {
+        out.push(launch(SK_GRAM_LARGE_GRAM, t, suffix.tiles));
+        out.push(launch(SK_GRAM_LARGE_STATS, t, suffix.count));
+        if pass.grad && t >= 2 {
+            out.push(launch(SK_GRAM_LARGE_PGRAM, t, suffix.tiles));
+        }
+    }
+    if finish {
+        out.push(launch(SK_GRAM_LARGE_FINISH, 0, suffix.count));
+    }
+    if pass.grad {
+        out.push(launch(SK_GRAM_LARGE_GRADX, 0, suffix.grad_tiles));
+    }
+    Ok(())
 }
 
 /// The launch of the on-chip kernel `kernel` over `schedule`'s items of side ≤ `max_k`, each
@@ -252,12 +367,6 @@ pub(crate) fn plan<T: Storage>(
         Kind::DenseGrad => ("dense_grad", real_size),
         Kind::Conv | Kind::ConvGrad => ("conv", 2 * real_size),
     };
-    if kind == Kind::DenseGrad && !schedule.fits(shape.on_chip_k) {
-        return Err(Error::shape(format!(
-            "gradients take matrices whose smaller side is at most {} in {name} arithmetic",
-            shape.on_chip_k
-        )));
-    }
     let params = sk_gram_params {
         w: w.addr as *const c_void,
         items: tables.items as *const c_void,
@@ -281,6 +390,7 @@ pub(crate) fn plan<T: Storage>(
         work: std::ptr::null_mut(),
         work_elems: std::ptr::null_mut(),
         layer_argmax: std::ptr::null_mut(),
+        work_grad: std::ptr::null_mut(),
     };
     let kernel = format!("sk_gram_{prefix}_{}_{name}", T::NAME);
     let buffers = if kind == Kind::DenseGrad { 2 } else { 1 };
@@ -304,55 +414,21 @@ pub(crate) fn plan<T: Storage>(
         item_params,
         name,
     )?);
-    let suffix = shape.suffix;
-    if suffix.count > 0 {
-        if tables.work.len < shape.work_bytes {
-            return Err(Error::BufferTooSmall {
-                buffer: "workspace",
-                needed: shape.work_bytes,
-                len: tables.work.len,
-            });
-        }
-        let entry = std::mem::size_of::<sk_gram_large_item>() as u64;
-        let large_params = sk_gram_params {
-            large: (tables.large + suffix.start as u64 * entry) as *const _,
-            large_count: suffix.count,
-            work: tables.work.addr as *mut f64,
-            work_elems: (tables.work.addr + shape.double_bytes as u64) as *mut c_void,
-            grad: std::ptr::null_mut(),
-            ..params
-        };
-        let large_kernel = format!(
-            "sk_gram_large_{}_{}_{name}",
-            if conv { "conv" } else { "dense" },
-            T::NAME
-        );
-        let launch = |step: u32, t: u32, grid: u32| Launch {
-            kernel: large_kernel.clone(),
-            grid,
-            block: SK_GRAM_THREADS,
-            shared_mem_bytes: 0,
-            params: sk_gram_params {
-                step,
-                t,
-                ..large_params
-            },
-        };
-        let chunks = suffix
-            .count
-            .checked_mul(SK_GRAM_LARGE_CHUNKS)
-            .filter(|&g| u64::from(g) <= MAX_GRID)
-            .ok_or_else(|| Error::TooLarge(format!("{} large matrices", suffix.count)))?;
-        launches.push(launch(SK_GRAM_LARGE_SCAN, 0, chunks));
-        if conv {
-            launches.push(launch(SK_GRAM_LARGE_FORM, 0, chunks));
-        }
-        for t in 1..=steps.max(1) {
-            launches.push(launch(SK_GRAM_LARGE_GRAM, t, suffix.tiles));
-            launches.push(launch(SK_GRAM_LARGE_STATS, t, suffix.count));
-        }
-        launches.push(launch(SK_GRAM_LARGE_FINISH, 0, suffix.count));
-    }
+    let large_kernel = format!(
+        "sk_gram_large_{}_{}_{name}",
+        if conv { "conv" } else { "dense" },
+        T::NAME
+    );
+    large_launches(
+        &large_kernel,
+        &shape.bounds,
+        &tables,
+        params,
+        conv,
+        steps,
+        true,
+        &mut launches,
+    )?;
     if conv && layers > 0 {
         let warps = SK_GRAM_THREADS / 32;
         launches.push(Launch {
@@ -389,7 +465,7 @@ pub(crate) fn plan_conv_grad<T: Storage>(
     w: &VecArg,
     precision: Precision,
     iterations: Iterations,
-) -> Result<Option<Launch<sk_gram_params>>> {
+) -> Result<Vec<Launch<sk_gram_params>>> {
     let (steps, tolerance) = iterations.check()?;
     let (name, real_size) = arithmetic::<T>(precision);
     let schedule = conv_grad_schedule::<T>(batch, precision);
@@ -416,8 +492,9 @@ pub(crate) fn plan_conv_grad<T: Storage>(
         work: std::ptr::null_mut(),
         work_elems: std::ptr::null_mut(),
         layer_argmax: tables.layer_argmax as *mut u32,
+        work_grad: std::ptr::null_mut(),
     };
-    on_chip_launch(
+    let mut launches: Vec<_> = on_chip_launch(
         l,
         format!("sk_gram_conv_grad_{}_{name}", T::NAME),
         schedule,
@@ -426,7 +503,28 @@ pub(crate) fn plan_conv_grad<T: Storage>(
         2 * real_size,
         params,
         name,
-    )
+    )?
+    .into_iter()
+    .collect();
+    // Larger blocks: the large tier again, only each layer's maximizing block working.
+    let shape = call_shape::<T>(Kind::ConvGrad, &batch.large, precision);
+    if let Some(pass) = shape.conv_grad {
+        large_launches(
+            &format!("sk_gram_large_conv_{}_{name}", T::NAME),
+            &pass,
+            &tables,
+            sk_gram_params {
+                order: std::ptr::null(),
+                out: std::ptr::null_mut(),
+                ..params
+            },
+            true,
+            steps,
+            false,
+            &mut launches,
+        )?;
+    }
+    Ok(launches)
 }
 
 /// Copies a host table to a new device buffer (one zero entry for an empty table: cudarc does
@@ -593,14 +691,16 @@ pub fn dense_bounds<T: Storage>(
 /// inflation is not differentiated). Rounded once to the storage type. A zero matrix gets the
 /// zero subgradient; NaN or infinite entries NaN gradients (that matrix only).
 ///
+/// Matrices above the on-chip gradient limit (128, or 64 in f64 arithmetic: two Gram-sized
+/// buffers must fit in shared memory) take the large tier, which keeps P in the workspace.
+///
 /// Errors: as [`dense_bounds`]; `grad` not the length of `w`; matrices that overlap in `w`
-/// (their gradients would collide); a smaller side above 64 in f64 arithmetic (two Gram-sized
-/// buffers must fit in shared memory).
+/// (their gradients would collide).
 #[allow(clippy::too_many_arguments)]
 pub fn dense_bounds_and_gradients<T: Storage>(
     gpu: &Gpu,
     stream: &Arc<CudaStream>,
-    batch: &DeviceDenseBatch,
+    batch: &mut DeviceDenseBatch,
     w: &CudaView<'_, T>,
     out: &mut CudaViewMut<'_, DeviceBound>,
     grad: &mut CudaViewMut<'_, T>,
@@ -613,9 +713,25 @@ pub fn dense_bounds_and_gradients<T: Storage>(
     let (ga, _g) = vec_arg_mut(gpu, stream, grad, "grad")?;
     check_out(&oa, batch.batch.len(), "matrices")?;
     check_grad(&batch.batch, &ga, &wa)?;
-    let (matrices, order) = (batch.matrices.as_view(), batch.order.as_view());
+    iterations.check()?;
+    let shape = call_shape::<T>(Kind::DenseGrad, &batch.batch.large, precision);
+    ensure_work(stream, &mut batch.work, shape.work_bytes)?;
+    let (matrices, order, large) = (
+        batch.matrices.as_view(),
+        batch.order.as_view(),
+        batch.large.as_view(),
+    );
     let (ma, _m) = vec_arg(gpu, stream, &matrices, "matrices")?;
     let (ra, _r) = vec_arg(gpu, stream, &order, "order")?;
+    let (la, _l) = vec_arg(gpu, stream, &large, "large")?;
+    let mut work_view = batch.work.as_mut().map(|w| w.as_view_mut());
+    let (xa, _x) = match work_view.as_mut() {
+        Some(v) => {
+            let (a, g) = vec_arg_mut(gpu, stream, v, "workspace")?;
+            (a, Some(g))
+        }
+        None => (VecArg { addr: 0, len: 0 }, None),
+    };
     let tables = Tables {
         items: ma.addr,
         order: ra.addr,
@@ -623,8 +739,8 @@ pub fn dense_bounds_and_gradients<T: Storage>(
         layer_start: 0,
         layer_out: 0,
         grad: ga.addr,
-        large: 0,
-        work: VecArg { addr: 0, len: 0 },
+        large: la.addr,
+        work: xa,
         ..Tables::none()
     };
     let b = &batch.batch;
@@ -770,8 +886,10 @@ pub fn conv_bounds<T: Storage>(
 /// is [`super::cpu::conv_circular_bound_gradient`]. Rounded once to the storage type. A zero
 /// kernel gets the zero subgradient; NaN or infinite entries NaN gradients (that layer only).
 ///
-/// Errors: as [`conv_bounds`]; `grad` not the length of `w`; layers that overlap in `w`; a
-/// channel block whose smaller side exceeds 64 (two Gram-sized buffers must fit on chip).
+/// Layers whose blocks exceed 64 (the on-chip gradient limit) rerun their maximizing block on
+/// the large tier, with P in the workspace.
+///
+/// Errors: as [`conv_bounds`]; `grad` not the length of `w`; layers that overlap in `w`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_bounds_and_gradients<T: Storage>(
     gpu: &Gpu,
@@ -894,8 +1012,7 @@ fn conv_call<T: Storage>(
     Ok(())
 }
 
-/// Convolution gradients: `grad` has w's length, the layers do not overlap, and every channel
-/// block fits the gradient kernels.
+/// Convolution gradients: `grad` has w's length and the layers do not overlap.
 pub(crate) fn check_conv_grad(batch: &ConvBatch, grad: &VecArg, w: &VecArg) -> Result<()> {
     if grad.len != w.len {
         return Err(Error::shape(format!(
@@ -907,12 +1024,6 @@ pub(crate) fn check_conv_grad(batch: &ConvBatch, grad: &VecArg, w: &VecArg) -> R
         return Err(Error::shape(
             "kernels overlap in `w`: their gradients would collide".to_string(),
         ));
-    }
-    if !batch.grad_blocks.fits(SK_GRAM_MAX_K_CONV_GRAD) {
-        return Err(Error::shape(format!(
-            "convolution gradients take channel blocks whose smaller side is at most \
-             {SK_GRAM_MAX_K_CONV_GRAD}"
-        )));
     }
     Ok(())
 }

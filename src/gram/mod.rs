@@ -55,8 +55,8 @@ use crate::error::{Error, Result};
 use crate::params::{
     SK_GRAM_BLOCK_TILE, SK_GRAM_CERTIFIED, SK_GRAM_CONVERGED, SK_GRAM_LARGE_CHUNKS,
     SK_GRAM_LARGE_STATE_DOUBLES, SK_GRAM_LARGE_TILE, SK_GRAM_LARGE_TILE_WIDE, SK_GRAM_MAX_K,
-    SK_GRAM_MAX_K_COMPLEX64, SK_GRAM_MAX_TAPS, SK_GRAM_THREADS, SK_GRAM_WARP_K, sk_gram_bound,
-    sk_gram_conv_item, sk_gram_large_item, sk_gram_matrix,
+    SK_GRAM_MAX_K_COMPLEX64, SK_GRAM_MAX_K_GRAD64, SK_GRAM_MAX_TAPS, SK_GRAM_THREADS,
+    SK_GRAM_WARP_K, sk_gram_bound, sk_gram_conv_item, sk_gram_large_item, sk_gram_matrix,
 };
 
 /// A two-sided enclosure of the spectral norm σ₁ from Gram iteration.
@@ -310,11 +310,6 @@ impl Schedule {
         };
         (n as u32, k_pad)
     }
-
-    /// Whether every item fits on chip at `max_k`.
-    pub(crate) fn fits(&self, max_k: u32) -> bool {
-        self.block_k.last().is_none_or(|&k| k <= max_k)
-    }
 }
 
 /// The large tier's table (kernels/params.h): the block-tier items above the smallest on-chip
@@ -335,61 +330,77 @@ pub(crate) struct LargeSuffix {
     pub count: u32,
     /// GRAM blocks (upper tiles of every served item, at the call's tile width).
     pub tiles: u32,
-    /// Workspace: doubles, then field elements.
+    /// GRADX blocks (tiles of every served item's l × k gradient).
+    pub grad_tiles: u32,
+    /// Workspace: doubles, field elements, and gradients' field elements.
     pub doubles: usize,
     pub elems: usize,
+    pub grad_elems: usize,
 }
 
 impl LargeTable {
-    /// From the schedule and each item's (k, l), for items with k > `min_limit`.
+    /// From the schedule and each item's (k, l, group), for items with k > `min_limit`; items
+    /// of one group (a convolution layer's blocks) share the gradient buffers.
     fn new(
         schedule: &Schedule,
-        kl: impl Fn(u32) -> (u32, u32),
+        item: impl Fn(u32) -> (u32, u32, u32),
         conv: bool,
         min_limit: u32,
     ) -> Result<Self> {
         let first = schedule.block_k.partition_point(|&k| k <= min_limit);
         let mut table = LargeTable::default();
-        let (mut doubles, mut elems, mut tiles, mut wide) = (0u64, 0u64, 0u64, 0u64);
+        let mut end = sk_gram_large_item::default();
+        let mut groups = std::collections::HashMap::new();
+        let (mut tiles, mut wide, mut grad, mut grad_wide) = (0u64, 0u64, 0u64, 0u64);
         for &index in &schedule.order[schedule.warp_items as usize + first..] {
-            let (k, l) = kl(index);
+            let (k, l, group) = item(index);
+            // (upper tiles, doubles, G tiles) at tile width tb: see kernels/params.h.
             let layout = |tb: u64| {
                 let nb = u64::from(k).div_ceil(tb);
                 let t = nb * (nb + 1) / 2;
-                (t, 2 * t + nb * nb * tb)
+                (t, 3 * t + nb * nb * tb, u64::from(l).div_ceil(tb) * nb)
             };
-            let (t64, d64) = layout(u64::from(SK_GRAM_LARGE_TILE));
-            let (t128, d128) = layout(u64::from(SK_GRAM_LARGE_TILE_WIDE));
+            let (t64, d64, g64) = layout(u64::from(SK_GRAM_LARGE_TILE));
+            let (t128, d128, g128) = layout(u64::from(SK_GRAM_LARGE_TILE_WIDE));
             let kp = u64::from(k).div_ceil(u64::from(SK_GRAM_LARGE_TILE_WIDE))
                 * u64::from(SK_GRAM_LARGE_TILE_WIDE);
+            let grad_elems = *groups.entry(group).or_insert_with(|| {
+                let at = end.grad_elems;
+                end.grad_elems += 2 * kp * kp;
+                at
+            });
             table.entries.push(sk_gram_large_item {
-                doubles,
-                elems,
+                doubles: end.doubles,
+                elems: end.elems,
+                grad_elems,
                 index,
                 first_tile: tiles as u32,
                 first_wide: wide as u32,
+                first_grad: grad as u32,
+                first_grad_wide: grad_wide as u32,
                 reserved: 0,
             });
             table.ks.push(k);
-            doubles +=
+            end.doubles +=
                 u64::from(SK_GRAM_LARGE_STATE_DOUBLES + 2 * SK_GRAM_LARGE_CHUNKS) + d64.max(d128);
-            elems += 2 * kp * kp + if conv { u64::from(l) * kp } else { 0 };
+            end.elems += 2 * kp * kp + if conv { u64::from(l) * kp } else { 0 };
             tiles += t64;
             wide += t128;
-            if tiles > MAX_GRID_BLOCKS || doubles.max(elems) > 1 << 48 {
+            grad += g64;
+            grad_wide += g128;
+            if tiles.max(grad) > MAX_GRID_BLOCKS || end.doubles.max(end.elems) > 1 << 48 {
                 return Err(Error::TooLarge(format!(
-                    "the large matrices need {tiles} tile blocks and {elems} workspace elements"
+                    "the large matrices need {} tile blocks and {} workspace elements",
+                    tiles.max(grad),
+                    end.elems
                 )));
             }
         }
-        table.end = sk_gram_large_item {
-            doubles,
-            elems,
-            index: 0,
-            first_tile: tiles as u32,
-            first_wide: wide as u32,
-            reserved: 0,
-        };
+        end.first_tile = tiles as u32;
+        end.first_wide = wide as u32;
+        end.first_grad = grad as u32;
+        end.first_grad_wide = grad_wide as u32;
+        table.end = end;
         Ok(table)
     }
 
@@ -397,17 +408,25 @@ impl LargeTable {
     pub(crate) fn suffix(&self, limit: u32, wide: bool) -> LargeSuffix {
         let start = self.ks.partition_point(|&k| k <= limit);
         let base = self.entries.get(start).copied().unwrap_or(self.end);
-        let tiles = if wide {
-            self.end.first_wide - base.first_wide
+        let (tiles, grad_tiles) = if wide {
+            (
+                self.end.first_wide - base.first_wide,
+                self.end.first_grad_wide - base.first_grad_wide,
+            )
         } else {
-            self.end.first_tile - base.first_tile
+            (
+                self.end.first_tile - base.first_tile,
+                self.end.first_grad - base.first_grad,
+            )
         };
         LargeSuffix {
             start,
             count: (self.entries.len() - start) as u32,
             tiles,
+            grad_tiles,
             doubles: (self.end.doubles - base.doubles) as usize,
             elems: (self.end.elems - base.elems) as usize,
+            grad_elems: (self.end.grad_elems - base.grad_elems) as usize,
         }
     }
 }
@@ -489,10 +508,11 @@ impl DenseBatch {
             &schedule,
             |i| {
                 let m = &matrices[i as usize];
-                (m.rows.min(m.cols), m.rows.max(m.cols))
+                (m.rows.min(m.cols), m.rows.max(m.cols), i)
             },
             false,
-            SK_GRAM_MAX_K,
+            // Gradients in f64 arithmetic take the large tier above 64.
+            SK_GRAM_MAX_K_GRAD64,
         )?;
         let mut ranges: Vec<(u64, u64)> = matrices
             .iter()
@@ -613,7 +633,8 @@ impl ConvBatch {
             &schedule,
             |i| {
                 let it = &items[i as usize];
-                (it.c_out.min(it.c_in), it.c_out.max(it.c_in))
+                let layer = layer_start.partition_point(|&s| s <= i) as u32 - 1;
+                (it.c_out.min(it.c_in), it.c_out.max(it.c_in), layer)
             },
             true,
             SK_GRAM_MAX_K_COMPLEX64,
