@@ -38,15 +38,23 @@ Family "bessel" (the log-Bessel section, after the main table):
 Family "gram" (the Gram-iteration section, last; keys case, precision, impl, matrices,
 iterations, median_us, error):
   impl spherekit_gpu     op dense, precision fast/f64/certified, matrices_per_s, gflops (nominal),
-                         frac_copy: one row per case (b4096_k64, b65536_k16, net_mixed, then any
-                         other), median us of each precision and the fast one's throughput
+                         frac_copy: one row per case (b4096_k64, b65536_k16, net_mixed, d4096,
+                         then any other), median us of each precision and the fast one's
+                         throughput; op conv (resnet18_conv), layers, blocks, blocks_per_s: the
+                         same row with the frequency blocks as the matrices
   impl copy_d2d          op copy, gbps: the copy bandwidth frac_copy is relative to
   impl torch_*           torch_matrix_norm, torch_gram_bmm, torch_gram_bmm_compiled,
-                         torch_gram_bmm_per_layer (gram.py), median_us, max_rel_diff_vs_spherekit:
+                         torch_gram_bmm_per_layer, torch_gemm, torch_conv_gram_per_layer,
+                         torch_conv_gram_grouped (gram.py), median_us, max_rel_diff_vs_spherekit:
                          one row per case and impl with the speedup of spherekit fast (torch us /
-                         fast us) and the issue's H100 targets, met or MISSED: b4096_k64 >= 20x
+                         fast us; for torch_gemm the GFLOP/s ratio spherekit fast (nominal, 2 k^3
+                         per step) / GEMM (2 k^3), i.e. the per-iteration throughput ratio) and
+                         the issue's H100 targets, met or MISSED: b4096_k64 >= 20x
                          torch_matrix_norm and >= 1.5x the faster of torch_gram_bmm and
-                         torch_gram_bmm_compiled, b65536_k16 >= 5x the faster of those two
+                         torch_gram_bmm_compiled, b65536_k16 >= 5x the faster of those two,
+                         d4096 >= 0.50 of torch_gemm's GFLOP/s, resnet18_conv >= 1.5x
+                         torch_conv_gram_per_layer; a target's case and impl get a row (dashes,
+                         target "missing") even when their lines are missing
   No section without any gram line and without a step named *-gram (an older bundle).
 Missing lines are reported as missing, with the status of the step that should have written them.
 """
@@ -435,12 +443,16 @@ def bessel_section(recs, gpu_name, steps):
 
 # ---- Gram iteration --------------------------------------------------------------------------------
 
-GRAM_CASES = ["b4096_k64", "b65536_k16", "net_mixed"]
+GRAM_CASES = ["b4096_k64", "b65536_k16", "net_mixed", "d4096", "resnet18_conv"]
 GRAM_PRECISIONS = ["fast", "f64", "certified"]
-GRAM_TORCH = ["torch_matrix_norm", "torch_gram_bmm", "torch_gram_bmm_compiled", "torch_gram_bmm_per_layer"]
+GRAM_TORCH = ["torch_matrix_norm", "torch_gram_bmm", "torch_gram_bmm_compiled", "torch_gram_bmm_per_layer",
+              "torch_gemm", "torch_conv_gram_per_layer", "torch_conv_gram_grouped"]
 GRAM_BMM = ("torch_gram_bmm", "torch_gram_bmm_compiled")  # a target counts the faster of the two
 # case -> [(torch impl or GRAM_BMM, spherekit fast speedup at least)]: the issue's H100 targets
-GRAM_TARGETS = {"b4096_k64": [("torch_matrix_norm", 20.0), (GRAM_BMM, 1.5)], "b65536_k16": [(GRAM_BMM, 5.0)]}
+GRAM_TARGETS = {"b4096_k64": [("torch_matrix_norm", 20.0), (GRAM_BMM, 1.5)], "b65536_k16": [(GRAM_BMM, 5.0)],
+                "d4096": [("torch_gemm", 0.5)], "resnet18_conv": [("torch_conv_gram_per_layer", 1.5)]}
+# Impls whose "speedup" is spherekit fast GFLOP/s over theirs (a single GEMM, not the same work).
+GRAM_BY_GFLOPS = ("torch_gemm",)
 
 
 def times(x):
@@ -448,6 +460,18 @@ def times(x):
     if x is None:
         return "-"
     return f"{x:.2f}x" if x < 10 else f"{x:.1f}x" if x < 100 else f"{x:.0f}x"
+
+
+def gram_speed(impl, t, fast):
+    """spherekit fast against one torch record: torch us / fast us, or for GRAM_BY_GFLOPS the
+    GFLOP/s ratio fast / torch; None when either side is missing."""
+    if not ok(t) or not ok(fast):
+        return None
+    if impl in GRAM_BY_GFLOPS:
+        sk_g, t_g = num(fast.get("gflops")), num(t.get("gflops"))
+        return sk_g / t_g if sk_g and t_g else None
+    t_us, f_us = num(t.get("median_us")), num(fast.get("median_us"))
+    return t_us / f_us if t_us and f_us else None
 
 
 def gram_section(recs, gpu_name, steps):
@@ -476,16 +500,19 @@ def gram_section(recs, gpu_name, steps):
         f"; this GPU: {gpu_name or 'unknown'}, so met/MISSED is indicative only"
     note(f"Gram iteration (f32 matrices, T steps, one call per batch): us = median per call; GFLOP/s nominal; "
          f"%copy = the matrices read once over the d2d copy ({fnum(copy_gbps, '.0f')} GB/s); speedup = torch us "
-         f"/ spherekit fast us; targets (H100): b4096_k64 >= 20x torch_matrix_norm and >= 1.5x the faster "
-         f"torch_gram_bmm (eager or compiled), b65536_k16 >= 5x that{where}; rel diff = max over the matrices "
-         f"of |torch - fast| / fast")
+         f"/ spherekit fast us, except torch_gemm: fast GFLOP/s / GEMM GFLOP/s (per-iteration throughput); "
+         f"resnet18_conv: 20 conv layers in one call, matrices = frequency blocks; targets (H100): b4096_k64 "
+         f">= 20x torch_matrix_norm and >= 1.5x the faster torch_gram_bmm (eager or compiled), b65536_k16 >= 5x "
+         f"that, d4096 >= 0.50x torch_gemm, resnet18_conv >= 1.5x torch_conv_gram_per_layer{where}; rel diff = "
+         f"max over the matrices (layers) of |torch - fast| / fast")
     if errors or skipped:
         line = f"Gram RESULT errors: {len(errors)}, skipped: {skipped}"
         if errors:
             e = errors[0]
             line += f"; first: {e.get('case')} {e.get('precision')} {e.get('impl')}: {str(e['error'])[:160]}"
         note(line)
-    cases = ordered({k[0] for k in sk} | {k[0] for k in torch}, GRAM_CASES)
+    # Every case with a line, and the targets' cases even without one (their rows show dashes).
+    cases = ordered({k[0] for k in sk} | {k[0] for k in torch} | set(GRAM_TARGETS), GRAM_CASES)
     if sk:
         rows = []
         for case in cases:
@@ -493,9 +520,14 @@ def gram_section(recs, gpu_name, steps):
             any_rec = fast or next((v for k, v in sk.items() if k[0] == case), None) or {}
             good = fast if ok(fast) else {}
             frac = num(good.get("frac_copy"))
-            rows.append([str(case), str(any_rec.get("iterations", "-")), str(any_rec.get("matrices", "-"))]
+            count = any_rec.get("matrices", "-")
+            rate = num(good.get("matrices_per_s"))
+            if any_rec.get("op") == "conv":  # the frequency blocks are the matrices
+                count = f"{any_rec.get('blocks', '-')} ({any_rec.get('layers', '-')} layers)"
+                rate = num(good.get("blocks_per_s"))
+            rows.append([str(case), str(any_rec.get("iterations", "-")), str(count)]
                         + [cell_us(sk.get((case, p))) for p in GRAM_PRECISIONS]
-                        + [sci(num(good.get("matrices_per_s"))), fnum(num(good.get("gflops")), ".0f"),
+                        + [sci(rate), fnum(num(good.get("gflops")), ".0f"),
                            fnum(None if frac is None else 100 * frac, ".1f")])
         out.append(("table", ["case", "T", "matrices", "fast us", "f64 us", "certified us", "fast matrices/s",
                               "fast GFLOP/s", "%copy"], rows))
@@ -505,23 +537,22 @@ def gram_section(recs, gpu_name, steps):
         rows = []
         for case in cases:
             fast = sk.get((case, "fast"))
-            fast_us = fast["median_us"] if ok(fast) else None
             impls = ordered({k[1] for k in torch if k[0] == case}, GRAM_TORCH)
             goals = {}  # impl -> target cell
             for impl, goal in GRAM_TARGETS.get(case, []):
                 cands = [i for i in (impl if isinstance(impl, tuple) else (impl,)) if ok(torch.get((case, i)))]
                 best = min(cands, key=lambda i: torch[(case, i)]["median_us"], default=None)
-                if best is None or fast_us is None:
-                    best = impl[0] if isinstance(impl, tuple) else impl
+                speed = None if best is None else gram_speed(best, torch[(case, best)], fast)
+                if speed is None:
+                    best = best or (impl[0] if isinstance(impl, tuple) else impl)
                     goals[best] = f"missing (>= {goal:g}x)"
                 else:
-                    speed = torch[(case, best)]["median_us"] / fast_us
                     goals[best] = f"{'met' if speed >= goal else 'MISSED'} (>= {goal:g}x)"
                 if best not in impls:
                     impls.append(best)
             for impl in impls:
                 t = torch.get((case, impl))
-                speed = t["median_us"] / fast_us if ok(t) and fast_us else None
+                speed = gram_speed(impl, t, fast)
                 diff = num((t or {}).get("max_rel_diff_vs_spherekit")) if ok(t) else None
                 rows.append([str(case), str(impl), cell_us(t), times(speed),
                              goals.get(impl, "-"), sci(diff)])

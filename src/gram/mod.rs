@@ -40,9 +40,10 @@
 //! [`gpu::conv_bounds`] bounds circular convolution layers the same way on their frequency
 //! blocks (complex, formed by a direct DFT of the kernel: on chip, or into the workspace for
 //! the large tier; the on-chip limit is 64 in f64 arithmetic). [`gpu::dense_bounds_and_gradients`]
-//! and [`gpu::conv_bounds_and_gradients`] add the gradients of the upper bounds (on-chip sizes
-//! only: k ≤ 128, or 64 in f64 arithmetic and for convolutions). [`zero_padding`] has the
-//! zero-padding bounds (CPU), [`cpu`] the f64 references of everything.
+//! and [`gpu::conv_bounds_and_gradients`] add the gradients of the upper bounds, any size (on
+//! chip up to 128, or 64 in f64 arithmetic and for convolutions; above, the large tier keeps
+//! P = M₁⋯M_T in the workspace too). [`zero_padding`] has the zero-padding bounds (CPU), [`cpu`]
+//! the f64 references of everything.
 
 pub mod cpu;
 pub mod gpu;
