@@ -1516,8 +1516,17 @@ __device__ void conv_grad(const sk_gram_params &p) {
 }  // namespace gram
 }  // namespace sk
 
-#define SK_GRAM_KERNELS(ST, T, RT, R)                                                      \
-    SK_KERNEL(sk_gram_dense_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,                \
+// BLOCKS: blocks per SM the on-chip dense kernel is compiled for. In f32 arithmetic on sm_90 2
+// (at most 128 registers, no spills per ptxas): at 226 registers one 256-thread block filled an
+// SM, and the on-chip tiers are latency-bound (barriers every step, k = 64 leaves idle threads).
+// Older targets spill at 128, so they keep 1.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#define SK_GRAM_F32_BLOCKS 1
+#else
+#define SK_GRAM_F32_BLOCKS 2
+#endif
+#define SK_GRAM_KERNELS(ST, T, RT, R, BLOCKS)                                              \
+    SK_KERNEL(sk_gram_dense_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, BLOCKS,           \
               sk::gram::dense<T, R>(p))                                                     \
     SK_KERNEL(sk_gram_conv_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,                 \
               sk::gram::conv<T, R>(p))                                                      \
@@ -1530,10 +1539,10 @@ __device__ void conv_grad(const sk_gram_params &p) {
     SK_KERNEL(sk_gram_large_conv_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,           \
               sk::gram::large_conv<T, R>(p))
 
-SK_GRAM_KERNELS(f32, float, f32, float)
-SK_GRAM_KERNELS(f32, float, f64, double)
-SK_GRAM_KERNELS(f16, __half, f32, float)
-SK_GRAM_KERNELS(f16, __half, f64, double)
-SK_GRAM_KERNELS(bf16, __nv_bfloat16, f32, float)
-SK_GRAM_KERNELS(bf16, __nv_bfloat16, f64, double)
-SK_GRAM_KERNELS(f64, double, f64, double)
+SK_GRAM_KERNELS(f32, float, f32, float, SK_GRAM_F32_BLOCKS)
+SK_GRAM_KERNELS(f32, float, f64, double, 1)
+SK_GRAM_KERNELS(f16, __half, f32, float, SK_GRAM_F32_BLOCKS)
+SK_GRAM_KERNELS(f16, __half, f64, double, 1)
+SK_GRAM_KERNELS(bf16, __nv_bfloat16, f32, float, SK_GRAM_F32_BLOCKS)
+SK_GRAM_KERNELS(bf16, __nv_bfloat16, f64, double, 1)
+SK_GRAM_KERNELS(f64, double, f64, double, 1)
