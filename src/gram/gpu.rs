@@ -882,7 +882,7 @@ pub fn conv_bounds<T: Storage>(
 /// frequency blocks A_f of ‖A_f‖_p, so its gradient is that of the maximizing block (the first
 /// of equal ones: a subgradient at ties; conjugate blocks give the same gradient): with
 /// G = ∂‖A_f‖_p/∂A_f formed on chip as for [`dense_bounds_and_gradients`] and
-/// ω_pq = e^{−2πi(pu+qv)/n}, ∂bound/∂K[o,i,p,q] = Re(conj(G[o][i]) ω_pq) — the f64 reference
+/// `ω_pq = e^{−2πi(pu+qv)/n}`, `∂bound/∂K[o,i,p,q] = Re(conj(G[o][i]) ω_pq)` — the f64 reference
 /// is [`super::cpu::conv_circular_bound_gradient`]. Rounded once to the storage type. A zero
 /// kernel gets the zero subgradient; NaN or infinite entries NaN gradients (that layer only).
 ///
