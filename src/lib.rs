@@ -1,8 +1,9 @@
 //! # spherekit
 //!
 //! Handwritten CUDA kernels with safe Rust launch APIs and independent CPU references, for four
-//! families: fused hyperspherical normalization ([`hypersphere`]), and (in later releases)
-//! batched log-Bessel evaluation, Gram-iteration spectral norms and simplex random features.
+//! families: fused hyperspherical normalization ([`hypersphere`]),
+//! batched log-Bessel evaluation ([`bessel`]), Gram-iteration spectral norms ([`gram`]) and
+//! simplex random features ([`simplex`]).
 //!
 //! Layers, device side to host side:
 //! - `kernels/*.cu`: CUDA C++ only; `kernels/params.h` is the one definition of every kernel's
@@ -30,6 +31,7 @@ pub mod gram;
 pub mod hypersphere;
 mod launch;
 pub mod ptxas;
+pub mod simplex;
 pub mod timing;
 
 #[cfg(feature = "emulator")]

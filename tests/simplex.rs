@@ -1,0 +1,846 @@
+//! Simplex random features, CPU reference: the projections' exact properties, the estimators'
+//! unbiasedness and MSE against the exact formula by z-tests over many independent draws, the
+//! bias of a rotation without the QR sign fix, FAVOR+ against exact softmax attention, and
+//! gradients against finite differences. Seeds are fresh each run (printed on failure;
+//! SPHEREKIT_SEED reproduces).
+
+mod common;
+
+use common::Rng;
+use spherekit::simplex::cpu::{
+    AttentionShape, Favor, estimate, exact_mse, favor_attention, favor_attention_backward,
+    features, features_backward, softmax_attention,
+};
+use spherekit::simplex::projection::{
+    Stream, full_simplex_directions, haar_orthogonal, simplex_directions,
+};
+use spherekit::simplex::{
+    Coupling, FeatureMap, KernelKind, Projection, ProjectionSpec, Redraw, Rotation, SignFix,
+    Stabilizer,
+};
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// x = r₁ e₁ and y = r₂ (cos t e₁ + sin t e₂) in R^d.
+fn pair(d: usize, r1: f64, r2: f64, t: f64) -> (Vec<f64>, Vec<f64>) {
+    let mut x = vec![0.0; d];
+    let mut y = vec![0.0; d];
+    x[0] = r1;
+    y[0] = r2 * t.cos();
+    y[1] = r2 * t.sin();
+    (x, y)
+}
+
+// ---- exact formula ---------------------------------------------------------------------------
+
+#[test]
+fn exact_mse_reproduces_the_published_table() {
+    // (d, m, x, y, iid, ORF, SimRF) from the background note (Reid et al. 2023's formula).
+    let e = |d: usize, i: usize, s: f64| {
+        let mut v = vec![0.0; d];
+        v[i] = s;
+        v
+    };
+    let mut y2 = e(8, 0, 0.42);
+    y2[1] = 0.5;
+    let cases = [
+        (
+            8,
+            8,
+            e(8, 0, 0.3),
+            e(8, 1, 0.3),
+            [0.0246522, 0.0232768, 0.0027564],
+        ),
+        (8, 8, e(8, 0, 0.6), y2, [0.545067, 0.448481, 0.252048]),
+        (
+            64,
+            64,
+            e(64, 0, 0.5),
+            e(64, 1, 0.5),
+            [0.0101363, 0.0083005, 0.00065013],
+        ),
+        (
+            64,
+            64,
+            e(64, 0, 1.0),
+            e(64, 1, 1.0),
+            [0.099829, 0.0720273, 0.0431743],
+        ),
+        (
+            128,
+            128,
+            e(128, 0, 0.5),
+            e(128, 1, 0.5),
+            [0.00506813, 0.00412171, 0.00025669],
+        ),
+    ];
+    for (d, m, x, y, want) in cases {
+        for (c, want) in [Coupling::Iid, Coupling::Orthogonal, Coupling::Simplex]
+            .into_iter()
+            .zip(want)
+        {
+            let got = exact_mse(KernelKind::Softmax, c, m, &x, &y).unwrap();
+            let rel = (got - want).abs() / want;
+            // The table has 6 significant digits.
+            assert!(rel < 2e-5, "d={d} {c:?}: {got} vs {want} ({rel:.1e})");
+        }
+    }
+}
+
+#[test]
+fn exact_mse_orders_simplex_below_orthogonal_below_iid_and_full_simplex_lowest() {
+    for d in [8, 32, 64] {
+        for r in [0.3, 0.6, 1.0] {
+            let (x, y) = pair(d, r, r, 1.1);
+            let mse = |c, m| exact_mse(KernelKind::Softmax, c, m, &x, &y).unwrap();
+            let m = 2 * d;
+            let (iid, orf, sim) = (
+                mse(Coupling::Iid, m),
+                mse(Coupling::Orthogonal, m),
+                mse(Coupling::Simplex, m),
+            );
+            assert!(sim < orf && orf < iid, "d={d} r={r}: {sim} {orf} {iid}");
+            // The full simplex (d + 1 per block, cosine −1/d) against the simplex at equal m
+            // with whole blocks of both (m = d(d + 1)): the evidence for offering it. A
+            // truncated last block loses the exact cancellation Σ s_i = 0, so at m = 2d the
+            // full simplex is worse: it pays only when m is a multiple of d + 1.
+            let mw = d * (d + 1);
+            let (full, sim_w) = (mse(Coupling::FullSimplex, mw), mse(Coupling::Simplex, mw));
+            assert!(
+                full < sim_w,
+                "d={d} r={r}: full {full} vs simplex {sim_w} at m={mw}"
+            );
+            let f = |v: f64| v * m as f64;
+            eprintln!(
+                "d={d} |x|=|y|={r}: m*MSE at m={m}: iid {:.4e} ORF {:.4e} SimRF {:.4e} full {:.4e}; \
+                 at m={mw}: full/SimRF - 1 = {:+.2}%",
+                f(iid),
+                f(orf),
+                f(sim),
+                f(mse(Coupling::FullSimplex, m)),
+                100.0 * (full / sim_w - 1.0)
+            );
+        }
+    }
+    // The Gaussian kernel has the same structure (C changes, the ratios do not).
+    let (x, y) = pair(16, 0.5, 0.4, 0.7);
+    let g = |c| exact_mse(KernelKind::Gaussian, c, 32, &x, &y).unwrap();
+    assert!(g(Coupling::Simplex) < g(Coupling::Orthogonal));
+    assert!(g(Coupling::Orthogonal) < g(Coupling::Iid));
+}
+
+// ---- projections -----------------------------------------------------------------------------
+
+#[test]
+fn simplex_directions_are_unit_with_the_simplex_cosines_and_sum_to_zero() {
+    for d in [2, 3, 8, 33, 64] {
+        let s = simplex_directions(d);
+        let f = full_simplex_directions(d);
+        for (dirs, n, cos) in [
+            (&s, d, -1.0 / (d as f64 - 1.0)),
+            (&f, d + 1, -1.0 / d as f64),
+        ] {
+            for i in 0..n {
+                let si = &dirs[i * d..(i + 1) * d];
+                assert!((dot(si, si) - 1.0).abs() < 1e-14, "d={d}: |s_{i}|");
+                for j in 0..i {
+                    let c = dot(si, &dirs[j * d..(j + 1) * d]);
+                    assert!((c - cos).abs() < 1e-14, "d={d}: s_{i}.s_{j} = {c}");
+                }
+            }
+            for k in 0..d {
+                let sum: f64 = (0..n).map(|i| dirs[i * d + k]).sum();
+                assert!(sum.abs() < 1e-13, "d={d}: coordinate {k} sums to {sum}");
+            }
+        }
+    }
+}
+
+/// The Gram matrix of a block's rows divided by their norms.
+fn block_cosines(w: &Projection, start: usize, rows: usize) -> Vec<f64> {
+    let unit: Vec<Vec<f64>> = (start..start + rows)
+        .map(|i| {
+            let r = w.row(i);
+            let n = dot(r, r).sqrt();
+            r.iter().map(|v| v / n).collect()
+        })
+        .collect();
+    let mut g = vec![0.0; rows * rows];
+    for i in 0..rows {
+        for j in 0..rows {
+            g[i * rows + j] = dot(&unit[i], &unit[j]);
+        }
+    }
+    g
+}
+
+#[test]
+fn blocks_have_their_couplings_geometry_under_both_rotations() {
+    for rotation in [Rotation::Haar, Rotation::Hadamard] {
+        for (coupling, extra, cos) in [
+            (Coupling::Orthogonal, 0, 0.0),
+            (Coupling::Simplex, 0, -1.0 / 15.0),
+            (Coupling::FullSimplex, 1, -1.0 / 16.0),
+        ] {
+            let d = 16;
+            let spec = ProjectionSpec::new(coupling, 3 * (d + extra) - 5, d, 7)
+                .unwrap()
+                .with_rotation(rotation)
+                .unwrap();
+            let w = spec.draw(3);
+            assert_eq!(w.w.len(), w.features * d);
+            let b = d + extra;
+            for start in (0..w.features).step_by(b) {
+                let rows = b.min(w.features - start);
+                let g = block_cosines(&w, start, rows);
+                for i in 0..rows {
+                    for j in 0..rows {
+                        let want = if i == j { 1.0 } else { cos };
+                        assert!(
+                            (g[i * rows + j] - want).abs() < 1e-12,
+                            "{coupling:?} {rotation:?} block at {start}: cos({i},{j}) = {}",
+                            g[i * rows + j]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn draws_are_reproducible_extend_with_m_and_change_with_step_and_seed() {
+    for coupling in [
+        Coupling::Iid,
+        Coupling::Orthogonal,
+        Coupling::Simplex,
+        Coupling::SimplexPlus,
+        Coupling::FullSimplex,
+    ] {
+        let spec = ProjectionSpec::new(coupling, 40, 8, 11).unwrap();
+        let a = spec.draw(5);
+        assert_eq!(a, spec.draw(5), "{coupling:?}: same seed and step");
+        let bigger = ProjectionSpec {
+            features: 100,
+            ..spec
+        }
+        .draw(5);
+        assert_eq!(a.w[..], bigger.w[..a.w.len()], "{coupling:?}: growing m");
+        assert_ne!(a, spec.draw(6), "{coupling:?}: another step");
+        assert_ne!(
+            a,
+            ProjectionSpec { seed: 12, ..spec }.draw(5),
+            "{coupling:?}"
+        );
+        assert!(a.w.iter().all(|v| v.is_finite()));
+    }
+    let redraw = Redraw::new(
+        ProjectionSpec::new(Coupling::Simplex, 16, 8, 1).unwrap(),
+        100,
+    )
+    .unwrap();
+    assert_eq!(redraw.projection(0), redraw.projection(99));
+    assert_ne!(redraw.projection(99), redraw.projection(100));
+    assert!(redraw.is_redraw_step(200) && !redraw.is_redraw_step(201));
+    assert_eq!(redraw.projection(250), redraw.spec.draw(2));
+}
+
+#[test]
+fn simplex_plus_lowers_the_weighted_direction_sum() {
+    // SimRF+ minimizes |Σ n_i s_i|² over the directions for the drawn norms; the plain simplex
+    // only zeroes Σ s_i. Recover the block's directions and norms from W and compare.
+    let d = 12;
+    for seed in 0..20 {
+        let plus = ProjectionSpec::new(Coupling::SimplexPlus, d, d, seed)
+            .unwrap()
+            .draw(0);
+        let plain = ProjectionSpec::new(Coupling::Simplex, d, d, seed)
+            .unwrap()
+            .draw(0);
+        let weighted = |w: &Projection| -> f64 {
+            let mut sum = vec![0.0; d];
+            (0..d).for_each(|i| sum.iter_mut().zip(w.row(i)).for_each(|(s, v)| *s += v));
+            dot(&sum, &sum)
+        };
+        // Same stream: same norms and rotation, so only the directions differ.
+        for i in 0..d {
+            let (a, b) = (plus.row(i), plain.row(i));
+            assert!(
+                (dot(a, a) - dot(b, b)).abs() < 1e-9 * dot(b, b),
+                "norms differ"
+            );
+        }
+        assert!(
+            weighted(&plus) < weighted(&plain),
+            "seed {seed}: {} vs {}",
+            weighted(&plus),
+            weighted(&plain)
+        );
+    }
+}
+
+#[test]
+fn haar_rotation_is_orthogonal_with_and_without_the_sign_fix() {
+    for fix in [SignFix::Applied, SignFix::Omitted] {
+        let d = 9;
+        let q = haar_orthogonal(&mut Stream::new(1, 2, 3), d, fix);
+        for i in 0..d {
+            for j in 0..d {
+                let c = dot(&q[i * d..(i + 1) * d], &q[j * d..(j + 1) * d]);
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((c - want).abs() < 1e-13, "{fix:?}: {c}");
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_specs_and_maps_are_errors() {
+    assert!(ProjectionSpec::new(Coupling::Iid, 0, 8, 0).is_err());
+    assert!(ProjectionSpec::new(Coupling::Iid, 8, 0, 0).is_err());
+    assert!(ProjectionSpec::new(Coupling::Simplex, 8, 1, 0).is_err());
+    let spec = ProjectionSpec::new(Coupling::Orthogonal, 8, 12, 0).unwrap();
+    assert!(spec.with_rotation(Rotation::Hadamard).is_err());
+    assert!(Redraw::new(spec, 0).is_err());
+    let w = spec.draw(0);
+    let x = vec![0.1; 24];
+    let mut map = FeatureMap::unbiased(KernelKind::Softmax);
+    assert!(features(&map, &w, &x[..23], 2).is_err(), "length");
+    map.eps = -1.0;
+    assert!(features(&map, &w, &x, 2).is_err(), "eps");
+    map.eps = 0.0;
+    map.input_scale = f64::NAN;
+    assert!(features(&map, &w, &x, 2).is_err(), "scale");
+    map.input_scale = 1.0;
+    map.stabilizer = Stabilizer::Group { rows: 3 };
+    assert!(features(&map, &w, &x, 2).is_err(), "group");
+    let shape = AttentionShape {
+        heads: 1,
+        len: 0,
+        dim: 12,
+        value_dim: 4,
+    };
+    let opts = Favor {
+        input_scale: 1.0,
+        eps: 0.0,
+        guard: 0.0,
+        causal: false,
+    };
+    assert!(
+        favor_attention(&opts, &shape, &w, &[], &[], &[]).is_err(),
+        "zero length"
+    );
+    let shape = AttentionShape {
+        len: 2,
+        dim: 8,
+        ..shape
+    };
+    let q = vec![0.0; 16];
+    assert!(
+        favor_attention(&opts, &shape, &w, &q, &q, &[0.0; 8]).is_err(),
+        "dim mismatch"
+    );
+}
+
+// ---- statistics --------------------------------------------------------------------------------
+
+/// Draws `n` independent estimates K̂(x, y) from `draw(i)`, on every core.
+fn sample(n: usize, draw: impl Fn(u64) -> f64 + Sync) -> Vec<f64> {
+    let threads = std::thread::available_parallelism().map_or(2, |t| t.get());
+    let chunk = n.div_ceil(threads);
+    let draw = &draw;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    (t * chunk..((t + 1) * chunk).min(n))
+                        .map(|i| draw(i as u64))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
+}
+
+/// (z of the mean against k, z of the mean squared error against mse, empirical MSE).
+fn z_scores(est: &[f64], k: f64, mse: f64) -> (f64, f64, f64) {
+    let n = est.len() as f64;
+    let mean = est.iter().sum::<f64>() / n;
+    let var = est.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let sq: Vec<f64> = est.iter().map(|e| (e - k).powi(2)).collect();
+    let msq = sq.iter().sum::<f64>() / n;
+    let var_sq = sq.iter().map(|e| (e - msq).powi(2)).sum::<f64>() / (n - 1.0);
+    (
+        (mean - k) / (var / n).sqrt(),
+        (msq - mse) / (var_sq / n).sqrt(),
+        msq,
+    )
+}
+
+#[test]
+fn estimators_are_unbiased_with_the_exact_mse() {
+    let base = common::seed();
+    // (d, m, |x|, |y|, angle, draws): the note's Monte Carlo point, a truncated last block,
+    // the Gaussian kernel, and d = 64.
+    let cases = [
+        (KernelKind::Softmax, 8, 16, 0.6, 0.7, 1.0, 100_000),
+        (KernelKind::Softmax, 8, 13, 0.5, 0.5, 2.0, 100_000),
+        (KernelKind::Gaussian, 16, 32, 0.4, 0.3, 0.5, 50_000),
+        (KernelKind::Softmax, 64, 64, 0.5, 0.5, 1.57, 12_000),
+    ];
+    for (kernel, d, m, r1, r2, t, n) in cases {
+        let (x, y) = pair(d, r1, r2, t);
+        let k = kernel.exact(&x, &y);
+        for coupling in [
+            Coupling::Iid,
+            Coupling::Orthogonal,
+            Coupling::Simplex,
+            Coupling::FullSimplex,
+        ] {
+            let spec = ProjectionSpec::new(coupling, m, d, base).unwrap();
+            let est = sample(n, |i| estimate(kernel, &spec.draw(i), &x, &y));
+            let mse = exact_mse(kernel, coupling, m, &x, &y).unwrap();
+            let (z_mean, z_mse, got) = z_scores(&est, k, mse);
+            let what = format!("seed {base} {kernel:?} d={d} m={m} {coupling:?}");
+            assert!(z_mean.abs() < 5.0, "{what}: mean z = {z_mean:.2}");
+            assert!(
+                z_mse.abs() < 5.0,
+                "{what}: MSE {got:.5e} vs {mse:.5e}, z = {z_mse:.2}"
+            );
+        }
+    }
+}
+
+#[test]
+fn simplex_plus_is_unbiased_and_beats_simplex_empirically() {
+    let base = common::seed();
+    let (d, m, n) = (8, 16, 60_000);
+    let (x, y) = pair(d, 0.6, 0.7, 1.0);
+    let k = KernelKind::Softmax.exact(&x, &y);
+    let run = |c| {
+        let spec = ProjectionSpec::new(c, m, d, base).unwrap();
+        sample(n, |i| estimate(KernelKind::Softmax, &spec.draw(i), &x, &y))
+    };
+    let plain_mse = exact_mse(KernelKind::Softmax, Coupling::Simplex, m, &x, &y).unwrap();
+    let (z_mean, _, plus_mse) = z_scores(&run(Coupling::SimplexPlus), k, plain_mse);
+    assert!(
+        z_mean.abs() < 5.0,
+        "seed {base}: SimRF+ mean z = {z_mean:.2}"
+    );
+    assert!(
+        plus_mse < plain_mse,
+        "seed {base}: SimRF+ {plus_mse:.4e} vs {plain_mse:.4e}"
+    );
+}
+
+#[test]
+fn hadamard_rotation_is_close_to_haar() {
+    // Not exactly Haar, so no z-test at 5 sigma: the bias must stay within 1% of K and the MSE
+    // within 10% of the Haar formula.
+    let base = common::seed();
+    let (d, m, n) = (16, 32, 40_000);
+    let (x, y) = pair(d, 0.5, 0.5, 1.0);
+    let k = KernelKind::Softmax.exact(&x, &y);
+    for c in [Coupling::Orthogonal, Coupling::Simplex] {
+        let spec = ProjectionSpec::new(c, m, d, base)
+            .unwrap()
+            .with_rotation(Rotation::Hadamard)
+            .unwrap();
+        let est = sample(n, |i| estimate(KernelKind::Softmax, &spec.draw(i), &x, &y));
+        let mse = exact_mse(KernelKind::Softmax, c, m, &x, &y).unwrap();
+        let mean = est.iter().sum::<f64>() / n as f64;
+        let (_, _, got) = z_scores(&est, k, mse);
+        assert!(
+            (mean / k - 1.0).abs() < 0.01,
+            "seed {base} {c:?}: mean/K = {}",
+            mean / k
+        );
+        assert!(
+            (got / mse - 1.0).abs() < 0.1,
+            "seed {base} {c:?}: {got:.4e} vs {mse:.4e}"
+        );
+    }
+}
+
+#[test]
+fn omitting_the_qr_sign_fix_biases_the_estimate() {
+    // ORF rows taken from Householder QR without the sign fix: the first row's first
+    // coordinate is always negative, so with x on that axis the estimate is biased (the note:
+    // mean/K = 0.868 at d = 8). The same test with the fix passes, which shows the z-test has
+    // the power to see it.
+    let base = common::seed();
+    let (d, n) = (8, 40_000);
+    let mut x = vec![0.0; d];
+    x[0] = 1.0;
+    let y = x.clone();
+    let k = KernelKind::Softmax.exact(&x, &y);
+    let orf = |fix: SignFix, i: u64| {
+        let mut rng = Stream::new(base, i, 0);
+        let q = haar_orthogonal(&mut rng, d, fix);
+        let w = (0..d)
+            .flat_map(|r| {
+                let n = (0..d).map(|_| rng.normal().powi(2)).sum::<f64>().sqrt();
+                q[r * d..(r + 1) * d]
+                    .iter()
+                    .map(move |v| v * n)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        estimate(
+            KernelKind::Softmax,
+            &Projection {
+                features: d,
+                dim: d,
+                w,
+            },
+            &x,
+            &y,
+        )
+    };
+    let mse = exact_mse(KernelKind::Softmax, Coupling::Orthogonal, d, &x, &y).unwrap();
+    let (z_fixed, _, _) = z_scores(&sample(n, |i| orf(SignFix::Applied, i)), k, mse);
+    let biased = sample(n, |i| orf(SignFix::Omitted, i));
+    let (z_biased, _, _) = z_scores(&biased, k, mse);
+    let ratio = biased.iter().sum::<f64>() / n as f64 / k;
+    eprintln!(
+        "sign fix omitted: mean/K = {ratio:.4} (z = {z_biased:.1}); applied: z = {z_fixed:.2}"
+    );
+    assert!(
+        z_fixed.abs() < 5.0,
+        "seed {base}: with the fix, z = {z_fixed:.2}"
+    );
+    assert!(
+        z_biased.abs() > 6.0,
+        "seed {base}: without the fix, z = {z_biased:.2}"
+    );
+}
+
+// ---- feature maps ------------------------------------------------------------------------------
+
+#[test]
+fn features_estimate_the_kernel_and_stabilizers_only_scale_rows() {
+    let mut rng = Rng::new();
+    let (d, m, rows) = (10, 24, 6);
+    let w = ProjectionSpec::new(Coupling::Simplex, m, d, rng.seed)
+        .unwrap()
+        .draw(0);
+    let x: Vec<f64> = (0..rows * d).map(|_| 0.5 * rng.normal()).collect();
+    for kernel in [KernelKind::Softmax, KernelKind::Gaussian] {
+        let plain = features(&FeatureMap::unbiased(kernel), &w, &x, rows).unwrap();
+        // φ(x)·φ(y) is the estimator.
+        for r in 1..rows {
+            let got = dot(&plain.phi[..m], &plain.phi[r * m..(r + 1) * m]);
+            let want = estimate(kernel, &w, &x[..d], &x[r * d..(r + 1) * d]);
+            assert!(
+                (got - want).abs() < 1e-13 * want,
+                "seed {}: {got} vs {want}",
+                rng.seed
+            );
+        }
+        for stabilizer in [Stabilizer::Row, Stabilizer::Group { rows: 3 }] {
+            let map = FeatureMap {
+                stabilizer,
+                ..FeatureMap::unbiased(kernel)
+            };
+            let f = features(&map, &w, &x, rows).unwrap();
+            for r in 0..rows {
+                for i in 0..m {
+                    let want = plain.phi[r * m + i];
+                    let got = f.phi[r * m + i] * f.shift[r].exp();
+                    assert!((got - want).abs() < 1e-13 * want, "{stabilizer:?}");
+                }
+                let row_max = f.phi[r * m..(r + 1) * m]
+                    .iter()
+                    .copied()
+                    .fold(0.0, f64::max);
+                if stabilizer == Stabilizer::Row {
+                    assert!((row_max * (m as f64).sqrt() - 1.0).abs() < 1e-14);
+                } else {
+                    assert!(row_max * (m as f64).sqrt() <= 1.0 + 1e-14);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_non_finite_row_affects_only_itself() {
+    let (d, m, rows) = (6, 12, 4);
+    let w = ProjectionSpec::new(Coupling::Orthogonal, m, d, 3)
+        .unwrap()
+        .draw(0);
+    let mut x: Vec<f64> = (0..rows * d).map(|i| (i as f64 * 0.37).sin()).collect();
+    let map = FeatureMap {
+        stabilizer: Stabilizer::Group { rows },
+        eps: 1e-6,
+        ..FeatureMap::unbiased(KernelKind::Softmax)
+    };
+    let clean = features(&map, &w, &x, rows).unwrap();
+    x[2 * d + 1] = f64::NAN;
+    let f = features(&map, &w, &x, rows).unwrap();
+    for r in 0..rows {
+        let row = &f.phi[r * m..(r + 1) * m];
+        if r == 2 {
+            assert!(row.iter().all(|v| v.is_nan()));
+        } else {
+            // The row max of row 2 is NaN and ignored; the group max may change only if row 2
+            // held it.
+            assert!(row.iter().all(|v| v.is_finite()));
+            let ratio = row[0] / clean.phi[r * m];
+            assert!(row.iter().zip(&clean.phi[r * m..]).all(|(a, b)| {
+                let e = map.eps / (m as f64).sqrt();
+                ((a - e) / (b - e) - ratio).abs() < 1e-9 * ratio.max(1.0)
+            }));
+        }
+    }
+}
+
+// ---- attention ---------------------------------------------------------------------------------
+
+fn random(rng: &mut Rng, n: usize, scale: f64) -> Vec<f64> {
+    (0..n).map(|_| scale * rng.normal()).collect()
+}
+
+#[test]
+fn favor_approaches_softmax_attention_as_m_grows() {
+    let mut rng = Rng::new();
+    let shape = AttentionShape {
+        heads: 2,
+        len: 12,
+        dim: 8,
+        value_dim: 3,
+    };
+    let rows = shape.heads * shape.len;
+    let q = random(&mut rng, rows * shape.dim, 0.3);
+    let k = random(&mut rng, rows * shape.dim, 0.3);
+    let v = random(&mut rng, rows * shape.value_dim, 1.0);
+    for causal in [false, true] {
+        let exact =
+            softmax_attention(&shape, 1.0 / (shape.dim as f64).sqrt(), causal, &q, &k, &v).unwrap();
+        let opts = Favor {
+            input_scale: (shape.dim as f64).powf(-0.25),
+            eps: 0.0,
+            guard: 0.0,
+            causal,
+        };
+        // Root mean squared error over 24 draws at each m.
+        let rmse = |m: usize| -> f64 {
+            let mut total = 0.0;
+            for draw in 0..24 {
+                let w = ProjectionSpec::new(Coupling::Simplex, m, shape.dim, rng.seed)
+                    .unwrap()
+                    .draw(draw);
+                let out = favor_attention(&opts, &shape, &w, &q, &k, &v).unwrap();
+                total += out
+                    .iter()
+                    .zip(&exact)
+                    .map(|(a, b)| (a - b).powi(2))
+                    .sum::<f64>();
+            }
+            (total / (24 * exact.len()) as f64).sqrt()
+        };
+        let (small, large) = (rmse(16), rmse(1024));
+        // m grows 64x: the error should fall about 8x (m^-1/2); allow 4x to 16x.
+        let fall = small / large;
+        assert!(
+            (4.0..16.0).contains(&fall),
+            "seed {} causal={causal}: rmse {small:.3e} at m=16, {large:.3e} at m=1024",
+            rng.seed
+        );
+    }
+}
+
+#[test]
+fn favor_identities_causal_prefix_and_shift_invariance() {
+    let mut rng = Rng::new();
+    let shape = AttentionShape {
+        heads: 3,
+        len: 9,
+        dim: 6,
+        value_dim: 5,
+    };
+    let rows = shape.heads * shape.len;
+    let q = random(&mut rng, rows * shape.dim, 1.0);
+    let k = random(&mut rng, rows * shape.dim, 1.0);
+    let v = random(&mut rng, rows * shape.value_dim, 1.0);
+    let w = ProjectionSpec::new(Coupling::Simplex, 20, shape.dim, rng.seed)
+        .unwrap()
+        .draw(0);
+    let opts = Favor {
+        input_scale: 0.7,
+        eps: 0.0,
+        guard: 0.0,
+        causal: true,
+    };
+    let causal = favor_attention(&opts, &shape, &w, &q, &k, &v).unwrap();
+    let full = favor_attention(
+        &Favor {
+            causal: false,
+            ..opts
+        },
+        &shape,
+        &w,
+        &q,
+        &k,
+        &v,
+    )
+    .unwrap();
+    let dv = shape.value_dim;
+    for h in 0..shape.heads {
+        let first = h * shape.len;
+        let last = first + shape.len - 1;
+        for c in 0..dv {
+            // Position 0 sees only itself; the last position sees everything.
+            assert!((causal[first * dv + c] - v[first * dv + c]).abs() < 1e-12);
+            assert!((causal[last * dv + c] - full[last * dv + c]).abs() < 1e-12);
+        }
+    }
+    // With eps = guard = 0 the shifts cancel: the unbiased features give the same output.
+    let fq = features(
+        &FeatureMap {
+            input_scale: 0.7,
+            ..FeatureMap::unbiased(KernelKind::Softmax)
+        },
+        &w,
+        &q,
+        rows,
+    )
+    .unwrap()
+    .phi;
+    let fk = features(
+        &FeatureMap {
+            input_scale: 0.7,
+            ..FeatureMap::unbiased(KernelKind::Softmax)
+        },
+        &w,
+        &k,
+        rows,
+    )
+    .unwrap()
+    .phi;
+    let m = w.features;
+    for h in 0..shape.heads {
+        for i in 0..shape.len {
+            let r = h * shape.len + i;
+            let mut num = vec![0.0; dv];
+            let mut den = 0.0;
+            for j in 0..shape.len {
+                let s = h * shape.len + j;
+                let a = dot(&fq[r * m..(r + 1) * m], &fk[s * m..(s + 1) * m]);
+                den += a;
+                num.iter_mut()
+                    .zip(&v[s * dv..(s + 1) * dv])
+                    .for_each(|(n, x)| *n += a * x);
+            }
+            for c in 0..dv {
+                assert!((num[c] / den - full[r * dv + c]).abs() < 1e-12);
+            }
+        }
+    }
+}
+
+/// Central differences of f at x along every coordinate.
+fn finite_differences(x: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    let mut xp = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let h = 1e-5 * x[i].abs().max(1.0);
+            xp[i] = x[i] + h;
+            let up = f(&xp);
+            xp[i] = x[i] - h;
+            let down = f(&xp);
+            xp[i] = x[i];
+            (up - down) / (2.0 * h)
+        })
+        .collect()
+}
+
+fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
+    let scale = want.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * scale,
+            "{what}[{i}]: {g} vs {w} (scale {scale})"
+        );
+    }
+}
+
+#[test]
+fn feature_gradients_match_finite_differences() {
+    let mut rng = Rng::new();
+    let (d, m, rows) = (5, 7, 3);
+    let w = ProjectionSpec::new(Coupling::Orthogonal, m, d, rng.seed)
+        .unwrap()
+        .draw(0);
+    let x = random(&mut rng, rows * d, 0.5);
+    let dphi = random(&mut rng, rows * m, 1.0);
+    for kernel in [KernelKind::Softmax, KernelKind::Gaussian] {
+        let map = FeatureMap {
+            input_scale: 0.8,
+            eps: 1e-3,
+            ..FeatureMap::unbiased(kernel)
+        };
+        let got = features_backward(&map, &w, &x, rows, &dphi).unwrap();
+        let fd = finite_differences(&x, |x| {
+            dot(&features(&map, &w, x, rows).unwrap().phi, &dphi)
+        });
+        assert_close(&format!("seed {} {kernel:?} dx", rng.seed), &got, &fd, 1e-7);
+    }
+}
+
+#[test]
+fn attention_gradients_match_finite_differences() {
+    let mut rng = Rng::new();
+    let shape = AttentionShape {
+        heads: 2,
+        len: 5,
+        dim: 4,
+        value_dim: 3,
+    };
+    let rows = shape.heads * shape.len;
+    let w = ProjectionSpec::new(Coupling::Simplex, 6, shape.dim, rng.seed)
+        .unwrap()
+        .draw(0);
+    let q = random(&mut rng, rows * shape.dim, 0.8);
+    let k = random(&mut rng, rows * shape.dim, 0.8);
+    let v = random(&mut rng, rows * shape.value_dim, 1.0);
+    let dout = random(&mut rng, rows * shape.value_dim, 1.0);
+    for causal in [false, true] {
+        // eps = guard = 0: the shifts cancel exactly, so holding them constant is the true gradient.
+        let opts = Favor {
+            input_scale: 0.9,
+            eps: 0.0,
+            guard: 0.0,
+            causal,
+        };
+        let loss = |q: &[f64], k: &[f64], v: &[f64]| {
+            dot(&favor_attention(&opts, &shape, &w, q, k, v).unwrap(), &dout)
+        };
+        let (dq, dk, dv) = favor_attention_backward(&opts, &shape, &w, &q, &k, &v, &dout).unwrap();
+        let what = format!("seed {} causal={causal}", rng.seed);
+        assert_close(
+            &format!("{what} dq"),
+            &dq,
+            &finite_differences(&q, |x| loss(x, &k, &v)),
+            1e-7,
+        );
+        assert_close(
+            &format!("{what} dk"),
+            &dk,
+            &finite_differences(&k, |x| loss(&q, x, &v)),
+            1e-7,
+        );
+        assert_close(
+            &format!("{what} dv"),
+            &dv,
+            &finite_differences(&v, |x| loss(&q, &k, x)),
+            1e-7,
+        );
+    }
+}
