@@ -297,4 +297,41 @@ typedef struct sk_gram_params {
     void *work_grad;          /* large tier, gradients: the P_t pairs, or NULL         */
 } sk_gram_params;
 
+/* Simplex random features: positive random features phi(x)_i = scale (exp(a_i - shift) + eps),
+ * a_i = s w_i.x - c s^2 |x|^2, for rows x [rows, dim] (storage type, row stride x_stride) and
+ * W [features, dim] f32 contiguous, written to out [rows, features] (row stride out_stride).
+ * A block serves SK_RF_ROWS rows with SK_RF_THREADS threads, features in tiles of
+ * SK_RF_FEATURE_TILE; in mode SK_RF_SHIFT_ROW the exponents of its rows stay in dynamic shared
+ * memory (SK_RF_ROWS * features floats) when `fused` is 1, and are recomputed otherwise.
+ * SK_RF_GROUP_SHIFT (one block per group of group_rows rows) replaces each row's shift by the
+ * largest shift of its group, ignoring NaN. */
+#define SK_RF_THREADS 256u
+#define SK_RF_ROWS 32u
+#define SK_RF_FEATURE_TILE 128u
+#define SK_RF_DIM_CHUNK 16u
+#define SK_RF_SHIFT_NONE 0u   /* shift = 0, written to `shift`                          */
+#define SK_RF_SHIFT_ROW 1u    /* shift = the row's largest exponent, written to `shift` */
+#define SK_RF_SHIFT_MAX_ONLY 2u /* write the row's largest exponent to `shift`, no features */
+#define SK_RF_SHIFT_GIVEN 3u  /* read shift from `shift`                                 */
+
+typedef struct sk_rf_features_params {
+    const void *x;
+    const float *w;
+    void *out;
+    float *shift;             /* [rows]                                               */
+    uint64_t rows;
+    uint64_t x_stride;
+    uint64_t out_stride;
+    uint32_t dim;
+    uint32_t features;
+    uint32_t mode;            /* SK_RF_SHIFT_*                                        */
+    uint32_t fused;           /* SK_RF_SHIFT_ROW: exponents kept in shared memory     */
+    uint32_t group_rows;      /* SK_RF_GROUP_SHIFT: rows per group                     */
+    uint32_t reserved;
+    float input_scale;        /* s                                                    */
+    float norm_coefficient;   /* c: 1/2 softmax kernel, 1 Gaussian kernel             */
+    float eps;
+    float feature_scale;      /* m^-1/2                                               */
+} sk_rf_features_params;
+
 #endif /* SPHEREKIT_PARAMS_H */

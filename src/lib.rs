@@ -68,5 +68,6 @@ pub fn kernel_names() -> Vec<String> {
     let mut names = hypersphere::gpu::kernel_names();
     names.extend(bessel::gpu::kernel_names());
     names.extend(gram::gpu::kernel_names());
+    names.extend(simplex::gpu::kernel_names());
     names
 }

@@ -64,6 +64,14 @@ pub const SK_GRAM_LARGE_TILE: u32 = 64;
 pub const SK_GRAM_LARGE_DEPTH: u32 = 16;
 pub const SK_GRAM_LARGE_CHUNKS: u32 = 16;
 pub const SK_GRAM_LARGE_STATE_DOUBLES: u32 = 128;
+pub const SK_RF_THREADS: u32 = 256;
+pub const SK_RF_ROWS: u32 = 32;
+pub const SK_RF_FEATURE_TILE: u32 = 128;
+pub const SK_RF_DIM_CHUNK: u32 = 16;
+pub const SK_RF_SHIFT_NONE: u32 = 0;
+pub const SK_RF_SHIFT_ROW: u32 = 1;
+pub const SK_RF_SHIFT_MAX_ONLY: u32 = 2;
+pub const SK_RF_SHIFT_GIVEN: u32 = 3;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct sk_normalize_params {
@@ -534,6 +542,76 @@ const _: () = {
         [::core::mem::offset_of!(sk_gram_params, work_grad) - 136usize];
 };
 impl Default for sk_gram_params {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct sk_rf_features_params {
+    pub x: *const ::core::ffi::c_void,
+    pub w: *const f32,
+    pub out: *mut ::core::ffi::c_void,
+    pub shift: *mut f32,
+    pub rows: u64,
+    pub x_stride: u64,
+    pub out_stride: u64,
+    pub dim: u32,
+    pub features: u32,
+    pub mode: u32,
+    pub fused: u32,
+    pub group_rows: u32,
+    pub reserved: u32,
+    pub input_scale: f32,
+    pub norm_coefficient: f32,
+    pub eps: f32,
+    pub feature_scale: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of sk_rf_features_params"][::core::mem::size_of::<sk_rf_features_params>() - 96usize];
+    ["Alignment of sk_rf_features_params"]
+        [::core::mem::align_of::<sk_rf_features_params>() - 8usize];
+    ["Offset of field: sk_rf_features_params::x"]
+        [::core::mem::offset_of!(sk_rf_features_params, x) - 0usize];
+    ["Offset of field: sk_rf_features_params::w"]
+        [::core::mem::offset_of!(sk_rf_features_params, w) - 8usize];
+    ["Offset of field: sk_rf_features_params::out"]
+        [::core::mem::offset_of!(sk_rf_features_params, out) - 16usize];
+    ["Offset of field: sk_rf_features_params::shift"]
+        [::core::mem::offset_of!(sk_rf_features_params, shift) - 24usize];
+    ["Offset of field: sk_rf_features_params::rows"]
+        [::core::mem::offset_of!(sk_rf_features_params, rows) - 32usize];
+    ["Offset of field: sk_rf_features_params::x_stride"]
+        [::core::mem::offset_of!(sk_rf_features_params, x_stride) - 40usize];
+    ["Offset of field: sk_rf_features_params::out_stride"]
+        [::core::mem::offset_of!(sk_rf_features_params, out_stride) - 48usize];
+    ["Offset of field: sk_rf_features_params::dim"]
+        [::core::mem::offset_of!(sk_rf_features_params, dim) - 56usize];
+    ["Offset of field: sk_rf_features_params::features"]
+        [::core::mem::offset_of!(sk_rf_features_params, features) - 60usize];
+    ["Offset of field: sk_rf_features_params::mode"]
+        [::core::mem::offset_of!(sk_rf_features_params, mode) - 64usize];
+    ["Offset of field: sk_rf_features_params::fused"]
+        [::core::mem::offset_of!(sk_rf_features_params, fused) - 68usize];
+    ["Offset of field: sk_rf_features_params::group_rows"]
+        [::core::mem::offset_of!(sk_rf_features_params, group_rows) - 72usize];
+    ["Offset of field: sk_rf_features_params::reserved"]
+        [::core::mem::offset_of!(sk_rf_features_params, reserved) - 76usize];
+    ["Offset of field: sk_rf_features_params::input_scale"]
+        [::core::mem::offset_of!(sk_rf_features_params, input_scale) - 80usize];
+    ["Offset of field: sk_rf_features_params::norm_coefficient"]
+        [::core::mem::offset_of!(sk_rf_features_params, norm_coefficient) - 84usize];
+    ["Offset of field: sk_rf_features_params::eps"]
+        [::core::mem::offset_of!(sk_rf_features_params, eps) - 88usize];
+    ["Offset of field: sk_rf_features_params::feature_scale"]
+        [::core::mem::offset_of!(sk_rf_features_params, feature_scale) - 92usize];
+};
+impl Default for sk_rf_features_params {
     fn default() -> Self {
         let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
         unsafe {

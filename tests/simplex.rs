@@ -844,3 +844,301 @@ fn attention_gradients_match_finite_differences() {
         );
     }
 }
+
+// ---- kernels: the feature map on the emulator and the GPU -------------------------------------
+
+use common::Mat;
+use half::{bf16, f16};
+use spherekit::{DType, Element};
+
+/// Runs the feature-map entry point on one target, host buffers in and out.
+trait Backend {
+    fn features<T: Element>(
+        &self,
+        map: &FeatureMap,
+        w: &Projection,
+        x: &Mat<T>,
+        out: &mut Mat<T>,
+        shift: &mut [f32],
+    ) -> spherekit::Result<()>;
+}
+
+#[cfg(feature = "emulator")]
+struct Emu(spherekit::emulator::Emulator);
+
+#[cfg(feature = "emulator")]
+impl Backend for Emu {
+    fn features<T: Element>(
+        &self,
+        map: &FeatureMap,
+        w: &Projection,
+        x: &Mat<T>,
+        out: &mut Mat<T>,
+        shift: &mut [f32],
+    ) -> spherekit::Result<()> {
+        use spherekit::emulator::{HostRows, HostRowsMut};
+        let xr = HostRows::new(x.view(), x.rows, x.cols, x.stride)?;
+        let (rows, cols, stride) = (out.rows, out.cols, out.stride);
+        let mut o = HostRowsMut::new(out.view_mut(), rows, cols, stride)?;
+        map.features_emulated(&self.0, &w.to_f32(), w.features, &xr, &mut o, shift)
+    }
+}
+
+struct Device {
+    gpu: spherekit::Gpu,
+    stream: std::sync::Arc<cudarc::driver::CudaStream>,
+}
+
+impl Backend for Device {
+    fn features<T: Element>(
+        &self,
+        map: &FeatureMap,
+        w: &Projection,
+        x: &Mat<T>,
+        out: &mut Mat<T>,
+        shift: &mut [f32],
+    ) -> spherekit::Result<()> {
+        use spherekit::simplex::gpu::DeviceProjection;
+        use spherekit::{Rows, RowsMut};
+        let s = &self.stream;
+        let wd = DeviceProjection::upload(s, w)?;
+        let xd = s.clone_htod(x.view()).expect("upload");
+        let mut od = s.clone_htod(out.view()).expect("upload");
+        let mut sd = s.clone_htod(shift).expect("upload");
+        {
+            let xr = Rows::with_stride(xd.as_view(), x.rows, x.cols, x.stride)?;
+            let mut or = RowsMut::with_stride(od.as_view_mut(), out.rows, out.cols, out.stride)?;
+            map.features(&self.gpu, s, &wd, &xr, &mut or, &mut sd.as_view_mut())?;
+        }
+        s.synchronize().expect("synchronize");
+        let o = s.clone_dtoh(&od).expect("download");
+        out.view_mut().copy_from_slice(&o);
+        shift.copy_from_slice(&s.clone_dtoh(&sd).expect("download"));
+        Ok(())
+    }
+}
+
+/// One feature-map case against the f64 reference on the rounded inputs. Tolerance per
+/// feature: one ulp of T, plus the f32 error of the exponent and the shift,
+/// 2^-24 (d + 4) (s Σ_k |w_ik x_k| + c s²|x|² + |shift|), plus 4 ulp of f32 for expf.
+#[allow(clippy::too_many_arguments)]
+fn check_features<T: Element, B: Backend>(
+    b: &B,
+    rng: &mut Rng,
+    kernel: KernelKind,
+    stabilizer: Stabilizer,
+    rows: usize,
+    d: usize,
+    m: usize,
+    nan_row: Option<usize>,
+) {
+    let map = FeatureMap {
+        kernel,
+        stabilizer,
+        eps: 1e-4,
+        input_scale: (d as f64).powf(-0.25),
+    };
+    let w = ProjectionSpec::new(Coupling::Orthogonal, m, d, rng.seed)
+        .unwrap()
+        .draw(1);
+    let w32 = Projection {
+        w: w.to_f32().iter().map(|&v| f64::from(v)).collect(),
+        ..w.clone()
+    };
+    let stride = d + rng.below(3);
+    let offset = rng.below(3);
+    let x = Mat::<T>::from_fn(rows, d, stride, offset, |r, _| {
+        if Some(r) == nan_row {
+            f64::NAN
+        } else {
+            0.8 * rng.normal()
+        }
+    });
+    let out_stride = m + rng.below(3);
+    let mut out = Mat::<T>::poisoned(rows, m, out_stride, rng.below(3));
+    let mut shift = vec![f32::NAN; rows];
+    let what = format!(
+        "seed {} {} {kernel:?} {stabilizer:?} rows={rows} d={d} m={m}",
+        rng.seed,
+        T::DTYPE.name()
+    );
+    b.features(&map, &w, &x, &mut out, &mut shift)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(out.padding_untouched(), "{what}: wrote outside the rows");
+    let xf = x.to_f64();
+    let want = features(&map, &w32, &xf, rows).unwrap();
+    let got = out.to_f64();
+    let (s, c) = (map.input_scale, kernel.norm_coefficient());
+    let u32_ = 2f64.powi(-24);
+    let mut worst = 0.0f64;
+    for r in 0..rows {
+        let xr = &xf[r * d..(r + 1) * d];
+        let ws = want.shift[r];
+        let gs = f64::from(shift[r]);
+        if xr.iter().any(|v| v.is_nan()) {
+            assert!(
+                got[r * m..(r + 1) * m].iter().all(|v| v.is_nan()),
+                "{what}: NaN row {r}"
+            );
+            continue;
+        }
+        let norm = c * s * s * dot(xr, xr);
+        let shift_err = u32_ * (d as f64 + 4.0) * (norm + ws.abs() + s * 8.0 * d as f64);
+        assert!(
+            (gs - ws).abs() <= shift_err + 1e-30,
+            "{what}: shift of row {r}: {gs} vs {ws}"
+        );
+        for i in 0..m {
+            let bound: f64 = s * w32
+                .row(i)
+                .iter()
+                .zip(xr)
+                .map(|(a, b)| (a * b).abs())
+                .sum::<f64>()
+                + norm
+                + ws.abs();
+            let want_v = want.phi[r * m + i];
+            let tol =
+                common::ulp(T::DTYPE, want_v) + want_v * u32_ * ((d as f64 + 4.0) * bound + 4.0);
+            let err = (got[r * m + i] - want_v).abs();
+            assert!(
+                err <= tol,
+                "{what}: phi[{r}][{i}] = {} vs {want_v} (tol {tol:.2e})",
+                got[r * m + i]
+            );
+            worst = worst.max(err / want_v);
+        }
+    }
+    eprintln!("{what}: worst relative error {worst:.2e}");
+}
+
+fn feature_cases<B: Backend>(b: &B) {
+    let mut rng = Rng::new();
+    // m: one tile, a partial tile, the largest fused m (256), recomputed exponents (300);
+    // d: a partial chunk, whole chunks, several chunks with a remainder.
+    let shapes = [
+        (1, 1, 1),
+        (33, 16, 37),
+        (70, 70, 256),
+        (40, 5, 300),
+        (64, 64, 128),
+    ];
+    for (rows, d, m) in shapes {
+        for stabilizer in [
+            Stabilizer::None,
+            Stabilizer::Row,
+            Stabilizer::Group {
+                rows: if rows % 2 == 0 { rows / 2 } else { rows },
+            },
+        ] {
+            for kernel in [KernelKind::Softmax, KernelKind::Gaussian] {
+                check_features::<f32, B>(b, &mut rng, kernel, stabilizer, rows, d, m, None);
+            }
+            check_features::<f16, B>(
+                b,
+                &mut rng,
+                KernelKind::Softmax,
+                stabilizer,
+                rows,
+                d,
+                m,
+                None,
+            );
+            check_features::<bf16, B>(
+                b,
+                &mut rng,
+                KernelKind::Softmax,
+                stabilizer,
+                rows,
+                d,
+                m,
+                None,
+            );
+        }
+    }
+    // A NaN row spoils only itself, under every stabilizer.
+    for stabilizer in [
+        Stabilizer::None,
+        Stabilizer::Row,
+        Stabilizer::Group { rows: 10 },
+    ] {
+        check_features::<bf16, B>(
+            b,
+            &mut rng,
+            KernelKind::Softmax,
+            stabilizer,
+            40,
+            24,
+            64,
+            Some(13),
+        );
+    }
+}
+
+fn feature_errors<B: Backend>(b: &B) {
+    let w = ProjectionSpec::new(Coupling::Simplex, 16, 8, 1)
+        .unwrap()
+        .draw(0);
+    let map = FeatureMap::unbiased(KernelKind::Softmax);
+    let x = Mat::<f32>::from_fn(4, 8, 8, 0, |_, _| 0.1);
+    let mut out = Mat::<f32>::poisoned(4, 16, 16, 0);
+    let mut shift = vec![0.0f32; 4];
+    let x7 = Mat::<f32>::from_fn(4, 7, 7, 0, |_, _| 0.1);
+    assert!(
+        b.features(&map, &w, &x7, &mut out, &mut shift).is_err(),
+        "d mismatch"
+    );
+    let mut short = vec![0.0f32; 3];
+    assert!(
+        b.features(&map, &w, &x, &mut out, &mut short).is_err(),
+        "shift length"
+    );
+    let mut narrow = Mat::<f32>::poisoned(4, 15, 15, 0);
+    assert!(
+        b.features(&map, &w, &x, &mut narrow, &mut shift).is_err(),
+        "out columns"
+    );
+    let group = FeatureMap {
+        stabilizer: Stabilizer::Group { rows: 3 },
+        ..map
+    };
+    assert!(
+        b.features(&group, &w, &x, &mut out, &mut shift).is_err(),
+        "group"
+    );
+    let huge = FeatureMap { eps: 1e300, ..map };
+    assert!(
+        b.features(&huge, &w, &x, &mut out, &mut shift).is_err(),
+        "eps beyond f32"
+    );
+    assert!(
+        out.to_f64().iter().all(|v| v.is_nan()),
+        "nothing launched on errors"
+    );
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emu_features_match_the_reference() {
+    feature_cases(&Emu(spherekit::emulator::Emulator::new(3)));
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emu_feature_errors_are_values() {
+    feature_errors(&Emu(spherekit::emulator::Emulator::new(3)));
+}
+
+#[test]
+fn gpu_features_match_the_reference() {
+    if let Some((gpu, stream)) = common::gpu("gpu_features_match_the_reference") {
+        feature_cases(&Device { gpu, stream });
+    }
+}
+
+#[test]
+fn gpu_feature_errors_are_values() {
+    if let Some((gpu, stream)) = common::gpu("gpu_feature_errors_are_values") {
+        feature_errors(&Device { gpu, stream });
+    }
+}

@@ -35,6 +35,9 @@
 //! guard) with S_i = Σ_{j≤i} K'_j V_j^T and z_i = Σ_{j≤i} K'_j.
 
 pub mod cpu;
+#[cfg(feature = "emulator")]
+mod emulated;
+pub mod gpu;
 pub mod projection;
 
 pub use projection::{Coupling, Projection, ProjectionSpec, Rotation, SignFix};

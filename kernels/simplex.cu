@@ -1,0 +1,213 @@
+// Simplex random features: positive random feature maps
+//   phi(x)_i = m^-1/2 (exp(s w_i.x - c s^2 |x|^2 - shift) + eps),
+// projection and exponential fused in one pass, f32 accumulation whatever the storage type.
+//
+// Tiling: a block of SK_RF_THREADS threads serves SK_RF_ROWS rows. Warp r owns rows 4r..4r+3
+// and lane l the features f0 + l + 32j (j < 4) of each feature tile of SK_RF_FEATURE_TILE, so
+// each warp holds whole rows: the row maxima need only warp shuffles, and the exponents a
+// thread keeps in shared memory (fused row shift) are read back by the same thread. Inputs
+// and W go through shared memory in chunks of SK_RF_DIM_CHUNK columns: X as [row][k] (read
+// as a warp-wide broadcast), W as [k][feature] (consecutive lanes, consecutive banks).
+#include "common.cuh"
+
+namespace sk {
+namespace rf {
+
+constexpr int THREADS = static_cast<int>(SK_RF_THREADS);
+constexpr int ROWS = static_cast<int>(SK_RF_ROWS);
+constexpr int TILE = static_cast<int>(SK_RF_FEATURE_TILE);
+constexpr int CHUNK = static_cast<int>(SK_RF_DIM_CHUNK);
+constexpr int ROWS_PER_WARP = ROWS / (THREADS / 32);
+constexpr int PER_LANE = TILE / 32;
+static_assert(ROWS_PER_WARP * (THREADS / 32) == ROWS, "warps split the rows evenly");
+static_assert((TILE * CHUNK) % THREADS == 0 && (ROWS * CHUNK) % THREADS == 0, "whole loads");
+
+struct Stage {
+    float w[CHUNK][TILE + 1];  // +1: the loads write 16 columns of one feature per warp
+    float x[ROWS][CHUNK + 1];  // +1: the chunk loads' column writes spread over banks
+    float norm2[ROWS];         // s^2 |x|^2
+};
+
+__device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
+__device__ __forceinline__ float nan_f() { return __int_as_float(0x7fc00000); }
+
+// The largest of a and b, NaN if either is (fmaxf would drop a NaN; a NaN exponent must
+// make its row's shift NaN so that the row's features are NaN and nothing else is touched).
+__device__ __forceinline__ float max_nan(float a, float b) {
+    return (a != a || b != b) ? nan_f() : fmaxf(a, b);
+}
+
+// Accumulates s * (W x) for the block's rows and the feature tile at f0: acc[i][j] for row
+// 4 warp + i and feature f0 + lane + 32 j. Entries past the matrix edges read as zero.
+template <class T>
+__device__ __forceinline__ void project_tile(const sk_rf_features_params &p, Stage &st,
+                                             uint64_t row0, uint32_t f0,
+                                             float (&acc)[ROWS_PER_WARP][PER_LANE]) {
+    const T *x = static_cast<const T *>(p.x);
+    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+#pragma unroll
+    for (int i = 0; i < ROWS_PER_WARP; ++i)
+#pragma unroll
+        for (int j = 0; j < PER_LANE; ++j) acc[i][j] = 0.0f;
+    for (uint32_t k0 = 0; k0 < p.dim; k0 += CHUNK) {
+        __syncthreads();  // the previous chunk's reads are done
+#pragma unroll
+        for (int e = static_cast<int>(threadIdx.x); e < TILE * CHUNK; e += THREADS) {
+            const int f = e / CHUNK, k = e % CHUNK;
+            const uint32_t gf = f0 + f, gk = k0 + k;
+            st.w[k][f] = (gf < p.features && gk < p.dim) ? p.w[static_cast<uint64_t>(gf) * p.dim + gk]
+                                                         : 0.0f;
+        }
+#pragma unroll
+        for (int e = static_cast<int>(threadIdx.x); e < ROWS * CHUNK; e += THREADS) {
+            const int r = e / CHUNK, k = e % CHUNK;
+            const uint64_t gr = row0 + r;
+            const uint32_t gk = k0 + k;
+            st.x[r][k] = (gr < p.rows && gk < p.dim) ? Elem<T>::to_f32(x[gr * p.x_stride + gk]) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < CHUNK; ++k) {
+            float xv[ROWS_PER_WARP], wv[PER_LANE];
+#pragma unroll
+            for (int i = 0; i < ROWS_PER_WARP; ++i) xv[i] = st.x[warp * ROWS_PER_WARP + i][k];
+#pragma unroll
+            for (int j = 0; j < PER_LANE; ++j) wv[j] = st.w[k][lane + 32 * j];
+#pragma unroll
+            for (int i = 0; i < ROWS_PER_WARP; ++i)
+#pragma unroll
+                for (int j = 0; j < PER_LANE; ++j) acc[i][j] = fmaf(xv[i], wv[j], acc[i][j]);
+        }
+    }
+}
+
+template <class T>
+__device__ __forceinline__ void store_feature(const sk_rf_features_params &p, uint64_t row, uint32_t f,
+                                              float a, float shift) {
+    T *out = static_cast<T *>(p.out);
+    out[row * p.out_stride + f] = Elem<T>::from_f32(p.feature_scale * (expf(a - shift) + p.eps));
+}
+
+// The exponents a = s (W x) - c s^2 |x|^2 of every feature tile, handed to `visit(i, f, a)`
+// for row 4 warp + i (only rows and features inside the matrix).
+template <class T, class Visit>
+__device__ __forceinline__ void for_each_exponent(const sk_rf_features_params &p, Stage &st, uint64_t row0,
+                                                  Visit visit) {
+    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+    for (uint32_t f0 = 0; f0 < p.features; f0 += TILE) {
+        float acc[ROWS_PER_WARP][PER_LANE];
+        project_tile<T>(p, st, row0, f0, acc);
+#pragma unroll
+        for (int i = 0; i < ROWS_PER_WARP; ++i) {
+            const int r = warp * ROWS_PER_WARP + i;
+            if (row0 + r >= p.rows) continue;
+#pragma unroll
+            for (int j = 0; j < PER_LANE; ++j) {
+                const uint32_t f = f0 + lane + 32 * j;
+                if (f < p.features) visit(i, f, p.input_scale * acc[i][j] - p.norm_coefficient * st.norm2[r]);
+            }
+        }
+    }
+}
+
+template <class T>
+__device__ void features(const sk_rf_features_params &p) {
+    __shared__ Stage st;
+    float *exps = reinterpret_cast<float *>(SK_DYNAMIC_SMEM());
+    const T *x = static_cast<const T *>(p.x);
+    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+    const uint64_t tiles = (p.rows + ROWS - 1) / ROWS;
+    for (uint64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        const uint64_t row0 = tile * ROWS;
+        // s^2 |x|^2 of the warp's rows, a lane per column.
+#pragma unroll 1
+        for (int i = 0; i < ROWS_PER_WARP; ++i) {
+            const int r = warp * ROWS_PER_WARP + i;
+            float ss = 0.0f;
+            if (row0 + r < p.rows)
+                for (uint32_t k = lane; k < p.dim; k += 32) {
+                    const float v = p.input_scale * Elem<T>::to_f32(x[(row0 + r) * p.x_stride + k]);
+                    ss = fmaf(v, v, ss);
+                }
+            ss = butterfly_sum<32>(ss, 0xffffffffu);
+            if (lane == 0) st.norm2[r] = ss;
+        }
+        // Read by every warp in the epilogues; project_tile's first barrier orders the writes.
+        if (p.mode == SK_RF_SHIFT_NONE || p.mode == SK_RF_SHIFT_GIVEN) {
+            float shift[ROWS_PER_WARP];
+#pragma unroll
+            for (int i = 0; i < ROWS_PER_WARP; ++i) {
+                const uint64_t row = row0 + warp * ROWS_PER_WARP + i;
+                shift[i] = (p.mode == SK_RF_SHIFT_GIVEN && row < p.rows) ? p.shift[row] : 0.0f;
+                if (p.mode == SK_RF_SHIFT_NONE && lane == 0 && row < p.rows) p.shift[row] = 0.0f;
+            }
+            for_each_exponent<T>(p, st, row0, [&](int i, uint32_t f, float a) {
+                store_feature<T>(p, row0 + warp * ROWS_PER_WARP + i, f, a, shift[i]);
+            });
+        } else {
+            const bool keep = p.mode == SK_RF_SHIFT_ROW && p.fused;
+            float mx[ROWS_PER_WARP];
+#pragma unroll
+            for (int i = 0; i < ROWS_PER_WARP; ++i) mx[i] = neg_inf();
+            for_each_exponent<T>(p, st, row0, [&](int i, uint32_t f, float a) {
+                mx[i] = max_nan(mx[i], a);
+                if (keep) exps[(warp * ROWS_PER_WARP + i) * p.features + f] = a;
+            });
+#pragma unroll
+            for (int i = 0; i < ROWS_PER_WARP; ++i) {
+#pragma unroll
+                for (int m = 16; m >= 1; m /= 2) mx[i] = max_nan(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], m));
+                const uint64_t row = row0 + warp * ROWS_PER_WARP + i;
+                if (lane == 0 && row < p.rows) p.shift[row] = mx[i];
+            }
+            if (p.mode == SK_RF_SHIFT_ROW) {
+                if (keep) {
+                    // The same thread wrote exactly these entries (f = lane mod 32).
+#pragma unroll
+                    for (int i = 0; i < ROWS_PER_WARP; ++i) {
+                        const uint64_t row = row0 + warp * ROWS_PER_WARP + i;
+                        if (row >= p.rows) continue;
+                        for (uint32_t f = lane; f < p.features; f += 32)
+                            store_feature<T>(p, row, f, exps[(warp * ROWS_PER_WARP + i) * p.features + f], mx[i]);
+                    }
+                } else {
+                    for_each_exponent<T>(p, st, row0, [&](int i, uint32_t f, float a) {
+                        store_feature<T>(p, row0 + warp * ROWS_PER_WARP + i, f, a, mx[i]);
+                    });
+                }
+            }
+        }
+        __syncthreads();  // st.norm2 and st.x are rewritten by the next tile
+    }
+}
+
+// Each row's shift becomes the largest shift of its group (fmaxf: NaN rows are ignored, so a
+// non-finite input spoils only its own row). One block per group, grid-stride.
+__device__ void group_shift(const sk_rf_features_params &p) {
+    __shared__ float part[THREADS / 32];
+    const uint64_t groups = p.rows / p.group_rows;
+    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+    for (uint64_t g = blockIdx.x; g < groups; g += gridDim.x) {
+        float* s = p.shift + g * p.group_rows;
+        float mx = neg_inf();
+        for (uint32_t r = threadIdx.x; r < p.group_rows; r += THREADS) mx = fmaxf(mx, s[r]);
+#pragma unroll
+        for (int m = 16; m >= 1; m /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, m));
+        if (lane == 0) part[warp] = mx;
+        __syncthreads();
+        mx = part[0];
+#pragma unroll
+        for (int w = 1; w < THREADS / 32; ++w) mx = fmaxf(mx, part[w]);
+        __syncthreads();  // every thread has read part before it is rewritten
+        for (uint32_t r = threadIdx.x; r < p.group_rows; r += THREADS) s[r] = mx;
+    }
+}
+
+}  // namespace rf
+}  // namespace sk
+
+SK_KERNEL(sk_rf_features_f32, sk_rf_features_params, SK_RF_THREADS, 1, (sk::rf::features<float>(p)))
+SK_KERNEL(sk_rf_features_f16, sk_rf_features_params, SK_RF_THREADS, 1, (sk::rf::features<__half>(p)))
+SK_KERNEL(sk_rf_features_bf16, sk_rf_features_params, SK_RF_THREADS, 1,
+          (sk::rf::features<__nv_bfloat16>(p)))
+SK_KERNEL(sk_rf_group_shift, sk_rf_features_params, SK_RF_THREADS, 1, (sk::rf::group_shift(p)))
