@@ -849,7 +849,7 @@ fn attention_gradients_match_finite_differences() {
 
 use common::Mat;
 use half::{bf16, f16};
-use spherekit::{DType, Element};
+use spherekit::Element;
 
 /// Runs the feature-map entry point on one target, host buffers in and out.
 trait Backend {
