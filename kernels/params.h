@@ -334,4 +334,36 @@ typedef struct sk_rf_features_params {
     float feature_scale;      /* m^-1/2                                               */
 } sk_rf_features_params;
 
+/* FAVOR+ attention over `heads` sequences of `len` rows, from the features phiq, phik
+ * ([heads * len, features] f32, from sk_rf_features_*) and v ([heads * len, value_dim] in the
+ * storage type). Segments of `segment` rows: SK_FAVOR_STATE writes each segment's
+ * S = sum phik_j [v_j, 1]^T (features x (value_dim + 1), f32) to states[head][segment];
+ * SK_FAVOR_PREFIX turns them into exclusive prefix sums (causal) or puts the total in segment 0;
+ * SK_FAVOR_OUTPUT (a warp per row) writes out_i = phiq_i (S + intra_i)[:, :dv] /
+ * (phiq_i (S + intra_i)[:, dv] + guard), intra_i the causal part of the row's own segment. */
+#define SK_FAVOR_THREADS 256u
+#define SK_FAVOR_SEGMENT 64u
+#define SK_FAVOR_MAX_VALUE_DIM 255u
+#define SK_FAVOR_STATE 0u
+#define SK_FAVOR_PREFIX 1u
+#define SK_FAVOR_OUTPUT 2u
+
+typedef struct sk_favor_params {
+    const float *phiq;
+    const float *phik;
+    const void *v;
+    void *out;
+    float *states;            /* [heads][segments][features][value_dim + 1]           */
+    uint64_t heads;
+    uint64_t len;
+    uint64_t v_stride;
+    uint64_t out_stride;
+    uint32_t features;
+    uint32_t value_dim;
+    uint32_t segments;        /* ceil(len / SK_FAVOR_SEGMENT)                         */
+    uint32_t causal;
+    float guard;
+    uint32_t reserved;
+} sk_favor_params;
+
 #endif /* SPHEREKIT_PARAMS_H */

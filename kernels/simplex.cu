@@ -81,11 +81,11 @@ __device__ __forceinline__ void project_tile(const sk_rf_features_params &p, Sta
     }
 }
 
-template <class T>
+template <class O>
 __device__ __forceinline__ void store_feature(const sk_rf_features_params &p, uint64_t row, uint32_t f,
                                               float a, float shift) {
-    T *out = static_cast<T *>(p.out);
-    out[row * p.out_stride + f] = Elem<T>::from_f32(p.feature_scale * (expf(a - shift) + p.eps));
+    O *out = static_cast<O *>(p.out);
+    out[row * p.out_stride + f] = Elem<O>::from_f32(p.feature_scale * (expf(a - shift) + p.eps));
 }
 
 // The exponents a = s (W x) - c s^2 |x|^2 of every feature tile, handed to `visit(i, f, a)`
@@ -110,7 +110,8 @@ __device__ __forceinline__ void for_each_exponent(const sk_rf_features_params &p
     }
 }
 
-template <class T>
+// T: the storage type of x; O: of the features (T, or f32 for FAVOR+'s workspace).
+template <class T, class O>
 __device__ void features(const sk_rf_features_params &p) {
     __shared__ Stage st;
     float *exps = reinterpret_cast<float *>(SK_DYNAMIC_SMEM());
@@ -142,7 +143,7 @@ __device__ void features(const sk_rf_features_params &p) {
                 if (p.mode == SK_RF_SHIFT_NONE && lane == 0 && row < p.rows) p.shift[row] = 0.0f;
             }
             for_each_exponent<T>(p, st, row0, [&](int i, uint32_t f, float a) {
-                store_feature<T>(p, row0 + warp * ROWS_PER_WARP + i, f, a, shift[i]);
+                store_feature<O>(p, row0 + warp * ROWS_PER_WARP + i, f, a, shift[i]);
             });
         } else {
             const bool keep = p.mode == SK_RF_SHIFT_ROW && p.fused;
@@ -168,11 +169,11 @@ __device__ void features(const sk_rf_features_params &p) {
                         const uint64_t row = row0 + warp * ROWS_PER_WARP + i;
                         if (row >= p.rows) continue;
                         for (uint32_t f = lane; f < p.features; f += 32)
-                            store_feature<T>(p, row, f, exps[(warp * ROWS_PER_WARP + i) * p.features + f], mx[i]);
+                            store_feature<O>(p, row, f, exps[(warp * ROWS_PER_WARP + i) * p.features + f], mx[i]);
                     }
                 } else {
                     for_each_exponent<T>(p, st, row0, [&](int i, uint32_t f, float a) {
-                        store_feature<T>(p, row0 + warp * ROWS_PER_WARP + i, f, a, mx[i]);
+                        store_feature<O>(p, row0 + warp * ROWS_PER_WARP + i, f, a, mx[i]);
                     });
                 }
             }
@@ -203,11 +204,146 @@ __device__ void group_shift(const sk_rf_features_params &p) {
     }
 }
 
+
+// ---- FAVOR+ from the features ----------------------------------------------------------------
+namespace favor {
+
+constexpr int THREADS = static_cast<int>(SK_FAVOR_THREADS);
+constexpr uint32_t SEGMENT = SK_FAVOR_SEGMENT;
+constexpr int SLOTS = (static_cast<int>(SK_FAVOR_MAX_VALUE_DIM) + 1 + 31) / 32;  // columns per lane
+constexpr int ENTRIES = 16;  // state entries per thread per pass
+
+// S = sum_j phik_j [v_j, 1]^T over one segment: a block per (head, segment), a thread per
+// state entry e = t (value_dim + 1) + c, ENTRIES of them per pass. A warp's entries share a few
+// t (broadcast loads of phik) and span consecutive c (coalesced loads of v).
+template <class T>
+__device__ void segment_state(const sk_favor_params &p) {
+    const T *v = static_cast<const T *>(p.v);
+    const uint32_t width = p.value_dim + 1;
+    const uint64_t entries = static_cast<uint64_t>(p.features) * width;
+    const uint64_t blocks = p.heads * p.segments;
+    for (uint64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
+        const uint64_t head = b / p.segments, seg = b % p.segments;
+        const uint64_t first = head * p.len + seg * SEGMENT;
+        const uint64_t last = head * p.len + min(static_cast<uint64_t>((seg + 1) * SEGMENT), p.len);
+        float *state = p.states + b * entries;
+        for (uint64_t base = 0; base < entries; base += static_cast<uint64_t>(THREADS) * ENTRIES) {
+            float acc[ENTRIES];
+#pragma unroll
+            for (int q = 0; q < ENTRIES; ++q) acc[q] = 0.0f;
+            for (uint64_t row = first; row < last; ++row) {
+#pragma unroll
+                for (int q = 0; q < ENTRIES; ++q) {
+                    const uint64_t e = base + threadIdx.x + static_cast<uint64_t>(q) * THREADS;
+                    if (e < entries) {
+                        const uint32_t t = static_cast<uint32_t>(e / width), c = static_cast<uint32_t>(e % width);
+                        const float vc = c < p.value_dim ? Elem<T>::to_f32(v[row * p.v_stride + c]) : 1.0f;
+                        acc[q] = fmaf(p.phik[row * p.features + t], vc, acc[q]);
+                    }
+                }
+            }
+#pragma unroll
+            for (int q = 0; q < ENTRIES; ++q) {
+                const uint64_t e = base + threadIdx.x + static_cast<uint64_t>(q) * THREADS;
+                if (e < entries) state[e] = acc[q];
+            }
+        }
+    }
+}
+
+// Causal: exclusive prefix sums over the segments of each head, in place. Non-causal: the
+// total, written to segment 0. A thread per (head, entry), segments in order: deterministic.
+__device__ void prefix(const sk_favor_params &p) {
+    const uint64_t entries = static_cast<uint64_t>(p.features) * (p.value_dim + 1);
+    const uint64_t n = p.heads * entries;
+    for (uint64_t i = static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+         i += static_cast<uint64_t>(gridDim.x) * blockDim.x) {
+        const uint64_t head = i / entries, e = i % entries;
+        float *s = p.states + head * p.segments * entries + e;
+        float run = 0.0f;
+        for (uint32_t seg = 0; seg < p.segments; ++seg) {
+            const float here = s[seg * entries];
+            if (p.causal) s[seg * entries] = run;
+            run += here;
+        }
+        if (!p.causal) s[0] = run;
+    }
+}
+
+// A warp per row i: lane l holds columns c = l + 32 k of phiq_i S (S the row's prefix state,
+// or the total), plus (causal) sum_{j in segment, j <= i} (phiq_i . phik_j) [v_j, 1]. Column
+// value_dim is the denominator.
+template <class T>
+__device__ void output(const sk_favor_params &p) {
+    const T *v = static_cast<const T *>(p.v);
+    T *out = static_cast<T *>(p.out);
+    const uint32_t width = p.value_dim + 1;
+    const uint64_t entries = static_cast<uint64_t>(p.features) * width;
+    const int lane = static_cast<int>(threadIdx.x) % 32;
+    const uint64_t rows = p.heads * p.len;
+    const uint64_t warps = static_cast<uint64_t>(gridDim.x) * (THREADS / 32);
+    for (uint64_t row = static_cast<uint64_t>(blockIdx.x) * (THREADS / 32) + threadIdx.x / 32; row < rows;
+         row += warps) {
+        const uint64_t head = row / p.len, pos = row % p.len, seg = pos / SEGMENT;
+        const float *state = p.states + (head * p.segments + (p.causal ? seg : 0)) * entries;
+        const float *q = p.phiq + row * p.features;
+        float acc[SLOTS];
+#pragma unroll
+        for (int k = 0; k < SLOTS; ++k) acc[k] = 0.0f;
+        for (uint32_t t = 0; t < p.features; ++t) {
+            const float qt = q[t];
+#pragma unroll
+            for (int k = 0; k < SLOTS; ++k) {
+                const uint32_t c = lane + 32 * k;
+                if (c < width) acc[k] = fmaf(qt, state[static_cast<uint64_t>(t) * width + c], acc[k]);
+            }
+        }
+        if (p.causal) {
+            for (uint64_t j = row - (pos - seg * SEGMENT); j <= row; ++j) {
+                const float *kj = p.phik + j * p.features;
+                float a = 0.0f;
+                for (uint32_t t = lane; t < p.features; t += 32) a = fmaf(q[t], kj[t], a);
+                a = butterfly_sum<32>(a, 0xffffffffu);
+#pragma unroll
+                for (int k = 0; k < SLOTS; ++k) {
+                    const uint32_t c = lane + 32 * k;
+                    if (c < width) acc[k] = fmaf(a, c < p.value_dim ? Elem<T>::to_f32(v[j * p.v_stride + c]) : 1.0f, acc[k]);
+                }
+            }
+        }
+        // The denominator lives in lane value_dim % 32, slot value_dim / 32.
+        const int den_slot = static_cast<int>(p.value_dim / 32);
+        float den = 0.0f;
+#pragma unroll
+        for (int k = 0; k < SLOTS; ++k) den = k == den_slot ? acc[k] : den;
+        den = __shfl_sync(0xffffffffu, den, static_cast<int>(p.value_dim % 32)) + p.guard;
+#pragma unroll
+        for (int k = 0; k < SLOTS; ++k) {
+            const uint32_t c = lane + 32 * k;
+            if (c < p.value_dim) out[row * p.out_stride + c] = Elem<T>::from_f32(acc[k] / den);
+        }
+    }
+}
+
+}  // namespace favor
 }  // namespace rf
 }  // namespace sk
 
-SK_KERNEL(sk_rf_features_f32, sk_rf_features_params, SK_RF_THREADS, 1, (sk::rf::features<float>(p)))
-SK_KERNEL(sk_rf_features_f16, sk_rf_features_params, SK_RF_THREADS, 1, (sk::rf::features<__half>(p)))
+SK_KERNEL(sk_rf_features_f32, sk_rf_features_params, SK_RF_THREADS, 1, (sk::rf::features<float, float>(p)))
+SK_KERNEL(sk_rf_features_f16, sk_rf_features_params, SK_RF_THREADS, 1, (sk::rf::features<__half, __half>(p)))
 SK_KERNEL(sk_rf_features_bf16, sk_rf_features_params, SK_RF_THREADS, 1,
-          (sk::rf::features<__nv_bfloat16>(p)))
+          (sk::rf::features<__nv_bfloat16, __nv_bfloat16>(p)))
+SK_KERNEL(sk_rf_features_f16_to_f32, sk_rf_features_params, SK_RF_THREADS, 1,
+          (sk::rf::features<__half, float>(p)))
+SK_KERNEL(sk_rf_features_bf16_to_f32, sk_rf_features_params, SK_RF_THREADS, 1,
+          (sk::rf::features<__nv_bfloat16, float>(p)))
 SK_KERNEL(sk_rf_group_shift, sk_rf_features_params, SK_RF_THREADS, 1, (sk::rf::group_shift(p)))
+
+#define SK_FAVOR_KERNELS(suffix, T)                                                                  \
+    SK_KERNEL(sk_favor_state_##suffix, sk_favor_params, SK_FAVOR_THREADS, 1,                       \
+              (sk::rf::favor::segment_state<T>(p)))                                                \
+    SK_KERNEL(sk_favor_output_##suffix, sk_favor_params, SK_FAVOR_THREADS, 1, (sk::rf::favor::output<T>(p)))
+SK_FAVOR_KERNELS(f32, float)
+SK_FAVOR_KERNELS(f16, __half)
+SK_FAVOR_KERNELS(bf16, __nv_bfloat16)
+SK_KERNEL(sk_favor_prefix, sk_favor_params, SK_FAVOR_THREADS, 1, (sk::rf::favor::prefix(p)))

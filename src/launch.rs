@@ -424,5 +424,6 @@ kernel_params!(
     crate::params::sk_project_params,
     crate::params::sk_bessel_params,
     crate::params::sk_gram_params,
-    crate::params::sk_rf_features_params
+    crate::params::sk_rf_features_params,
+    crate::params::sk_favor_params
 );

@@ -72,6 +72,12 @@ pub const SK_RF_SHIFT_NONE: u32 = 0;
 pub const SK_RF_SHIFT_ROW: u32 = 1;
 pub const SK_RF_SHIFT_MAX_ONLY: u32 = 2;
 pub const SK_RF_SHIFT_GIVEN: u32 = 3;
+pub const SK_FAVOR_THREADS: u32 = 256;
+pub const SK_FAVOR_SEGMENT: u32 = 64;
+pub const SK_FAVOR_MAX_VALUE_DIM: u32 = 255;
+pub const SK_FAVOR_STATE: u32 = 0;
+pub const SK_FAVOR_PREFIX: u32 = 1;
+pub const SK_FAVOR_OUTPUT: u32 = 2;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct sk_normalize_params {
@@ -612,6 +618,68 @@ const _: () = {
         [::core::mem::offset_of!(sk_rf_features_params, feature_scale) - 92usize];
 };
 impl Default for sk_rf_features_params {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct sk_favor_params {
+    pub phiq: *const f32,
+    pub phik: *const f32,
+    pub v: *const ::core::ffi::c_void,
+    pub out: *mut ::core::ffi::c_void,
+    pub states: *mut f32,
+    pub heads: u64,
+    pub len: u64,
+    pub v_stride: u64,
+    pub out_stride: u64,
+    pub features: u32,
+    pub value_dim: u32,
+    pub segments: u32,
+    pub causal: u32,
+    pub guard: f32,
+    pub reserved: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of sk_favor_params"][::core::mem::size_of::<sk_favor_params>() - 96usize];
+    ["Alignment of sk_favor_params"][::core::mem::align_of::<sk_favor_params>() - 8usize];
+    ["Offset of field: sk_favor_params::phiq"]
+        [::core::mem::offset_of!(sk_favor_params, phiq) - 0usize];
+    ["Offset of field: sk_favor_params::phik"]
+        [::core::mem::offset_of!(sk_favor_params, phik) - 8usize];
+    ["Offset of field: sk_favor_params::v"][::core::mem::offset_of!(sk_favor_params, v) - 16usize];
+    ["Offset of field: sk_favor_params::out"]
+        [::core::mem::offset_of!(sk_favor_params, out) - 24usize];
+    ["Offset of field: sk_favor_params::states"]
+        [::core::mem::offset_of!(sk_favor_params, states) - 32usize];
+    ["Offset of field: sk_favor_params::heads"]
+        [::core::mem::offset_of!(sk_favor_params, heads) - 40usize];
+    ["Offset of field: sk_favor_params::len"]
+        [::core::mem::offset_of!(sk_favor_params, len) - 48usize];
+    ["Offset of field: sk_favor_params::v_stride"]
+        [::core::mem::offset_of!(sk_favor_params, v_stride) - 56usize];
+    ["Offset of field: sk_favor_params::out_stride"]
+        [::core::mem::offset_of!(sk_favor_params, out_stride) - 64usize];
+    ["Offset of field: sk_favor_params::features"]
+        [::core::mem::offset_of!(sk_favor_params, features) - 72usize];
+    ["Offset of field: sk_favor_params::value_dim"]
+        [::core::mem::offset_of!(sk_favor_params, value_dim) - 76usize];
+    ["Offset of field: sk_favor_params::segments"]
+        [::core::mem::offset_of!(sk_favor_params, segments) - 80usize];
+    ["Offset of field: sk_favor_params::causal"]
+        [::core::mem::offset_of!(sk_favor_params, causal) - 84usize];
+    ["Offset of field: sk_favor_params::guard"]
+        [::core::mem::offset_of!(sk_favor_params, guard) - 88usize];
+    ["Offset of field: sk_favor_params::reserved"]
+        [::core::mem::offset_of!(sk_favor_params, reserved) - 92usize];
+};
+impl Default for sk_favor_params {
     fn default() -> Self {
         let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
         unsafe {

@@ -8,15 +8,15 @@ mod common;
 
 use common::Rng;
 use spherekit::simplex::cpu::{
-    AttentionShape, Favor, estimate, exact_mse, favor_attention, favor_attention_backward,
-    features, features_backward, softmax_attention,
+    estimate, exact_mse, favor_attention, favor_attention_backward, features, features_backward,
+    softmax_attention,
 };
 use spherekit::simplex::projection::{
     Stream, full_simplex_directions, haar_orthogonal, simplex_directions,
 };
 use spherekit::simplex::{
-    Coupling, FeatureMap, KernelKind, Projection, ProjectionSpec, Redraw, Rotation, SignFix,
-    Stabilizer,
+    AttentionShape, Coupling, Favor, FeatureMap, KernelKind, Projection, ProjectionSpec, Redraw,
+    Rotation, SignFix, Stabilizer,
 };
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -861,6 +861,17 @@ trait Backend {
         out: &mut Mat<T>,
         shift: &mut [f32],
     ) -> spherekit::Result<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn favor<T: Element>(
+        &self,
+        opts: &Favor,
+        shape: &AttentionShape,
+        w: &Projection,
+        q: &Mat<T>,
+        k: &Mat<T>,
+        v: &Mat<T>,
+        out: &mut Mat<T>,
+    ) -> spherekit::Result<()>;
 }
 
 #[cfg(feature = "emulator")]
@@ -881,6 +892,35 @@ impl Backend for Emu {
         let (rows, cols, stride) = (out.rows, out.cols, out.stride);
         let mut o = HostRowsMut::new(out.view_mut(), rows, cols, stride)?;
         map.features_emulated(&self.0, &w.to_f32(), w.features, &xr, &mut o, shift)
+    }
+
+    fn favor<T: Element>(
+        &self,
+        opts: &Favor,
+        shape: &AttentionShape,
+        w: &Projection,
+        q: &Mat<T>,
+        k: &Mat<T>,
+        v: &Mat<T>,
+        out: &mut Mat<T>,
+    ) -> spherekit::Result<()> {
+        use spherekit::emulator::{HostRows, HostRowsMut};
+        fn host<U: Element>(m: &Mat<U>) -> HostRows<'_, U> {
+            HostRows::new(m.view(), m.rows, m.cols, m.stride).unwrap()
+        }
+        let (qr, kr, vr) = (host(q), host(k), host(v));
+        let (rows, cols, stride) = (out.rows, out.cols, out.stride);
+        let mut o = HostRowsMut::new(out.view_mut(), rows, cols, stride)?;
+        opts.forward_emulated(
+            &self.0,
+            shape,
+            &w.to_f32(),
+            w.features,
+            &qr,
+            &kr,
+            &vr,
+            &mut o,
+        )
     }
 }
 
@@ -914,6 +954,50 @@ impl Backend for Device {
         let o = s.clone_dtoh(&od).expect("download");
         out.view_mut().copy_from_slice(&o);
         shift.copy_from_slice(&s.clone_dtoh(&sd).expect("download"));
+        Ok(())
+    }
+
+    fn favor<T: Element>(
+        &self,
+        opts: &Favor,
+        shape: &AttentionShape,
+        w: &Projection,
+        q: &Mat<T>,
+        k: &Mat<T>,
+        v: &Mat<T>,
+        out: &mut Mat<T>,
+    ) -> spherekit::Result<()> {
+        use spherekit::simplex::gpu::DeviceProjection;
+        use spherekit::{Rows, RowsMut, Workspace};
+        let s = &self.stream;
+        let wd = DeviceProjection::upload(s, w)?;
+        let up = |m: &Mat<T>| s.clone_htod(m.view()).expect("upload");
+        let (qd, kd, vd) = (up(q), up(k), up(v));
+        let mut od = s.clone_htod(out.view()).expect("upload");
+        let mut ws = Workspace::new();
+        {
+            fn rows<'a, U: Element>(
+                d: &'a cudarc::driver::CudaSlice<U>,
+                m: &Mat<U>,
+            ) -> spherekit::Result<Rows<'a, U>> {
+                Rows::with_stride(d.as_view(), m.rows, m.cols, m.stride)
+            }
+            let mut or = RowsMut::with_stride(od.as_view_mut(), out.rows, out.cols, out.stride)?;
+            opts.forward(
+                &self.gpu,
+                s,
+                shape,
+                &wd,
+                &rows(&qd, q)?,
+                &rows(&kd, k)?,
+                &rows(&vd, v)?,
+                &mut or,
+                &mut ws,
+            )?;
+        }
+        s.synchronize().expect("synchronize");
+        out.view_mut()
+            .copy_from_slice(&s.clone_dtoh(&od).expect("download"));
         Ok(())
     }
 }
@@ -1140,5 +1224,173 @@ fn gpu_features_match_the_reference() {
 fn gpu_feature_errors_are_values() {
     if let Some((gpu, stream)) = common::gpu("gpu_feature_errors_are_values") {
         feature_errors(&Device { gpu, stream });
+    }
+}
+
+/// One FAVOR+ case against the f64 reference on the rounded inputs (W rounded to f32).
+/// Tolerance: one ulp of T plus 5e-5 max|v| (the output is a weighted mean of the values, and
+/// the f32 weights carry relative errors near 1e-5).
+#[allow(clippy::too_many_arguments)]
+fn check_favor<T: Element, B: Backend>(
+    b: &B,
+    rng: &mut Rng,
+    heads: usize,
+    len: usize,
+    dim: usize,
+    value_dim: usize,
+    m: usize,
+    causal: bool,
+) {
+    let shape = AttentionShape {
+        heads,
+        len,
+        dim,
+        value_dim,
+    };
+    let opts = Favor {
+        input_scale: (dim as f64).powf(-0.25),
+        eps: 1e-6,
+        guard: 1e-6,
+        causal,
+    };
+    let rows = heads * len;
+    let w = ProjectionSpec::new(Coupling::Simplex, m, dim, rng.seed)
+        .unwrap()
+        .draw(2);
+    let w32 = Projection {
+        w: w.to_f32().iter().map(|&v| f64::from(v)).collect(),
+        ..w.clone()
+    };
+    let mut input = |cols: usize| {
+        let stride = cols + rng.below(3);
+        let offset = rng.below(3);
+        Mat::<T>::from_fn(rows, cols, stride, offset, |_, _| rng.normal())
+    };
+    let (q, k, v) = (input(dim), input(dim), input(value_dim));
+    let mut out = Mat::<T>::poisoned(rows, value_dim, value_dim + rng.below(3), rng.below(3));
+    let what = format!(
+        "seed {} {} heads={heads} len={len} dim={dim} dv={value_dim} m={m} causal={causal}",
+        rng.seed,
+        T::DTYPE.name()
+    );
+    b.favor(&opts, &shape, &w, &q, &k, &v, &mut out)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(out.padding_untouched(), "{what}: wrote outside the rows");
+    let vf = v.to_f64();
+    let want = favor_attention(&opts, &shape, &w32, &q.to_f64(), &k.to_f64(), &vf).unwrap();
+    let got = out.to_f64();
+    let vmax = vf.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let tol = common::ulp(T::DTYPE, *w) + 5e-5 * vmax;
+        assert!(
+            (g - w).abs() <= tol,
+            "{what}: out[{}][{}] = {g} vs {w}",
+            i / value_dim,
+            i % value_dim
+        );
+    }
+}
+
+fn favor_cases<B: Backend>(b: &B) {
+    let mut rng = Rng::new();
+    for causal in [false, true] {
+        // Lengths around the 64-row segments; value_dim around the 32-column lane slots.
+        for (heads, len, dim, dv, m) in [
+            (1, 1, 4, 1, 8),
+            (2, 64, 8, 31, 16),
+            (3, 65, 16, 32, 40),
+            (1, 150, 8, 64, 130),
+            (2, 129, 12, 5, 24),
+        ] {
+            check_favor::<f32, B>(b, &mut rng, heads, len, dim, dv, m, causal);
+        }
+        check_favor::<bf16, B>(b, &mut rng, 2, 100, 16, 16, 32, causal);
+        check_favor::<f16, B>(b, &mut rng, 2, 100, 16, 16, 32, causal);
+    }
+}
+
+fn favor_errors<B: Backend>(b: &B) {
+    let w = ProjectionSpec::new(Coupling::Simplex, 16, 8, 1)
+        .unwrap()
+        .draw(0);
+    let shape = AttentionShape {
+        heads: 2,
+        len: 3,
+        dim: 8,
+        value_dim: 4,
+    };
+    let opts = Favor {
+        input_scale: 1.0,
+        eps: 0.0,
+        guard: 0.0,
+        causal: true,
+    };
+    let mat = |cols| Mat::<f32>::from_fn(6, cols, cols, 0, |_, _| 0.1);
+    let (q, v) = (mat(8), mat(4));
+    let mut out = Mat::<f32>::poisoned(6, 4, 4, 0);
+    let bad_shape = AttentionShape { len: 4, ..shape };
+    assert!(
+        b.favor(&opts, &bad_shape, &w, &q, &q, &v, &mut out)
+            .is_err(),
+        "rows"
+    );
+    let bad_dim = AttentionShape { dim: 7, ..shape };
+    assert!(
+        b.favor(&opts, &bad_dim, &w, &q, &q, &v, &mut out).is_err(),
+        "dim"
+    );
+    let wide = AttentionShape {
+        value_dim: 300,
+        ..shape
+    };
+    let (v300, mut out300) = (mat(300), Mat::<f32>::poisoned(6, 300, 300, 0));
+    assert!(
+        b.favor(&opts, &wide, &w, &q, &q, &v300, &mut out300)
+            .is_err(),
+        "value_dim"
+    );
+    let nan_guard = Favor {
+        guard: f64::NAN,
+        ..opts
+    };
+    assert!(
+        b.favor(&nan_guard, &shape, &w, &q, &q, &v, &mut out)
+            .is_err(),
+        "guard"
+    );
+    let neg_eps = Favor { eps: -1.0, ..opts };
+    assert!(
+        b.favor(&neg_eps, &shape, &w, &q, &q, &v, &mut out).is_err(),
+        "eps"
+    );
+    assert!(
+        out.to_f64().iter().all(|v| v.is_nan()),
+        "nothing launched on errors"
+    );
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emu_favor_matches_the_reference() {
+    favor_cases(&Emu(spherekit::emulator::Emulator::new(3)));
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emu_favor_errors_are_values() {
+    favor_errors(&Emu(spherekit::emulator::Emulator::new(3)));
+}
+
+#[test]
+fn gpu_favor_matches_the_reference() {
+    if let Some((gpu, stream)) = common::gpu("gpu_favor_matches_the_reference") {
+        favor_cases(&Device { gpu, stream });
+    }
+}
+
+#[test]
+fn gpu_favor_errors_are_values() {
+    if let Some((gpu, stream)) = common::gpu("gpu_favor_errors_are_values") {
+        favor_errors(&Device { gpu, stream });
     }
 }

@@ -1,9 +1,9 @@
 //! The simplex-random-feature kernels on the CPU emulator (feature `emulator`), for tests.
 
-use super::FeatureMap;
-use super::gpu::{ProjectionArg, plan_features};
+use super::gpu::{ProjectionArg, favor_workspace_len, plan_favor, plan_features};
+use super::{AttentionShape, Favor, FeatureMap};
 use crate::element::Element;
-use crate::emulator::{Emulator, HostRows, HostRowsMut, Output, Staged};
+use crate::emulator::{Emulator, Guarded, HostRows, HostRowsMut, Output, Staged};
 use crate::error::{Error, Result};
 use crate::launch::Launcher;
 
@@ -36,12 +36,58 @@ impl FeatureMap {
         };
         let (oo, oa) = Output::rows("out", out);
         let (so, sa) = Output::vector("shift", shift);
-        for launch in plan_features::<T>(self, emu, &wa, &xa, &oa, &sa)? {
+        for launch in plan_features::<T>(self, emu, false, &wa, &xa, &oa, &sa)? {
             emu.launch(&launch)?;
         }
         staged_x.check()?;
         staged_w.check()?;
         oo.finish_rows(out)?;
         so.finish_vector(shift)
+    }
+}
+
+impl Favor {
+    /// [`Favor::forward`] on the CPU emulator: `w` is W (m x dim, f32, row-major). The
+    /// workspace starts as NaN, so a read before a write shows in the output.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_emulated<T: Element>(
+        &self,
+        emu: &Emulator,
+        shape: &AttentionShape,
+        w: &[f32],
+        features: usize,
+        q: &HostRows<'_, T>,
+        k: &HostRows<'_, T>,
+        v: &HostRows<'_, T>,
+        out: &mut HostRowsMut<'_, T>,
+    ) -> Result<()> {
+        let mut staged = Staged::new();
+        let (qa, ka, va) = (
+            staged.rows("q", q),
+            staged.rows("k", k),
+            staged.rows("v", v),
+        );
+        if features == 0 || w.len() != features * shape.dim {
+            return Err(Error::shape(format!(
+                "W has {} elements, not {features} x {}",
+                w.len(),
+                shape.dim
+            )));
+        }
+        let mut staged_w = Staged::new();
+        let wa = staged_w.vector("w", w);
+        let wa = ProjectionArg {
+            addr: wa.addr,
+            features,
+            dim: shape.dim,
+        };
+        let (oo, oa) = Output::rows("out", out);
+        plan_favor::<T>(self, emu, shape, &wa, &qa, &ka, &va, &oa, 0)?;
+        let ws = Guarded::<f64>::poisoned("workspace", favor_workspace_len(shape, features)?);
+        plan_favor::<T>(self, emu, shape, &wa, &qa, &ka, &va, &oa, ws.addr())?.run(emu)?;
+        ws.check_guards()?;
+        staged.check()?;
+        staged_w.check()?;
+        oo.finish_rows(out)
     }
 }

@@ -4,18 +4,20 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, CudaStream, CudaViewMut};
+use cudarc::driver::{CudaSlice, CudaStream, CudaViewMut, DevicePtrMut};
 
-use super::{FeatureMap, Projection, Stabilizer};
+use super::{AttentionShape, Favor, FeatureMap, Projection, Stabilizer};
 use crate::device::Gpu;
 use crate::element::{DType, Element};
 use crate::error::{Error, Result};
 use crate::launch::{
-    CudaLauncher, Launch, Launcher, MAX_GRID, MatArg, Rows, RowsMut, VecArg, vec_arg, vec_arg_mut,
+    CudaLauncher, Launch, Launcher, MAX_GRID, MatArg, Rows, RowsMut, VecArg, Workspace, vec_arg,
+    vec_arg_mut,
 };
 use crate::params::{
-    SK_RF_ROWS, SK_RF_SHIFT_GIVEN, SK_RF_SHIFT_MAX_ONLY, SK_RF_SHIFT_NONE, SK_RF_SHIFT_ROW,
-    SK_RF_THREADS, sk_rf_features_params,
+    SK_FAVOR_MAX_VALUE_DIM, SK_FAVOR_SEGMENT, SK_FAVOR_THREADS, SK_RF_ROWS, SK_RF_SHIFT_GIVEN,
+    SK_RF_SHIFT_MAX_ONLY, SK_RF_SHIFT_NONE, SK_RF_SHIFT_ROW, SK_RF_THREADS, sk_favor_params,
+    sk_rf_features_params,
 };
 
 /// Dynamic shared memory the fused row shift may use: the exponents of a block's rows stay
@@ -25,11 +27,17 @@ const FUSED_SMEM_BYTES: u32 = 32 * 1024;
 
 /// Every kernel of the family, for the module check at open time.
 pub(crate) fn kernel_names() -> Vec<String> {
-    let mut names: Vec<String> = DType::ALL
-        .iter()
-        .map(|t| format!("sk_rf_features_{}", t.name()))
-        .collect();
+    let mut names = Vec::new();
+    for t in DType::ALL {
+        names.push(format!("sk_rf_features_{}", t.name()));
+        names.push(format!("sk_favor_state_{}", t.name()));
+        names.push(format!("sk_favor_output_{}", t.name()));
+        if t != DType::F32 {
+            names.push(format!("sk_rf_features_{}_to_f32", t.name()));
+        }
+    }
     names.push("sk_rf_group_shift".to_string());
+    names.push("sk_favor_prefix".to_string());
     names
 }
 
@@ -86,6 +94,7 @@ fn to_f32(name: &'static str, v: f64) -> Result<f32> {
 pub(crate) fn plan_features<T: Element>(
     map: &FeatureMap,
     l: &impl Launcher,
+    out_f32: bool,
     w: &ProjectionArg,
     x: &MatArg,
     out: &MatArg,
@@ -138,7 +147,10 @@ pub(crate) fn plan_features<T: Element>(
         eps: to_f32("eps", map.eps)?,
         feature_scale: (m as f64).powf(-0.5) as f32,
     };
-    let kernel = format!("sk_rf_features_{}", T::DTYPE.name());
+    let kernel = match (T::DTYPE, out_f32) {
+        (DType::F32, _) | (_, false) => format!("sk_rf_features_{}", T::DTYPE.name()),
+        (t, true) => format!("sk_rf_features_{}_to_f32", t.name()),
+    };
     let launch = |mode, fused: bool, name: &str| Launch {
         kernel: name.to_string(),
         grid,
@@ -203,9 +215,237 @@ impl FeatureMap {
         let (xa, _x) = x.arg(gpu, stream, "x")?;
         let (oa, _o) = out.arg_mut(gpu, stream, "out")?;
         let (sa, _s) = vec_arg_mut(gpu, stream, shift, "shift")?;
-        for launch in plan_features::<T>(self, &l, &wa, &xa, &oa, &sa)? {
+        for launch in plan_features::<T>(self, &l, false, &wa, &xa, &oa, &sa)? {
             l.launch(&launch)?;
         }
         Ok(())
+    }
+}
+
+// ---- FAVOR+ ----------------------------------------------------------------------------------
+
+/// The launches of one FAVOR+ forward pass and the workspace they need.
+pub(crate) struct FavorPlan {
+    features: Vec<Launch<sk_rf_features_params>>,
+    favor: Vec<Launch<sk_favor_params>>,
+}
+
+impl FavorPlan {
+    pub(crate) fn run(&self, l: &impl Launcher) -> Result<()> {
+        self.features.iter().try_for_each(|f| l.launch(f))?;
+        self.favor.iter().try_for_each(|f| l.launch(f))
+    }
+}
+
+/// Regions of the FAVOR+ workspace, in f32 elements, each starting on 16 bytes.
+struct FavorLayout {
+    phiq: usize,
+    phik: usize,
+    qshift: usize,
+    kshift: usize,
+    states: usize,
+    total: usize,
+}
+
+fn favor_layout(shape: &AttentionShape, m: usize) -> Result<FavorLayout> {
+    let too_large = || Error::TooLarge(format!("FAVOR+ workspace for {shape:?} and m = {m}"));
+    let rows = shape.heads.checked_mul(shape.len).ok_or_else(too_large)?;
+    let segments = shape.len.div_ceil(SK_FAVOR_SEGMENT as usize);
+    let feats = rows.checked_mul(m).ok_or_else(too_large)?;
+    let states = shape
+        .heads
+        .checked_mul(segments)
+        .and_then(|v| v.checked_mul(m))
+        .and_then(|v| v.checked_mul(shape.value_dim + 1))
+        .ok_or_else(too_large)?;
+    let up = |v: usize| v.div_ceil(4) * 4;
+    let phiq = 0;
+    let phik = up(feats);
+    let qshift = phik + up(feats);
+    let kshift = qshift + up(rows);
+    let start = kshift + up(rows);
+    let total = start.checked_add(states).ok_or_else(too_large)?;
+    Ok(FavorLayout {
+        phiq,
+        phik,
+        qshift,
+        kshift,
+        states: start,
+        total,
+    })
+}
+
+/// f64 elements of workspace a FAVOR+ forward pass needs.
+pub(crate) fn favor_workspace_len(shape: &AttentionShape, m: usize) -> Result<usize> {
+    Ok(favor_layout(shape, m)?.total.div_ceil(2))
+}
+
+/// Plans FAVOR+ forward: query and key features into the workspace (f32), segment states,
+/// their prefix sums (or total), and the outputs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn plan_favor<T: Element>(
+    opts: &Favor,
+    l: &impl Launcher,
+    shape: &AttentionShape,
+    w: &ProjectionArg,
+    q: &MatArg,
+    k: &MatArg,
+    v: &MatArg,
+    out: &MatArg,
+    work_addr: u64,
+) -> Result<FavorPlan> {
+    let rows = shape.heads.checked_mul(shape.len).unwrap_or(0);
+    if rows == 0 {
+        return Err(Error::shape(
+            "FAVOR+ needs at least one head and one position",
+        ));
+    }
+    for (name, a, cols) in [
+        ("q", q, shape.dim),
+        ("k", k, shape.dim),
+        ("v", v, shape.value_dim),
+        ("out", out, shape.value_dim),
+    ] {
+        if (a.rows, a.cols) != (rows, cols) {
+            return Err(Error::shape(format!(
+                "`{name}` is {} x {}, expected {rows} x {cols} for {shape:?}",
+                a.rows, a.cols
+            )));
+        }
+    }
+    if shape.value_dim > SK_FAVOR_MAX_VALUE_DIM as usize {
+        return Err(Error::TooLarge(format!(
+            "value dimension {} (at most {SK_FAVOR_MAX_VALUE_DIM})",
+            shape.value_dim
+        )));
+    }
+    if !(opts.guard.is_finite() && opts.guard >= 0.0) {
+        return Err(Error::param(
+            "guard",
+            format!("must be finite and >= 0, not {}", opts.guard),
+        ));
+    }
+    let m = w.features;
+    let lay = favor_layout(shape, m)?;
+    let at = |offset: usize| work_addr + 4 * offset as u64;
+    let feats = |addr| MatArg {
+        addr,
+        rows,
+        cols: m,
+        stride: m,
+    };
+    let vec = |addr| VecArg { addr, len: rows };
+    let mut features = plan_features::<T>(
+        &opts.query_map(),
+        l,
+        true,
+        w,
+        q,
+        &feats(at(lay.phiq)),
+        &vec(at(lay.qshift)),
+    )?;
+    features.extend(plan_features::<T>(
+        &opts.key_map(shape.len),
+        l,
+        true,
+        w,
+        k,
+        &feats(at(lay.phik)),
+        &vec(at(lay.kshift)),
+    )?);
+    let segments = shape.len.div_ceil(SK_FAVOR_SEGMENT as usize);
+    let params = sk_favor_params {
+        phiq: at(lay.phiq) as *const f32,
+        phik: at(lay.phik) as *const f32,
+        v: v.addr as *const c_void,
+        out: out.addr as *mut c_void,
+        states: at(lay.states) as *mut f32,
+        heads: shape.heads as u64,
+        len: shape.len as u64,
+        v_stride: v.stride as u64,
+        out_stride: out.stride as u64,
+        features: m as u32,
+        value_dim: shape.value_dim as u32,
+        segments: u32::try_from(segments)
+            .map_err(|_| Error::TooLarge(format!("{} positions", shape.len)))?,
+        causal: u32::from(opts.causal),
+        guard: opts.guard as f32,
+        reserved: 0,
+    };
+    let cap = |blocks: u64, per_sm: u64| {
+        blocks
+            .min(u64::from(l.sm_count()) * per_sm)
+            .clamp(1, MAX_GRID) as u32
+    };
+    let entries = (m * (shape.value_dim + 1)) as u64;
+    let t = T::DTYPE.name();
+    let launch = |kernel: String, grid| Launch {
+        kernel,
+        grid,
+        block: SK_FAVOR_THREADS,
+        shared_mem_bytes: 0,
+        params,
+    };
+    let favor = vec![
+        launch(
+            format!("sk_favor_state_{t}"),
+            cap((shape.heads * segments) as u64, 8),
+        ),
+        launch(
+            "sk_favor_prefix".to_string(),
+            cap(
+                (shape.heads as u64 * entries).div_ceil(u64::from(SK_FAVOR_THREADS)),
+                8,
+            ),
+        ),
+        launch(
+            format!("sk_favor_output_{t}"),
+            cap((rows as u64).div_ceil(u64::from(SK_FAVOR_THREADS / 32)), 16),
+        ),
+    ];
+    Ok(FavorPlan { features, favor })
+}
+
+impl Favor {
+    /// FAVOR+ attention forward on `stream` (see [`super`] for the formula): `q`, `k` are
+    /// [heads · len, dim] rows, `v` and `out` [heads · len, value_dim], all in T, sequences
+    /// stored one after another; W is shared by every head. Features are computed in f32 into
+    /// `workspace` (2 · heads · len · m floats, plus one (m x (value_dim + 1)) state per 64
+    /// positions per head), then the per-segment states, their prefix sums (causal) or total,
+    /// and the outputs, all in f32 with deterministic summation orders.
+    ///
+    /// Errors: shapes that disagree with `shape` or W, zero heads or length, value_dim above
+    /// 255, a negative or non-finite guard or eps, buffers from another context.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward<T: Element>(
+        &self,
+        gpu: &Gpu,
+        stream: &Arc<CudaStream>,
+        shape: &AttentionShape,
+        w: &DeviceProjection,
+        q: &Rows<'_, T>,
+        k: &Rows<'_, T>,
+        v: &Rows<'_, T>,
+        out: &mut RowsMut<'_, T>,
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let l = CudaLauncher::new(gpu, stream)?;
+        let wv = w.w.as_view();
+        let (wa, _w) = vec_arg(gpu, stream, &wv, "w")?;
+        let wa = ProjectionArg {
+            addr: wa.addr,
+            features: w.features,
+            dim: w.dim,
+        };
+        let (qa, _q) = q.arg(gpu, stream, "q")?;
+        let (ka, _k) = k.arg(gpu, stream, "k")?;
+        let (va, _v) = v.arg(gpu, stream, "v")?;
+        let (oa, _o) = out.arg_mut(gpu, stream, "out")?;
+        // Validate before allocating: a plan against address 0 checks every shape.
+        plan_favor::<T>(self, &l, shape, &wa, &qa, &ka, &va, &oa, 0)?;
+        let len = favor_workspace_len(shape, w.features)?;
+        let buf = workspace.get(gpu, stream, len)?;
+        let (work, _ws) = buf.device_ptr_mut(stream);
+        plan_favor::<T>(self, &l, shape, &wa, &qa, &ka, &va, &oa, work)?.run(&l)
     }
 }

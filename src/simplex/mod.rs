@@ -178,3 +178,51 @@ impl Redraw {
         self.spec.draw(self.draw_index(step))
     }
 }
+
+/// Attention inputs: `heads` independent sequences of `len` positions; queries and keys have
+/// `dim` components, values `value_dim`, all row-major [heads, len, ·].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionShape {
+    /// batch x heads, flattened.
+    pub heads: usize,
+    /// Sequence length L.
+    pub len: usize,
+    /// Query/key head dimension.
+    pub dim: usize,
+    /// Value head dimension.
+    pub value_dim: usize,
+}
+
+/// FAVOR+ options: the kernel features (softmax kernel, input scale, eps), the denominator
+/// guard and causality.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Favor {
+    /// Multiplies q and k before the features (Performer: dim^{−1/4}).
+    pub input_scale: f64,
+    /// Added to each feature after exp.
+    pub eps: f64,
+    /// Added to each denominator (≥ 0).
+    pub guard: f64,
+    /// Position i attends to j ≤ i only.
+    pub causal: bool,
+}
+
+impl Favor {
+    /// The query feature map (per-row shift).
+    pub fn query_map(&self) -> FeatureMap {
+        FeatureMap {
+            kernel: KernelKind::Softmax,
+            stabilizer: Stabilizer::Row,
+            eps: self.eps,
+            input_scale: self.input_scale,
+        }
+    }
+
+    /// The key feature map (shift over each sequence of `len` keys).
+    pub fn key_map(&self, len: usize) -> FeatureMap {
+        FeatureMap {
+            stabilizer: Stabilizer::Group { rows: len },
+            ..self.query_map()
+        }
+    }
+}
