@@ -9,8 +9,8 @@
 # the later steps):
 #   a. smi: nvidia-smi query (read-only: clocks, power and modes are never changed)
 #   b. tests: every test binary in gpu-bundle/tests with SPHEREKIT_REQUIRE_GPU=1, --test-threads=1
-#   c. compute-sanitizer over the tests matching `gpu_` of the `hypersphere`, `bessel` and `gram`
-#      test binaries: memcheck, memcheck-bessel, memcheck-gram, racecheck, racecheck-bessel,
+#   c. compute-sanitizer over the tests matching `gpu_` of the `hypersphere`, `bessel`, `gram` and
+#      `simplex` test binaries: memcheck, memcheck-bessel, memcheck-gram, memcheck-simplex, racecheck, racecheck-bessel,
 #      racecheck-gram, then (only if time allows; optional) initcheck, initcheck-bessel (a step
 #      without -bessel or -gram is hypersphere's)
 #   d. bench: benches/hypersphere --bench; bench-bessel: benches/bessel --bench, which also dumps
@@ -23,13 +23,15 @@
 #      if either run fails or prints no RESULT line (e.g. scipy or torch missing); torch-gram:
 #      gram.py on the matrices benches/gram dumped (torch.linalg.matrix_norm, the Gram iteration
 #      as a bmm chain, per layer and under torch.compile) into torch_gram.log; fails if it fails
-#      or prints no torch RESULT line with a time (skipped when bench-gram dumped nothing)
+#      or prints no torch RESULT line with a time (skipped when bench-gram dumped nothing);
+#      bench-simplex: benches/simplex --bench (feature map and FAVOR+, into bench.log; fails
+#      without a spherekit RESULT line); torch-simplex: simplex.py into torch_simplex.log
 #   e. report: ./gpu-bundle/spherekit report; example-<name>: every example (into report.log)
 #   f. summary: gpu_summary.py, a short table (hypersphere, then log-Bessel, then Gram
 #      iteration), printed last
 #
-# Logs go to ${OUT:-/tmp/sk-out} (10 files: suite.log tests.log sanitizer.log bench.log torch.log
-# torch_bessel.log torch_gram.log report.log summary.txt summary.md). The whole run keeps within
+# Logs go to ${OUT:-/tmp/sk-out} (11 files: suite.log tests.log sanitizer.log bench.log torch.log
+# torch_bessel.log torch_gram.log torch_simplex.log report.log summary.txt summary.md). The whole run keeps within
 # SK_SUITE_BUDGET seconds (default 480). Exit status: 0 when every step passed, 1 otherwise.
 #
 # Environment: OUT, SK_SUITE_BUDGET, SK_BUNDLE (bundle folder; default: this script's folder, or
@@ -105,6 +107,7 @@ skip() {
 : >"$out/torch.log"
 : >"$out/torch_bessel.log"
 : >"$out/torch_gram.log"
+: >"$out/torch_simplex.log"
 cat "$suite_log"
 
 # ---- a. GPU ----------------------------------------------------------------------------------------
@@ -172,7 +175,7 @@ fi
 # TOOL:BINARY:CAP:RESERVE, in order. The reserves leave time for the required steps after each;
 # initcheck is optional and runs only with time to spare. A step is named after the tool for the
 # hypersphere binary (memcheck) and TOOL-BINARY for the others (memcheck-bessel, memcheck-gram).
-for spec in memcheck:hypersphere:100:370 memcheck:bessel:45:345 memcheck:gram:45:320 \
+for spec in memcheck:hypersphere:100:370 memcheck:bessel:45:345 memcheck:gram:45:320 memcheck:simplex:40:300 \
     racecheck:hypersphere:100:285 racecheck:bessel:45:260 racecheck:gram:45:235 \
     initcheck:hypersphere:60:265 initcheck:bessel:45:265; do
     IFS=: read -r tool bin_name cap reserve <<<"$spec"
@@ -389,6 +392,48 @@ if [[ -f "$bundle/gram.py" ]]; then
     fi
 else
     skip torch-gram "no gram.py in the bundle"
+fi
+
+# benches/simplex: the feature map and FAVOR+ (RESULT lines into bench.log), then simplex.py,
+# the PyTorch baselines on the same shapes, into torch_simplex.log.
+simplex_bench="$bundle/benches/simplex"
+if [[ -x "$simplex_bench" ]]; then
+    t=$(allow 60 60)
+    if ((t < 20)); then
+        skip bench-simplex "not enough time left (${t}s)"
+    else
+        t0=$SECONDS
+        timeout -k 5 "$t" "$simplex_bench" --bench >"$tmp/bench-simplex" 2>&1
+        rc=$?
+        {
+            echo "=== BEGIN bench simplex ==="
+            cat "$tmp/bench-simplex"
+            echo "=== END bench simplex rc=$rc secs=$((SECONDS - t0)) ==="
+        } >>"$out/bench.log"
+        n_gpu=$(grep -cE '^RESULT .*"impl": ?"spherekit"' "$tmp/bench-simplex")
+        say "bench-simplex: $n_gpu spherekit RESULT lines"
+        ((rc == 0 && n_gpu == 0)) && rc=1
+        ((rc != 0)) && grep -v '^RESULT ' "$tmp/bench-simplex" | tail -n 8
+        record bench-simplex "$rc" $((SECONDS - t0))
+    fi
+else
+    skip bench-simplex "no benches/simplex binary in the bundle"
+fi
+if [[ -f "$bundle/simplex.py" ]]; then
+    t=$(allow 90 30)
+    if ((t < 30)); then
+        skip torch-simplex "not enough time left (${t}s)"
+    else
+        t0=$SECONDS
+        timeout -k 10 "$t" "$python" "$bundle/simplex.py" --time-budget $((t - 20)) \
+            >"$out/torch_simplex.log" 2>&1
+        rc=$?
+        say "torch-simplex: $(grep -c 'RESULT ' "$out/torch_simplex.log") RESULT lines"
+        ((rc != 0)) && grep -v '^RESULT ' "$out/torch_simplex.log" | tail -n 8
+        record torch-simplex "$rc" $((SECONDS - t0))
+    fi
+else
+    skip torch-simplex "no simplex.py in the bundle"
 fi
 
 # ---- e. report -------------------------------------------------------------------------------------
