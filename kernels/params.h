@@ -366,4 +366,17 @@ typedef struct sk_favor_params {
     uint32_t reserved;
 } sk_favor_params;
 
+/* Gradient of the feature map: dx_r = s sum_i g_ri w_i - 2 c s^2 x_r sum_i g_ri with
+ * g_ri = dphi_ri m^-1/2 exp(a_ri - shift_r) (the shift the forward pass wrote, held constant).
+ * A warp per row; dynamic shared memory holds each warp's g (SK_RF_THREADS / 32 * features floats).
+ * Reuses sk_rf_features_params: x, w, shift, rows, x_stride, dim, features, input_scale,
+ * norm_coefficient, feature_scale as in the forward pass, and: */
+typedef struct sk_rf_backward_params {
+    sk_rf_features_params f;
+    const void *dphi;         /* [rows, features], row stride dphi_stride                */
+    void *dx;                 /* [rows, dim], row stride dx_stride                       */
+    uint64_t dphi_stride;
+    uint64_t dx_stride;
+} sk_rf_backward_params;
+
 #endif /* SPHEREKIT_PARAMS_H */

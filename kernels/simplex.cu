@@ -326,6 +326,49 @@ __device__ void output(const sk_favor_params &p) {
 }
 
 }  // namespace favor
+
+// dx of the feature map, a warp per row: lanes own features i = lane + 32 t for g_i (staged in
+// the warp's shared slice), then columns k = lane + 32 t for the sums over i of g_i w_ik
+// (coalesced reads of W's rows, broadcast reads of g).
+template <class T>
+__device__ void features_backward(const sk_rf_backward_params &b) {
+    const sk_rf_features_params &p = b.f;
+    const T *x = static_cast<const T *>(p.x);
+    const T *dphi = static_cast<const T *>(b.dphi);
+    T *dx = static_cast<T *>(b.dx);
+    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+    float *g = reinterpret_cast<float *>(SK_DYNAMIC_SMEM()) + static_cast<size_t>(warp) * p.features;
+    const uint64_t warps = static_cast<uint64_t>(gridDim.x) * (THREADS / 32);
+    for (uint64_t row = static_cast<uint64_t>(blockIdx.x) * (THREADS / 32) + warp; row < p.rows; row += warps) {
+        const T *xr = x + row * p.x_stride;
+        float ss = 0.0f;
+        for (uint32_t k = lane; k < p.dim; k += 32) {
+            const float v = p.input_scale * Elem<T>::to_f32(xr[k]);
+            ss = fmaf(v, v, ss);
+        }
+        ss = butterfly_sum<32>(ss, 0xffffffffu);
+        const float shift = p.shift[row];
+        float gsum = 0.0f;
+        for (uint32_t i = lane; i < p.features; i += 32) {
+            const float *wi = p.w + static_cast<uint64_t>(i) * p.dim;
+            float dot = 0.0f;
+            for (uint32_t k = 0; k < p.dim; ++k) dot = fmaf(Elem<T>::to_f32(xr[k]), wi[k], dot);
+            const float a = p.input_scale * dot - p.norm_coefficient * ss;
+            const float gi = Elem<T>::to_f32(dphi[row * b.dphi_stride + i]) * p.feature_scale * expf(a - shift);
+            g[i] = gi;
+            gsum += gi;
+        }
+        gsum = butterfly_sum<32>(gsum, 0xffffffffu);
+        __syncwarp();  // g is complete before any lane reads it
+        const float xcoef = 2.0f * p.norm_coefficient * p.input_scale * p.input_scale * gsum;
+        for (uint32_t k = lane; k < p.dim; k += 32) {
+            float acc = 0.0f;
+            for (uint32_t i = 0; i < p.features; ++i) acc = fmaf(g[i], p.w[static_cast<uint64_t>(i) * p.dim + k], acc);
+            dx[row * b.dx_stride + k] = Elem<T>::from_f32(p.input_scale * acc - xcoef * Elem<T>::to_f32(xr[k]));
+        }
+        __syncwarp();  // every lane has read g before the next row overwrites it
+    }
+}
 }  // namespace rf
 }  // namespace sk
 
@@ -347,3 +390,9 @@ SK_FAVOR_KERNELS(f32, float)
 SK_FAVOR_KERNELS(f16, __half)
 SK_FAVOR_KERNELS(bf16, __nv_bfloat16)
 SK_KERNEL(sk_favor_prefix, sk_favor_params, SK_FAVOR_THREADS, 1, (sk::rf::favor::prefix(p)))
+SK_KERNEL(sk_rf_features_backward_f32, sk_rf_backward_params, SK_RF_THREADS, 1,
+          (sk::rf::features_backward<float>(p)))
+SK_KERNEL(sk_rf_features_backward_f16, sk_rf_backward_params, SK_RF_THREADS, 1,
+          (sk::rf::features_backward<__half>(p)))
+SK_KERNEL(sk_rf_features_backward_bf16, sk_rf_backward_params, SK_RF_THREADS, 1,
+          (sk::rf::features_backward<__nv_bfloat16>(p)))

@@ -425,5 +425,6 @@ kernel_params!(
     crate::params::sk_bessel_params,
     crate::params::sk_gram_params,
     crate::params::sk_rf_features_params,
-    crate::params::sk_favor_params
+    crate::params::sk_favor_params,
+    crate::params::sk_rf_backward_params
 );

@@ -688,3 +688,37 @@ impl Default for sk_favor_params {
         }
     }
 }
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct sk_rf_backward_params {
+    pub f: sk_rf_features_params,
+    pub dphi: *const ::core::ffi::c_void,
+    pub dx: *mut ::core::ffi::c_void,
+    pub dphi_stride: u64,
+    pub dx_stride: u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of sk_rf_backward_params"][::core::mem::size_of::<sk_rf_backward_params>() - 128usize];
+    ["Alignment of sk_rf_backward_params"]
+        [::core::mem::align_of::<sk_rf_backward_params>() - 8usize];
+    ["Offset of field: sk_rf_backward_params::f"]
+        [::core::mem::offset_of!(sk_rf_backward_params, f) - 0usize];
+    ["Offset of field: sk_rf_backward_params::dphi"]
+        [::core::mem::offset_of!(sk_rf_backward_params, dphi) - 96usize];
+    ["Offset of field: sk_rf_backward_params::dx"]
+        [::core::mem::offset_of!(sk_rf_backward_params, dx) - 104usize];
+    ["Offset of field: sk_rf_backward_params::dphi_stride"]
+        [::core::mem::offset_of!(sk_rf_backward_params, dphi_stride) - 112usize];
+    ["Offset of field: sk_rf_backward_params::dx_stride"]
+        [::core::mem::offset_of!(sk_rf_backward_params, dx_stride) - 120usize];
+};
+impl Default for sk_rf_backward_params {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}

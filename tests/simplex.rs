@@ -872,6 +872,15 @@ trait Backend {
         v: &Mat<T>,
         out: &mut Mat<T>,
     ) -> spherekit::Result<()>;
+    fn features_backward<T: Element>(
+        &self,
+        map: &FeatureMap,
+        w: &Projection,
+        x: &Mat<T>,
+        shift: &[f32],
+        dphi: &Mat<T>,
+        dx: &mut Mat<T>,
+    ) -> spherekit::Result<()>;
 }
 
 #[cfg(feature = "emulator")]
@@ -921,6 +930,23 @@ impl Backend for Emu {
             &vr,
             &mut o,
         )
+    }
+
+    fn features_backward<T: Element>(
+        &self,
+        map: &FeatureMap,
+        w: &Projection,
+        x: &Mat<T>,
+        shift: &[f32],
+        dphi: &Mat<T>,
+        dx: &mut Mat<T>,
+    ) -> spherekit::Result<()> {
+        use spherekit::emulator::{HostRows, HostRowsMut};
+        let xr = HostRows::new(x.view(), x.rows, x.cols, x.stride)?;
+        let gr = HostRows::new(dphi.view(), dphi.rows, dphi.cols, dphi.stride)?;
+        let (rows, cols, stride) = (dx.rows, dx.cols, dx.stride);
+        let mut o = HostRowsMut::new(dx.view_mut(), rows, cols, stride)?;
+        map.features_backward_emulated(&self.0, &w.to_f32(), w.features, &xr, shift, &gr, &mut o)
     }
 }
 
@@ -998,6 +1024,35 @@ impl Backend for Device {
         s.synchronize().expect("synchronize");
         out.view_mut()
             .copy_from_slice(&s.clone_dtoh(&od).expect("download"));
+        Ok(())
+    }
+
+    fn features_backward<T: Element>(
+        &self,
+        map: &FeatureMap,
+        w: &Projection,
+        x: &Mat<T>,
+        shift: &[f32],
+        dphi: &Mat<T>,
+        dx: &mut Mat<T>,
+    ) -> spherekit::Result<()> {
+        use spherekit::simplex::gpu::DeviceProjection;
+        use spherekit::{Rows, RowsMut};
+        let s = &self.stream;
+        let wd = DeviceProjection::upload(s, w)?;
+        let xd = s.clone_htod(x.view()).expect("upload");
+        let gd = s.clone_htod(dphi.view()).expect("upload");
+        let sd = s.clone_htod(shift).expect("upload");
+        let mut dd = s.clone_htod(dx.view()).expect("upload");
+        {
+            let xr = Rows::with_stride(xd.as_view(), x.rows, x.cols, x.stride)?;
+            let gr = Rows::with_stride(gd.as_view(), dphi.rows, dphi.cols, dphi.stride)?;
+            let mut dr = RowsMut::with_stride(dd.as_view_mut(), dx.rows, dx.cols, dx.stride)?;
+            map.features_backward(&self.gpu, s, &wd, &xr, &sd.as_view(), &gr, &mut dr)?;
+        }
+        s.synchronize().expect("synchronize");
+        dx.view_mut()
+            .copy_from_slice(&s.clone_dtoh(&dd).expect("download"));
         Ok(())
     }
 }
@@ -1392,5 +1447,127 @@ fn gpu_favor_matches_the_reference() {
 fn gpu_favor_errors_are_values() {
     if let Some((gpu, stream)) = common::gpu("gpu_favor_errors_are_values") {
         favor_errors(&Device { gpu, stream });
+    }
+}
+
+/// The feature-map gradient against [`features_backward`] (f64, its own shift). Tolerance per
+/// entry: one ulp of T plus 2^-24 (d + 8) Σ_i |g_ri| (s |w_ik| + 2 c s² |x_rk|) (+ the same
+/// relative part for the shift's f32 error).
+fn check_features_backward<T: Element, B: Backend>(
+    b: &B,
+    rng: &mut Rng,
+    stabilizer: Stabilizer,
+    rows: usize,
+    d: usize,
+    m: usize,
+) {
+    let map = FeatureMap {
+        kernel: if rows.is_multiple_of(2) {
+            KernelKind::Softmax
+        } else {
+            KernelKind::Gaussian
+        },
+        stabilizer,
+        eps: 1e-4,
+        input_scale: (d as f64).powf(-0.25),
+    };
+    let w = ProjectionSpec::new(Coupling::Orthogonal, m, d, rng.seed)
+        .unwrap()
+        .draw(4);
+    let w32 = Projection {
+        w: w.to_f32().iter().map(|&v| f64::from(v)).collect(),
+        ..w.clone()
+    };
+    let x = Mat::<T>::from_fn(rows, d, d + rng.below(3), rng.below(3), |_, _| {
+        0.8 * rng.normal()
+    });
+    let dphi = Mat::<T>::from_fn(rows, m, m + rng.below(3), rng.below(3), |_, _| rng.normal());
+    let mut phi = Mat::<T>::poisoned(rows, m, m, 0);
+    let mut shift = vec![f32::NAN; rows];
+    b.features(&map, &w, &x, &mut phi, &mut shift).unwrap();
+    let mut dx = Mat::<T>::poisoned(rows, d, d + rng.below(3), rng.below(3));
+    let what = format!(
+        "seed {} {} {stabilizer:?} rows={rows} d={d} m={m}",
+        rng.seed,
+        T::DTYPE.name()
+    );
+    b.features_backward(&map, &w, &x, &shift, &dphi, &mut dx)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(dx.padding_untouched(), "{what}: wrote outside the rows");
+    let (xf, gf) = (x.to_f64(), dphi.to_f64());
+    let want = features_backward(&map, &w32, &xf, rows, &gf).unwrap();
+    let f = features(&map, &w32, &xf, rows).unwrap();
+    let got = dx.to_f64();
+    let (s, c) = (map.input_scale, map.kernel.norm_coefficient());
+    let scale = (m as f64).powf(-0.5);
+    for r in 0..rows {
+        for k in 0..d {
+            let bound: f64 = (0..m)
+                .map(|i| {
+                    let e = f.phi[r * m + i] - scale * map.eps;
+                    (gf[r * m + i] * e).abs()
+                        * (s * w32.row(i)[k].abs() + 2.0 * c * s * s * xf[r * d + k].abs())
+                })
+                .sum();
+            let want_v = want[r * d + k];
+            let tol =
+                common::ulp(T::DTYPE, want_v) + 2f64.powi(-24) * (d as f64 + 8.0) * bound * 4.0;
+            assert!(
+                (got[r * d + k] - want_v).abs() <= tol,
+                "{what}: dx[{r}][{k}] = {} vs {want_v} (tol {tol:.2e})",
+                got[r * d + k]
+            );
+        }
+    }
+}
+
+fn features_backward_cases<B: Backend>(b: &B) {
+    let mut rng = Rng::new();
+    for (rows, d, m) in [(1, 1, 1), (9, 16, 37), (20, 70, 300), (16, 64, 256)] {
+        for stabilizer in [
+            Stabilizer::None,
+            Stabilizer::Row,
+            Stabilizer::Group { rows },
+        ] {
+            check_features_backward::<f32, B>(b, &mut rng, stabilizer, rows, d, m);
+        }
+    }
+    check_features_backward::<bf16, B>(b, &mut rng, Stabilizer::Row, 12, 32, 64);
+    check_features_backward::<f16, B>(b, &mut rng, Stabilizer::Row, 12, 32, 64);
+    // Errors: m beyond the shared-memory slices, mismatched dphi.
+    let w = ProjectionSpec::new(Coupling::Iid, 2000, 4, 1)
+        .unwrap()
+        .draw(0);
+    let map = FeatureMap::unbiased(KernelKind::Softmax);
+    let x = Mat::<f32>::from_fn(2, 4, 4, 0, |_, _| 0.1);
+    let g = Mat::<f32>::from_fn(2, 2000, 2000, 0, |_, _| 0.1);
+    let mut dx = Mat::<f32>::poisoned(2, 4, 4, 0);
+    assert!(
+        b.features_backward(&map, &w, &x, &[0.0; 2], &g, &mut dx)
+            .is_err(),
+        "m = 2000"
+    );
+    let w = ProjectionSpec::new(Coupling::Iid, 8, 4, 1).unwrap().draw(0);
+    assert!(
+        b.features_backward(&map, &w, &x, &[0.0; 2], &g, &mut dx)
+            .is_err(),
+        "dphi shape"
+    );
+    assert!(
+        dx.to_f64().iter().all(|v| v.is_nan()),
+        "nothing launched on errors"
+    );
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emu_feature_gradients_match_the_reference() {
+    features_backward_cases(&Emu(spherekit::emulator::Emulator::new(3)));
+}
+
+#[test]
+fn gpu_feature_gradients_match_the_reference() {
+    if let Some((gpu, stream)) = common::gpu("gpu_feature_gradients_match_the_reference") {
+        features_backward_cases(&Device { gpu, stream });
     }
 }

@@ -1,6 +1,8 @@
 //! The simplex-random-feature kernels on the CPU emulator (feature `emulator`), for tests.
 
-use super::gpu::{ProjectionArg, favor_workspace_len, plan_favor, plan_features};
+use super::gpu::{
+    ProjectionArg, favor_workspace_len, plan_favor, plan_features, plan_features_backward,
+};
 use super::{AttentionShape, Favor, FeatureMap};
 use crate::element::Element;
 use crate::emulator::{Emulator, Guarded, HostRows, HostRowsMut, Output, Staged};
@@ -43,6 +45,44 @@ impl FeatureMap {
         staged_w.check()?;
         oo.finish_rows(out)?;
         so.finish_vector(shift)
+    }
+
+    /// [`FeatureMap::features_backward`] on the CPU emulator.
+    #[allow(clippy::too_many_arguments)]
+    pub fn features_backward_emulated<T: Element>(
+        &self,
+        emu: &Emulator,
+        w: &[f32],
+        features: usize,
+        x: &HostRows<'_, T>,
+        shift: &[f32],
+        dphi: &HostRows<'_, T>,
+        dx: &mut HostRowsMut<'_, T>,
+    ) -> Result<()> {
+        let mut staged = Staged::new();
+        let (xa, ga) = (staged.rows("x", x), staged.rows("dphi", dphi));
+        if features == 0 || w.len() != features * xa.cols {
+            return Err(Error::shape(format!(
+                "W has {} elements, not {features} x {}",
+                w.len(),
+                xa.cols
+            )));
+        }
+        let mut staged_f = Staged::new();
+        let wa = staged_f.vector("w", w);
+        let sa = staged_f.vector("shift", shift);
+        let wa = ProjectionArg {
+            addr: wa.addr,
+            features,
+            dim: xa.cols,
+        };
+        let (dxo, dxa) = Output::rows("dx", dx);
+        emu.launch(&plan_features_backward::<T>(
+            self, emu, &wa, &xa, &sa, &ga, &dxa,
+        )?)?;
+        staged.check()?;
+        staged_f.check()?;
+        dxo.finish_rows(dx)
     }
 }
 

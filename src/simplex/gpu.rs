@@ -17,7 +17,7 @@ use crate::launch::{
 use crate::params::{
     SK_FAVOR_MAX_VALUE_DIM, SK_FAVOR_SEGMENT, SK_FAVOR_THREADS, SK_RF_ROWS, SK_RF_SHIFT_GIVEN,
     SK_RF_SHIFT_MAX_ONLY, SK_RF_SHIFT_NONE, SK_RF_SHIFT_ROW, SK_RF_THREADS, sk_favor_params,
-    sk_rf_features_params,
+    sk_rf_backward_params, sk_rf_features_params,
 };
 
 /// Dynamic shared memory the fused row shift may use: the exponents of a block's rows stay
@@ -30,6 +30,7 @@ pub(crate) fn kernel_names() -> Vec<String> {
     let mut names = Vec::new();
     for t in DType::ALL {
         names.push(format!("sk_rf_features_{}", t.name()));
+        names.push(format!("sk_rf_features_backward_{}", t.name()));
         names.push(format!("sk_favor_state_{}", t.name()));
         names.push(format!("sk_favor_output_{}", t.name()));
         if t != DType::F32 {
@@ -219,6 +220,122 @@ impl FeatureMap {
             l.launch(&launch)?;
         }
         Ok(())
+    }
+}
+
+/// Shared memory of the feature-map gradient: one f32 slice of m per warp, within the default
+/// 48 KiB per block (so m ≤ 1536).
+const BACKWARD_SMEM_LIMIT: u64 = 48 * 1024;
+
+/// Plans the feature-map gradient: a warp per row.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn plan_features_backward<T: Element>(
+    map: &FeatureMap,
+    l: &impl Launcher,
+    w: &ProjectionArg,
+    x: &MatArg,
+    shift: &VecArg,
+    dphi: &MatArg,
+    dx: &MatArg,
+) -> Result<Launch<sk_rf_backward_params>> {
+    let (m, d) = (w.features, w.dim);
+    if x.cols != d || (dx.rows, dx.cols) != (x.rows, d) {
+        return Err(Error::shape(format!(
+            "`x` is {} x {} and `dx` {} x {}, W is {m} x {d}",
+            x.rows, x.cols, dx.rows, dx.cols
+        )));
+    }
+    if (dphi.rows, dphi.cols) != (x.rows, m) {
+        return Err(Error::shape(format!(
+            "`dphi` is {} x {}, expected {} x {m}",
+            dphi.rows, dphi.cols, x.rows
+        )));
+    }
+    if shift.len != x.rows {
+        return Err(Error::shape(format!(
+            "`shift` has {} elements for {} rows",
+            shift.len, x.rows
+        )));
+    }
+    map.validate(x.rows)?;
+    let smem = u64::from(SK_RF_THREADS / 32) * m as u64 * 4;
+    if smem > BACKWARD_SMEM_LIMIT {
+        return Err(Error::TooLarge(format!(
+            "the feature-map gradient supports m <= 1536, not {m}"
+        )));
+    }
+    let warps = u64::from(SK_RF_THREADS / 32);
+    let grid = (x.rows as u64)
+        .div_ceil(warps)
+        .min(u64::from(l.sm_count()) * 16)
+        .clamp(1, MAX_GRID) as u32;
+    Ok(Launch {
+        kernel: format!("sk_rf_features_backward_{}", T::DTYPE.name()),
+        grid,
+        block: SK_RF_THREADS,
+        shared_mem_bytes: smem as u32,
+        params: sk_rf_backward_params {
+            f: sk_rf_features_params {
+                x: x.addr as *const c_void,
+                w: w.addr as *const f32,
+                out: std::ptr::null_mut(),
+                shift: shift.addr as *mut f32,
+                rows: x.rows as u64,
+                x_stride: x.stride as u64,
+                out_stride: 0,
+                dim: d as u32,
+                features: m as u32,
+                mode: SK_RF_SHIFT_GIVEN,
+                fused: 0,
+                group_rows: 0,
+                reserved: 0,
+                input_scale: to_f32("input_scale", map.input_scale)?,
+                norm_coefficient: map.kernel.norm_coefficient() as f32,
+                eps: to_f32("eps", map.eps)?,
+                feature_scale: (m as f64).powf(-0.5) as f32,
+            },
+            dphi: dphi.addr as *const c_void,
+            dx: dx.addr as *mut c_void,
+            dphi_stride: dphi.stride as u64,
+            dx_stride: dx.stride as u64,
+        },
+    })
+}
+
+impl FeatureMap {
+    /// The gradient of Σ dφ·φ with respect to x, with the shift the forward pass wrote held
+    /// constant (see [`super`]): dx_r = s Σ_i g_ri w_i − 2 c s² x_r Σ_i g_ri,
+    /// g_ri = dφ_ri m^{−1/2} exp(a_ri − shift_r). The exponents are recomputed from x in f32
+    /// (not read back from a rounded φ). A warp per row.
+    ///
+    /// Errors: shapes that disagree with W or with each other, `shift` not of length rows,
+    /// m above 1536, a bad map, buffers from another context.
+    #[allow(clippy::too_many_arguments)]
+    pub fn features_backward<T: Element>(
+        &self,
+        gpu: &Gpu,
+        stream: &Arc<CudaStream>,
+        w: &DeviceProjection,
+        x: &Rows<'_, T>,
+        shift: &cudarc::driver::CudaView<'_, f32>,
+        dphi: &Rows<'_, T>,
+        dx: &mut RowsMut<'_, T>,
+    ) -> Result<()> {
+        let l = CudaLauncher::new(gpu, stream)?;
+        let wv = w.w.as_view();
+        let (wa, _w) = vec_arg(gpu, stream, &wv, "w")?;
+        let wa = ProjectionArg {
+            addr: wa.addr,
+            features: w.features,
+            dim: w.dim,
+        };
+        let (xa, _x) = x.arg(gpu, stream, "x")?;
+        let (sa, _s) = vec_arg(gpu, stream, shift, "shift")?;
+        let (ga, _g) = dphi.arg(gpu, stream, "dphi")?;
+        let (da, _d) = dx.arg_mut(gpu, stream, "dx")?;
+        l.launch(&plan_features_backward::<T>(
+            self, &l, &wa, &xa, &sa, &ga, &da,
+        )?)
     }
 }
 
