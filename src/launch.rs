@@ -326,6 +326,24 @@ pub(crate) fn vec_arg<'s, T>(
     ))
 }
 
+/// A whole device buffer read by a kernel, with its guard.
+pub(crate) fn slice_arg<'s, T>(
+    gpu: &Gpu,
+    stream: &'s CudaStream,
+    slice: &'s CudaSlice<T>,
+    name: &'static str,
+) -> Result<(VecArg, SyncOnDrop<'s>)> {
+    same_context(gpu, slice.stream(), name)?;
+    let (addr, guard) = slice.device_ptr(stream);
+    Ok((
+        VecArg {
+            addr,
+            len: slice.len(),
+        },
+        guard,
+    ))
+}
+
 /// A vector argument written by a kernel, with its guard.
 pub(crate) fn vec_arg_mut<'s, T>(
     gpu: &Gpu,

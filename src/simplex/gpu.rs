@@ -4,15 +4,15 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, CudaStream, CudaViewMut, DevicePtrMut};
+use cudarc::driver::{CudaSlice, CudaStream, CudaViewMut, DevicePtrMut, SyncOnDrop};
 
 use super::{AttentionShape, Favor, FeatureMap, Projection, Stabilizer};
 use crate::device::Gpu;
 use crate::element::{DType, Element};
 use crate::error::{Error, Result};
 use crate::launch::{
-    CudaLauncher, Launch, Launcher, MAX_GRID, MatArg, Rows, RowsMut, VecArg, Workspace, vec_arg,
-    vec_arg_mut,
+    CudaLauncher, Launch, Launcher, MAX_GRID, MatArg, Rows, RowsMut, VecArg, Workspace, check_len,
+    slice_arg, vec_arg, vec_arg_mut,
 };
 use crate::params::{
     SK_FAVOR_MAX_VALUE_DIM, SK_FAVOR_SEGMENT, SK_FAVOR_THREADS, SK_RF_ROWS, SK_RF_SHIFT_GIVEN,
@@ -72,6 +72,21 @@ impl DeviceProjection {
     pub fn dim(&self) -> usize {
         self.dim
     }
+
+    /// W's launch argument on `stream`, and the guard that records the read.
+    fn arg<'s>(
+        &'s self,
+        gpu: &Gpu,
+        stream: &'s Arc<CudaStream>,
+    ) -> Result<(ProjectionArg, SyncOnDrop<'s>)> {
+        let (w, guard) = slice_arg(gpu, stream, &self.w, "w")?;
+        let arg = ProjectionArg {
+            addr: w.addr,
+            features: self.features,
+            dim: self.dim,
+        };
+        Ok((arg, guard))
+    }
 }
 
 /// W's launch argument: its address and (m, d).
@@ -90,6 +105,48 @@ fn to_f32(name: &'static str, v: f64) -> Result<f32> {
     Ok(f)
 }
 
+/// The parameters every feature-map kernel shares (x, W, shift, the map's constants), after
+/// checking x against W, the shift's length and the map; `out` is left null.
+fn features_params(
+    map: &FeatureMap,
+    w: &ProjectionArg,
+    x: &MatArg,
+    shift: &VecArg,
+) -> Result<sk_rf_features_params> {
+    let (m, d) = (w.features, w.dim);
+    if x.cols != d {
+        return Err(Error::shape(format!(
+            "`x` has {} columns but W is {m} x {d}",
+            x.cols
+        )));
+    }
+    check_len("shift", shift, x.rows)?;
+    map.validate(x.rows)?;
+    let (features, dim) = match (u32::try_from(m), u32::try_from(d)) {
+        (Ok(f), Ok(k)) => (f, k),
+        _ => return Err(Error::TooLarge(format!("W is {m} x {d}"))),
+    };
+    Ok(sk_rf_features_params {
+        x: x.addr as *const c_void,
+        w: w.addr as *const f32,
+        out: std::ptr::null_mut(),
+        shift: shift.addr as *mut f32,
+        rows: x.rows as u64,
+        x_stride: x.stride as u64,
+        out_stride: 0,
+        dim,
+        features,
+        mode: SK_RF_SHIFT_NONE,
+        fused: 0,
+        group_rows: 0,
+        reserved: 0,
+        input_scale: to_f32("input_scale", map.input_scale)?,
+        norm_coefficient: map.kernel.norm_coefficient() as f32,
+        eps: to_f32("eps", map.eps)?,
+        feature_scale: (m as f64).powf(-0.5) as f32,
+    })
+}
+
 /// The launches of one feature map: one (no shift, or a row shift), or three (group shift:
 /// the row maxima, the group maxima, the features with the given shift).
 pub(crate) fn plan_features<T: Element>(
@@ -101,53 +158,23 @@ pub(crate) fn plan_features<T: Element>(
     out: &MatArg,
     shift: &VecArg,
 ) -> Result<Vec<Launch<sk_rf_features_params>>> {
-    let (m, d) = (w.features, w.dim);
-    if x.cols != d {
-        return Err(Error::shape(format!(
-            "`x` has {} columns but W is {m} x {d}",
-            x.cols
-        )));
-    }
+    let m = w.features;
     if (out.rows, out.cols) != (x.rows, m) {
         return Err(Error::shape(format!(
             "`out` is {} x {}, expected {} x {m}",
             out.rows, out.cols, x.rows
         )));
     }
-    if shift.len != x.rows {
-        return Err(Error::shape(format!(
-            "`shift` has {} elements for {} rows",
-            shift.len, x.rows
-        )));
-    }
-    map.validate(x.rows)?;
-    let (features, dim) = match (u32::try_from(m), u32::try_from(d)) {
-        (Ok(f), Ok(k)) => (f, k),
-        _ => return Err(Error::TooLarge(format!("W is {m} x {d}"))),
+    let base = sk_rf_features_params {
+        out: out.addr as *mut c_void,
+        out_stride: out.stride as u64,
+        ..features_params(map, w, x, shift)?
     };
+    let features = base.features;
     let tiles = (x.rows as u64).div_ceil(u64::from(SK_RF_ROWS));
     let grid = tiles.min(u64::from(l.sm_count()) * 8).clamp(1, MAX_GRID) as u32;
     let fused_bytes = u64::from(SK_RF_ROWS) * u64::from(features) * 4;
     let fused = fused_bytes <= u64::from(FUSED_SMEM_BYTES);
-    let base = sk_rf_features_params {
-        x: x.addr as *const c_void,
-        w: w.addr as *const f32,
-        out: out.addr as *mut c_void,
-        shift: shift.addr as *mut f32,
-        rows: x.rows as u64,
-        x_stride: x.stride as u64,
-        out_stride: out.stride as u64,
-        dim,
-        features,
-        mode: SK_RF_SHIFT_NONE,
-        fused: 0,
-        group_rows: 0,
-        reserved: 0,
-        input_scale: to_f32("input_scale", map.input_scale)?,
-        norm_coefficient: map.kernel.norm_coefficient() as f32,
-        eps: to_f32("eps", map.eps)?,
-        feature_scale: (m as f64).powf(-0.5) as f32,
-    };
     let kernel = match (T::DTYPE, out_f32) {
         (DType::F32, _) | (_, false) => format!("sk_rf_features_{}", T::DTYPE.name()),
         (t, true) => format!("sk_rf_features_{}_to_f32", t.name()),
@@ -206,13 +233,7 @@ impl FeatureMap {
         shift: &mut CudaViewMut<'_, f32>,
     ) -> Result<()> {
         let l = CudaLauncher::new(gpu, stream)?;
-        let wv = w.w.as_view();
-        let (wa, _w) = vec_arg(gpu, stream, &wv, "w")?;
-        let wa = ProjectionArg {
-            addr: wa.addr,
-            features: w.features,
-            dim: w.dim,
-        };
+        let (wa, _w) = w.arg(gpu, stream)?;
         let (xa, _x) = x.arg(gpu, stream, "x")?;
         let (oa, _o) = out.arg_mut(gpu, stream, "out")?;
         let (sa, _s) = vec_arg_mut(gpu, stream, shift, "shift")?;
@@ -239,10 +260,10 @@ pub(crate) fn plan_features_backward<T: Element>(
     dx: &MatArg,
 ) -> Result<Launch<sk_rf_backward_params>> {
     let (m, d) = (w.features, w.dim);
-    if x.cols != d || (dx.rows, dx.cols) != (x.rows, d) {
+    if (dx.rows, dx.cols) != (x.rows, d) {
         return Err(Error::shape(format!(
-            "`x` is {} x {} and `dx` {} x {}, W is {m} x {d}",
-            x.rows, x.cols, dx.rows, dx.cols
+            "`dx` is {} x {}, expected {} x {d}",
+            dx.rows, dx.cols, x.rows
         )));
     }
     if (dphi.rows, dphi.cols) != (x.rows, m) {
@@ -251,13 +272,10 @@ pub(crate) fn plan_features_backward<T: Element>(
             dphi.rows, dphi.cols, x.rows
         )));
     }
-    if shift.len != x.rows {
-        return Err(Error::shape(format!(
-            "`shift` has {} elements for {} rows",
-            shift.len, x.rows
-        )));
-    }
-    map.validate(x.rows)?;
+    let f = sk_rf_features_params {
+        mode: SK_RF_SHIFT_GIVEN,
+        ..features_params(map, w, x, shift)?
+    };
     let smem = u64::from(SK_RF_THREADS / 32) * m as u64 * 4;
     if smem > BACKWARD_SMEM_LIMIT {
         return Err(Error::TooLarge(format!(
@@ -275,25 +293,7 @@ pub(crate) fn plan_features_backward<T: Element>(
         block: SK_RF_THREADS,
         shared_mem_bytes: smem as u32,
         params: sk_rf_backward_params {
-            f: sk_rf_features_params {
-                x: x.addr as *const c_void,
-                w: w.addr as *const f32,
-                out: std::ptr::null_mut(),
-                shift: shift.addr as *mut f32,
-                rows: x.rows as u64,
-                x_stride: x.stride as u64,
-                out_stride: 0,
-                dim: d as u32,
-                features: m as u32,
-                mode: SK_RF_SHIFT_GIVEN,
-                fused: 0,
-                group_rows: 0,
-                reserved: 0,
-                input_scale: to_f32("input_scale", map.input_scale)?,
-                norm_coefficient: map.kernel.norm_coefficient() as f32,
-                eps: to_f32("eps", map.eps)?,
-                feature_scale: (m as f64).powf(-0.5) as f32,
-            },
+            f,
             dphi: dphi.addr as *const c_void,
             dx: dx.addr as *mut c_void,
             dphi_stride: dphi.stride as u64,
@@ -322,13 +322,7 @@ impl FeatureMap {
         dx: &mut RowsMut<'_, T>,
     ) -> Result<()> {
         let l = CudaLauncher::new(gpu, stream)?;
-        let wv = w.w.as_view();
-        let (wa, _w) = vec_arg(gpu, stream, &wv, "w")?;
-        let wa = ProjectionArg {
-            addr: wa.addr,
-            features: w.features,
-            dim: w.dim,
-        };
+        let (wa, _w) = w.arg(gpu, stream)?;
         let (xa, _x) = x.arg(gpu, stream, "x")?;
         let (sa, _s) = vec_arg(gpu, stream, shift, "shift")?;
         let (ga, _g) = dphi.arg(gpu, stream, "dphi")?;
@@ -547,13 +541,7 @@ impl Favor {
         workspace: &mut Workspace,
     ) -> Result<()> {
         let l = CudaLauncher::new(gpu, stream)?;
-        let wv = w.w.as_view();
-        let (wa, _w) = vec_arg(gpu, stream, &wv, "w")?;
-        let wa = ProjectionArg {
-            addr: wa.addr,
-            features: w.features,
-            dim: w.dim,
-        };
+        let (wa, _w) = w.arg(gpu, stream)?;
         let (qa, _q) = q.arg(gpu, stream, "q")?;
         let (ka, _k) = k.arg(gpu, stream, "k")?;
         let (va, _v) = v.arg(gpu, stream, "v")?;
