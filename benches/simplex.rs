@@ -1,7 +1,8 @@
 //! Simplex random features on the GPU: the fused feature map as a fraction of the measured
 //! device-to-device copy bandwidth (bytes of x read + features written) and in TFLOP/s of its
 //! projection (2 rows m d), and FAVOR+ attention (non-causal and causal) at lengths 1k to 64k
-//! with batch x heads x length = 2^20 rows, head_dim 64, m = 256, bf16.
+//! with batch x heads x length = 2^20 rows, head_dim 64, m = 256, bf16; at 4k also a training
+//! step (forward + backward, op favor_*_fwd_bwd).
 //!
 //! Every measurement prints a `RESULT {json}` line with keys family ("simplex"), op, dtype,
 //! rows, dim, features, len, heads, impl ("spherekit" or "copy_d2d"), median_us, bytes, gbps,
@@ -79,7 +80,10 @@ fn feature_map<T: Element>(gpu: &Gpu, stream: &Arc<CudaStream>, copy: f64, stabi
     );
 }
 
-fn favor(gpu: &Gpu, stream: &Arc<CudaStream>, len: usize, causal: bool) {
+/// FAVOR+ at one length: the forward pass (op favor_causal / favor_noncausal) and, when
+/// `train`, forward + backward as a training step runs them (op favor_*_fwd_bwd; the backward
+/// call recomputes the forward stages).
+fn favor(gpu: &Gpu, stream: &Arc<CudaStream>, len: usize, causal: bool, train: bool) {
     let (dim, m) = (64usize, 256usize);
     let heads = (1usize << 20) / len;
     let rows = heads * len;
@@ -98,8 +102,9 @@ fn favor(gpu: &Gpu, stream: &Arc<CudaStream>, len: usize, causal: bool) {
             .clone_htod(&random_host::<bf16>(rows * dim, seed))
             .unwrap()
     };
-    let (q, k, v) = (up(3), up(4), up(5));
-    let mut out: CudaSlice<bf16> = stream.alloc_zeros(rows * dim).unwrap();
+    let (q, k, v, dout) = (up(3), up(4), up(5), up(6));
+    let zeros = || -> CudaSlice<bf16> { stream.alloc_zeros(rows * dim).unwrap() };
+    let (mut out, mut dq, mut dk, mut dv) = (zeros(), zeros(), zeros(), zeros());
     let mut ws = Workspace::new();
     let opts = Favor {
         input_scale: (dim as f64).powf(-0.25),
@@ -107,27 +112,62 @@ fn favor(gpu: &Gpu, stream: &Arc<CudaStream>, len: usize, causal: bool) {
         guard: 1e-6,
         causal,
     };
-    let us = time_us(stream, || {
-        fn r(s: &CudaSlice<bf16>, rows: usize, dim: usize) -> Rows<'_, bf16> {
-            Rows::new(s.as_view(), rows, dim).unwrap()
-        }
-        let mut or = RowsMut::new(out.as_view_mut(), rows, dim).unwrap();
+    fn r(s: &CudaSlice<bf16>, rows: usize, dim: usize) -> Rows<'_, bf16> {
+        Rows::new(s.as_view(), rows, dim).unwrap()
+    }
+    fn rm(s: &mut CudaSlice<bf16>, rows: usize, dim: usize) -> RowsMut<'_, bf16> {
+        RowsMut::new(s.as_view_mut(), rows, dim).unwrap()
+    }
+    let mut forward = |ws: &mut Workspace| {
+        let (qr, kr, vr) = (r(&q, rows, dim), r(&k, rows, dim), r(&v, rows, dim));
         opts.forward(
             gpu,
             stream,
             &shape,
             &wd,
-            &r(&q, rows, dim),
-            &r(&k, rows, dim),
-            &r(&v, rows, dim),
-            &mut or,
-            &mut ws,
+            &qr,
+            &kr,
+            &vr,
+            &mut rm(&mut out, rows, dim),
+            ws,
+        )
+        .unwrap();
+    };
+    let name = if causal { "causal" } else { "noncausal" };
+    let us = time_us(stream, || forward(&mut ws));
+    println!(
+        "RESULT {{\"family\":\"simplex\",\"op\":\"favor_{name}\",\"dtype\":\"bf16\",\"heads\":{heads},\"len\":{len},\"dim\":{dim},\"features\":{m},\"impl\":\"spherekit\",\"median_us\":{us:.3}}}"
+    );
+    if !train {
+        return;
+    }
+    let mut ws_grad = Workspace::new();
+    let us = time_us(stream, || {
+        forward(&mut ws);
+        let (qr, kr, vr, gr) = (
+            r(&q, rows, dim),
+            r(&k, rows, dim),
+            r(&v, rows, dim),
+            r(&dout, rows, dim),
+        );
+        opts.backward(
+            gpu,
+            stream,
+            &shape,
+            &wd,
+            &qr,
+            &kr,
+            &vr,
+            &gr,
+            &mut rm(&mut dq, rows, dim),
+            &mut rm(&mut dk, rows, dim),
+            &mut rm(&mut dv, rows, dim),
+            &mut ws_grad,
         )
         .unwrap();
     });
     println!(
-        "RESULT {{\"family\":\"simplex\",\"op\":\"favor_{}\",\"dtype\":\"bf16\",\"heads\":{heads},\"len\":{len},\"dim\":{dim},\"features\":{m},\"impl\":\"spherekit\",\"median_us\":{us:.3}}}",
-        if causal { "causal" } else { "noncausal" }
+        "RESULT {{\"family\":\"simplex\",\"op\":\"favor_{name}_fwd_bwd\",\"dtype\":\"bf16\",\"heads\":{heads},\"len\":{len},\"dim\":{dim},\"features\":{m},\"impl\":\"spherekit\",\"median_us\":{us:.3}}}"
     );
 }
 
@@ -159,7 +199,7 @@ fn main() {
     feature_map::<f32>(&gpu, &stream, copy, Stabilizer::Row);
     for len in [1024, 4096, 16384, 65536] {
         for causal in [false, true] {
-            favor(&gpu, &stream, len, causal);
+            favor(&gpu, &stream, len, causal, len == 4096);
         }
     }
     stream.synchronize().unwrap();

@@ -340,7 +340,8 @@ typedef struct sk_rf_features_params {
  * S = sum phik_j [v_j, 1]^T (features x (value_dim + 1), f32) to states[head][segment];
  * SK_FAVOR_PREFIX turns them into exclusive prefix sums (causal) or puts the total in segment 0;
  * SK_FAVOR_OUTPUT (a warp per row) writes out_i = phiq_i (S + intra_i)[:, :dv] /
- * (phiq_i (S + intra_i)[:, dv] + guard), intra_i the causal part of the row's own segment. */
+ * (phiq_i (S + intra_i)[:, dv] + guard), intra_i the causal part of the row's own segment.
+ * With `reverse` set, SK_FAVOR_PREFIX makes exclusive suffix sums instead (the gradient). */
 #define SK_FAVOR_THREADS 256u
 #define SK_FAVOR_SEGMENT 64u
 #define SK_FAVOR_MAX_VALUE_DIM 255u
@@ -363,7 +364,7 @@ typedef struct sk_favor_params {
     uint32_t segments;        /* ceil(len / SK_FAVOR_SEGMENT)                         */
     uint32_t causal;
     float guard;
-    uint32_t reserved;
+    uint32_t reverse;         /* SK_FAVOR_PREFIX: exclusive suffix sums (gradients)     */
 } sk_favor_params;
 
 /* Gradient of the feature map: dx_r = s sum_i g_ri w_i - 2 c s^2 x_r sum_i g_ri with
@@ -373,10 +374,35 @@ typedef struct sk_favor_params {
  * norm_coefficient, feature_scale as in the forward pass, and: */
 typedef struct sk_rf_backward_params {
     sk_rf_features_params f;
-    const void *dphi;         /* [rows, features], row stride dphi_stride                */
+    const void *dphi;         /* [rows, features], row stride dphi_stride; storage type,
+                                 or f32 for sk_rf_features_backward_*_from_f32         */
     void *dx;                 /* [rows, dim], row stride dx_stride                       */
     uint64_t dphi_stride;
     uint64_t dx_stride;
 } sk_rf_backward_params;
+
+/* FAVOR+ gradient of sum dout . out with respect to q, k and v, the feature shifts held
+ * constant, after the forward stages (features, states and their prefix sums) in the same
+ * workspace. With width = value_dim + 1 and den_i = phiq_i (S + intra_i)[:, dv] + guard:
+ * SK_FAVOR_GRAD_QUERY (a warp per row i) recomputes out_i in f32 and writes
+ *   G_i = [dout_i / den_i, -(dout_i . out_i) / den_i]  ([rows, width] f32, to g) and
+ *   dphiq_i = (S + intra_i) G_i                         ([rows, features] f32);
+ * SK_FAVOR_GRAD_STATE sums phiq_i G_i^T over each segment into dstates (like states), which
+ *   SK_FAVOR_PREFIX with reverse = 1 turns into exclusive suffix sums (causal) or the total;
+ * SK_FAVOR_GRAD_KEY (a warp per row j), with D_j the row's suffix state (or the total) plus
+ *   the causal part of its own segment (i >= j): dphik_j = D_j [v_j, 1] (f32) and
+ *   dv_j = D_j[:, :dv]^T phik_j (storage type).
+ * The feature-map gradients (sk_rf_features_backward_*_from_f32) then give dq and dk. */
+typedef struct sk_favor_backward_params {
+    sk_favor_params f;        /* the forward stages' parameters (out unused)           */
+    const void *dout;         /* [rows, value_dim], row stride dout_stride              */
+    void *dv;                 /* [rows, value_dim], row stride dv_stride                */
+    float *g;                 /* [rows, value_dim + 1]                                 */
+    float *dstates;           /* [heads][segments][features][value_dim + 1]            */
+    float *dphiq;             /* [rows, features]                                      */
+    float *dphik;             /* [rows, features]                                      */
+    uint64_t dout_stride;
+    uint64_t dv_stride;
+} sk_favor_backward_params;
 
 #endif /* SPHEREKIT_PARAMS_H */

@@ -213,20 +213,21 @@ constexpr uint32_t SEGMENT = SK_FAVOR_SEGMENT;
 constexpr int SLOTS = (static_cast<int>(SK_FAVOR_MAX_VALUE_DIM) + 1 + 31) / 32;  // columns per lane
 constexpr int ENTRIES = 16;  // state entries per thread per pass
 
-// S = sum_j phik_j [v_j, 1]^T over one segment: a block per (head, segment), a thread per
-// state entry e = t (value_dim + 1) + c, ENTRIES of them per pass. A warp's entries share a few
-// t (broadcast loads of phik) and span consecutive c (coalesced loads of v).
-template <class T>
-__device__ void segment_state(const sk_favor_params &p) {
-    const T *v = static_cast<const T *>(p.v);
+// sum over the rows of one segment of a_row[t] b(row, c), for every (head, segment): the
+// forward states S = sum_j phik_j [v_j, 1]^T, and the gradient states sum_i phiq_i G_i^T. A
+// block per (head, segment), a thread per state entry e = t (value_dim + 1) + c, ENTRIES of
+// them per pass. A warp's entries share a few t (broadcast loads of a) and span consecutive c
+// (coalesced loads of b).
+template <class RightFactor>
+__device__ void segment_sums(const sk_favor_params &p, const float *a, float *states, RightFactor b) {
     const uint32_t width = p.value_dim + 1;
     const uint64_t entries = static_cast<uint64_t>(p.features) * width;
     const uint64_t blocks = p.heads * p.segments;
-    for (uint64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
-        const uint64_t head = b / p.segments, seg = b % p.segments;
+    for (uint64_t blk = blockIdx.x; blk < blocks; blk += gridDim.x) {
+        const uint64_t head = blk / p.segments, seg = blk % p.segments;
         const uint64_t first = head * p.len + seg * SEGMENT;
         const uint64_t last = head * p.len + min(static_cast<uint64_t>((seg + 1) * SEGMENT), p.len);
-        float *state = p.states + b * entries;
+        float *state = states + blk * entries;
         for (uint64_t base = 0; base < entries; base += static_cast<uint64_t>(THREADS) * ENTRIES) {
             float acc[ENTRIES];
 #pragma unroll
@@ -237,8 +238,7 @@ __device__ void segment_state(const sk_favor_params &p) {
                     const uint64_t e = base + threadIdx.x + static_cast<uint64_t>(q) * THREADS;
                     if (e < entries) {
                         const uint32_t t = static_cast<uint32_t>(e / width), c = static_cast<uint32_t>(e % width);
-                        const float vc = c < p.value_dim ? Elem<T>::to_f32(v[row * p.v_stride + c]) : 1.0f;
-                        acc[q] = fmaf(p.phik[row * p.features + t], vc, acc[q]);
+                        acc[q] = fmaf(a[row * p.features + t], b(row, c), acc[q]);
                     }
                 }
             }
@@ -251,8 +251,20 @@ __device__ void segment_state(const sk_favor_params &p) {
     }
 }
 
-// Causal: exclusive prefix sums over the segments of each head, in place. Non-causal: the
-// total, written to segment 0. A thread per (head, entry), segments in order: deterministic.
+// Column c of [v_row, 1].
+template <class T>
+__device__ __forceinline__ float value_or_one(const sk_favor_params &p, uint64_t row, uint32_t c) {
+    return c < p.value_dim ? Elem<T>::to_f32(static_cast<const T *>(p.v)[row * p.v_stride + c]) : 1.0f;
+}
+
+template <class T>
+__device__ void segment_state(const sk_favor_params &p) {
+    segment_sums(p, p.phik, p.states, [&](uint64_t row, uint32_t c) { return value_or_one<T>(p, row, c); });
+}
+
+// Causal: exclusive prefix sums over the segments of each head, in place (exclusive suffix sums
+// with `reverse`). Non-causal: the total, written to segment 0. A thread per (head, entry),
+// segments in order: deterministic.
 __device__ void prefix(const sk_favor_params &p) {
     const uint64_t entries = static_cast<uint64_t>(p.features) * (p.value_dim + 1);
     const uint64_t n = p.heads * entries;
@@ -261,7 +273,8 @@ __device__ void prefix(const sk_favor_params &p) {
         const uint64_t head = i / entries, e = i % entries;
         float *s = p.states + head * p.segments * entries + e;
         float run = 0.0f;
-        for (uint32_t seg = 0; seg < p.segments; ++seg) {
+        for (uint32_t step = 0; step < p.segments; ++step) {
+            const uint32_t seg = p.reverse ? p.segments - 1 - step : step;
             const float here = s[seg * entries];
             if (p.causal) s[seg * entries] = run;
             run += here;
@@ -270,53 +283,71 @@ __device__ void prefix(const sk_favor_params &p) {
     }
 }
 
-// A warp per row i: lane l holds columns c = l + 32 k of phiq_i S (S the row's prefix state,
-// or the total), plus (causal) sum_{j in segment, j <= i} (phiq_i . phik_j) [v_j, 1]. Column
-// value_dim is the denominator.
+// The state row `row` reads: its segment's prefix (causal) or the total (segment 0).
+__device__ __forceinline__ const float *row_state(const sk_favor_params &p, const float *states, uint64_t row) {
+    const uint64_t head = row / p.len, seg = (row % p.len) / SEGMENT;
+    const uint64_t entries = static_cast<uint64_t>(p.features) * (p.value_dim + 1);
+    return states + (head * p.segments + (p.causal ? seg : 0)) * entries;
+}
+
+// acc[k] = column c = lane + 32 k of phiq_row (S + intra_row), S the row's state and intra_row
+// (causal only) sum_{j in segment, j <= row} phik_j [v_j, 1]^T. Column value_dim is the
+// denominator before the guard.
+template <class T>
+__device__ __forceinline__ void row_numerators(const sk_favor_params &p, uint64_t row, int lane,
+                                               float (&acc)[SLOTS]) {
+    const uint32_t width = p.value_dim + 1;
+    const float *state = row_state(p, p.states, row);
+    const float *q = p.phiq + row * p.features;
+#pragma unroll
+    for (int k = 0; k < SLOTS; ++k) acc[k] = 0.0f;
+    for (uint32_t t = 0; t < p.features; ++t) {
+        const float qt = q[t];
+#pragma unroll
+        for (int k = 0; k < SLOTS; ++k) {
+            const uint32_t c = lane + 32 * k;
+            if (c < width) acc[k] = fmaf(qt, state[static_cast<uint64_t>(t) * width + c], acc[k]);
+        }
+    }
+    if (p.causal) {
+        const uint64_t pos = row % p.len;
+        for (uint64_t j = row - pos % SEGMENT; j <= row; ++j) {
+            const float *kj = p.phik + j * p.features;
+            float a = 0.0f;
+            for (uint32_t t = lane; t < p.features; t += 32) a = fmaf(q[t], kj[t], a);
+            a = butterfly_sum<32>(a, 0xffffffffu);
+#pragma unroll
+            for (int k = 0; k < SLOTS; ++k) {
+                const uint32_t c = lane + 32 * k;
+                if (c < width) acc[k] = fmaf(a, value_or_one<T>(p, j, c), acc[k]);
+            }
+        }
+    }
+}
+
+// Column c of a warp's acc (lane c % 32, slot c / 32), broadcast to every lane. The slot is
+// picked by a select chain: indexing acc with a runtime value would put it in local memory.
+__device__ __forceinline__ float column(const float (&acc)[SLOTS], uint32_t c) {
+    const int slot = static_cast<int>(c / 32);
+    float v = 0.0f;
+#pragma unroll
+    for (int k = 0; k < SLOTS; ++k) v = k == slot ? acc[k] : v;
+    return __shfl_sync(0xffffffffu, v, static_cast<int>(c % 32));
+}
+
+// A warp per row i: out_i = columns [0, value_dim) of phiq_i (S + intra_i) over column
+// value_dim (the denominator) plus the guard.
 template <class T>
 __device__ void output(const sk_favor_params &p) {
-    const T *v = static_cast<const T *>(p.v);
     T *out = static_cast<T *>(p.out);
-    const uint32_t width = p.value_dim + 1;
-    const uint64_t entries = static_cast<uint64_t>(p.features) * width;
     const int lane = static_cast<int>(threadIdx.x) % 32;
     const uint64_t rows = p.heads * p.len;
     const uint64_t warps = static_cast<uint64_t>(gridDim.x) * (THREADS / 32);
     for (uint64_t row = static_cast<uint64_t>(blockIdx.x) * (THREADS / 32) + threadIdx.x / 32; row < rows;
          row += warps) {
-        const uint64_t head = row / p.len, pos = row % p.len, seg = pos / SEGMENT;
-        const float *state = p.states + (head * p.segments + (p.causal ? seg : 0)) * entries;
-        const float *q = p.phiq + row * p.features;
         float acc[SLOTS];
-#pragma unroll
-        for (int k = 0; k < SLOTS; ++k) acc[k] = 0.0f;
-        for (uint32_t t = 0; t < p.features; ++t) {
-            const float qt = q[t];
-#pragma unroll
-            for (int k = 0; k < SLOTS; ++k) {
-                const uint32_t c = lane + 32 * k;
-                if (c < width) acc[k] = fmaf(qt, state[static_cast<uint64_t>(t) * width + c], acc[k]);
-            }
-        }
-        if (p.causal) {
-            for (uint64_t j = row - (pos - seg * SEGMENT); j <= row; ++j) {
-                const float *kj = p.phik + j * p.features;
-                float a = 0.0f;
-                for (uint32_t t = lane; t < p.features; t += 32) a = fmaf(q[t], kj[t], a);
-                a = butterfly_sum<32>(a, 0xffffffffu);
-#pragma unroll
-                for (int k = 0; k < SLOTS; ++k) {
-                    const uint32_t c = lane + 32 * k;
-                    if (c < width) acc[k] = fmaf(a, c < p.value_dim ? Elem<T>::to_f32(v[j * p.v_stride + c]) : 1.0f, acc[k]);
-                }
-            }
-        }
-        // The denominator lives in lane value_dim % 32, slot value_dim / 32.
-        const int den_slot = static_cast<int>(p.value_dim / 32);
-        float den = 0.0f;
-#pragma unroll
-        for (int k = 0; k < SLOTS; ++k) den = k == den_slot ? acc[k] : den;
-        den = __shfl_sync(0xffffffffu, den, static_cast<int>(p.value_dim % 32)) + p.guard;
+        row_numerators<T>(p, row, lane, acc);
+        const float den = column(acc, p.value_dim) + p.guard;
 #pragma unroll
         for (int k = 0; k < SLOTS; ++k) {
             const uint32_t c = lane + 32 * k;
@@ -325,16 +356,157 @@ __device__ void output(const sk_favor_params &p) {
     }
 }
 
+// ---- FAVOR+ gradients ---------------------------------------------------------------------
+// With N_i = phiq_i S_i[:, :dv], den_i = phiq_i S_i[:, dv] + guard and out_i = N_i / den_i, the
+// gradient of sum dout . out with respect to [N_i, den_i] is G_i = [dout_i, -dout_i . out_i] /
+// den_i; then dphiq_i = S_i G_i, and every key j receives, from each query i that sees it,
+// phiq_i G_i^T: dphik_j = D_j [v_j, 1] and dv_j = D_j[:, :dv]^T phik_j with
+// D_j = sum_{i sees j} phiq_i G_i^T (a suffix sum over positions when causal).
+
+// A warp per row i: G_i (to g and the warp's shared slice), then dphiq_i with a lane per feature.
+template <class T>
+__device__ void grad_query(const sk_favor_backward_params &b) {
+    const sk_favor_params &p = b.f;
+    __shared__ float g_all[THREADS / 32][SLOTS * 32];
+    __shared__ float coef_all[THREADS / 32][SEGMENT];
+    const T *dout = static_cast<const T *>(b.dout);
+    const uint32_t width = p.value_dim + 1;
+    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+    float *gs = g_all[warp], *coef = coef_all[warp];
+    const uint64_t rows = p.heads * p.len;
+    const uint64_t warps = static_cast<uint64_t>(gridDim.x) * (THREADS / 32);
+    for (uint64_t row = static_cast<uint64_t>(blockIdx.x) * (THREADS / 32) + warp; row < rows; row += warps) {
+        float acc[SLOTS];
+        row_numerators<T>(p, row, lane, acc);
+        const float den = column(acc, p.value_dim) + p.guard;
+        float dl[SLOTS], dot = 0.0f;
+#pragma unroll
+        for (int k = 0; k < SLOTS; ++k) {
+            const uint32_t c = lane + 32 * k;
+            dl[k] = c < p.value_dim ? Elem<T>::to_f32(dout[row * b.dout_stride + c]) : 0.0f;
+            if (c < p.value_dim) dot = fmaf(dl[k], acc[k] / den, dot);
+        }
+        dot = butterfly_sum<32>(dot, 0xffffffffu);
+#pragma unroll
+        for (int k = 0; k < SLOTS; ++k) {
+            const uint32_t c = lane + 32 * k;
+            if (c < width) {
+                const float gc = c < p.value_dim ? dl[k] / den : -dot / den;
+                gs[c] = gc;
+                b.g[row * width + c] = gc;
+            }
+        }
+        __syncwarp();  // gs is complete before any lane reads it
+        // Causal: coef_j = G_i . [v_j, 1] for the keys j <= i of the row's own segment.
+        const uint64_t first = p.causal ? row - (row % p.len) % SEGMENT : row + 1;
+        for (uint64_t j = first; j <= row && p.causal; ++j) {
+            float s = 0.0f;
+            for (uint32_t c = lane; c < width; c += 32) s = fmaf(gs[c], value_or_one<T>(p, j, c), s);
+            s = butterfly_sum<32>(s, 0xffffffffu);
+            if (lane == 0) coef[j - first] = s;
+        }
+        __syncwarp();  // coef is complete
+        const float *state = row_state(p, p.states, row);
+        for (uint32_t t = lane; t < p.features; t += 32) {
+            const float *st = state + static_cast<uint64_t>(t) * width;
+            float s = 0.0f;
+            for (uint32_t c = 0; c < width; ++c) s = fmaf(st[c], gs[c], s);
+            for (uint64_t j = first; j <= row && p.causal; ++j) s = fmaf(coef[j - first], p.phik[j * p.features + t], s);
+            b.dphiq[row * p.features + t] = s;
+        }
+        __syncwarp();  // every lane is done with gs and coef before the next row
+    }
+}
+
+// The gradient states: sum_i phiq_i G_i^T per segment.
+__device__ void grad_state(const sk_favor_backward_params &b) {
+    const sk_favor_params &p = b.f;
+    const uint32_t width = p.value_dim + 1;
+    segment_sums(p, p.phiq, b.dstates, [&](uint64_t row, uint32_t c) { return b.g[row * width + c]; });
+}
+
+// A warp per key row j: with D_j its suffix state (or the total) plus, when causal, the queries
+// i >= j of its own segment: dv_j with a lane per column, dphik_j with a lane per feature.
+template <class T>
+__device__ void grad_key(const sk_favor_backward_params &b) {
+    const sk_favor_params &p = b.f;
+    __shared__ float vv_all[THREADS / 32][SLOTS * 32];
+    __shared__ float qk_all[THREADS / 32][SEGMENT];
+    __shared__ float gv_all[THREADS / 32][SEGMENT];
+    T *dv = static_cast<T *>(b.dv);
+    const uint32_t width = p.value_dim + 1;
+    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+    float *vv = vv_all[warp], *qk = qk_all[warp], *gv = gv_all[warp];
+    const uint64_t rows = p.heads * p.len;
+    const uint64_t warps = static_cast<uint64_t>(gridDim.x) * (THREADS / 32);
+    for (uint64_t row = static_cast<uint64_t>(blockIdx.x) * (THREADS / 32) + warp; row < rows; row += warps) {
+        const uint64_t pos = row % p.len;
+        for (uint32_t c = lane; c < width; c += 32) vv[c] = value_or_one<T>(p, row, c);
+        __syncwarp();  // vv is complete
+        // Causal: the queries i >= j of the row's segment, with qk_i = phiq_i . phik_j and
+        // gv_i = G_i . [v_j, 1].
+        const uint64_t seg_end = min((pos / SEGMENT + 1) * SEGMENT, p.len);
+        const uint64_t count = p.causal ? seg_end - pos : 0;
+        const float *kj = p.phik + row * p.features;
+        for (uint64_t n = 0; n < count; ++n) {
+            const uint64_t i = row + n;
+            float a = 0.0f, s = 0.0f;
+            for (uint32_t t = lane; t < p.features; t += 32) a = fmaf(p.phiq[i * p.features + t], kj[t], a);
+            for (uint32_t c = lane; c < width; c += 32) s = fmaf(b.g[i * width + c], vv[c], s);
+            a = butterfly_sum<32>(a, 0xffffffffu);
+            s = butterfly_sum<32>(s, 0xffffffffu);
+            if (lane == 0) {
+                qk[n] = a;
+                gv[n] = s;
+            }
+        }
+        __syncwarp();  // qk and gv are complete
+        const float *state = row_state(p, b.dstates, row);
+        float acc[SLOTS];
+#pragma unroll
+        for (int k = 0; k < SLOTS; ++k) acc[k] = 0.0f;
+        for (uint32_t t = 0; t < p.features; ++t) {
+            const float kt = kj[t];
+#pragma unroll
+            for (int k = 0; k < SLOTS; ++k) {
+                const uint32_t c = lane + 32 * k;
+                if (c < p.value_dim) acc[k] = fmaf(kt, state[static_cast<uint64_t>(t) * width + c], acc[k]);
+            }
+        }
+        for (uint64_t n = 0; n < count; ++n) {
+#pragma unroll
+            for (int k = 0; k < SLOTS; ++k) {
+                const uint32_t c = lane + 32 * k;
+                if (c < p.value_dim) acc[k] = fmaf(qk[n], b.g[(row + n) * width + c], acc[k]);
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < SLOTS; ++k) {
+            const uint32_t c = lane + 32 * k;
+            if (c < p.value_dim) dv[row * b.dv_stride + c] = Elem<T>::from_f32(acc[k]);
+        }
+        for (uint32_t t = lane; t < p.features; t += 32) {
+            const float *st = state + static_cast<uint64_t>(t) * width;
+            float s = 0.0f;
+            for (uint32_t c = 0; c < width; ++c) s = fmaf(st[c], vv[c], s);
+            for (uint64_t n = 0; n < count; ++n) s = fmaf(gv[n], p.phiq[(row + n) * p.features + t], s);
+            b.dphik[row * p.features + t] = s;
+        }
+        __syncwarp();  // every lane is done with vv, qk and gv before the next row
+    }
+}
+
 }  // namespace favor
 
 // dx of the feature map, a warp per row: lanes own features i = lane + 32 t for g_i (staged in
 // the warp's shared slice), then columns k = lane + 32 t for the sums over i of g_i w_ik
 // (coalesced reads of W's rows, broadcast reads of g).
-template <class T>
+// T: the storage type of x and dx; G: of dphi (T, or f32 from FAVOR+'s workspace).
+template <class T, class G>
 __device__ void features_backward(const sk_rf_backward_params &b) {
     const sk_rf_features_params &p = b.f;
     const T *x = static_cast<const T *>(p.x);
-    const T *dphi = static_cast<const T *>(b.dphi);
+    const G *dphi = static_cast<const G *>(b.dphi);
     T *dx = static_cast<T *>(b.dx);
     const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
     float *g = reinterpret_cast<float *>(SK_DYNAMIC_SMEM()) + static_cast<size_t>(warp) * p.features;
@@ -354,7 +526,7 @@ __device__ void features_backward(const sk_rf_backward_params &b) {
             float dot = 0.0f;
             for (uint32_t k = 0; k < p.dim; ++k) dot = fmaf(Elem<T>::to_f32(xr[k]), wi[k], dot);
             const float a = p.input_scale * dot - p.norm_coefficient * ss;
-            const float gi = Elem<T>::to_f32(dphi[row * b.dphi_stride + i]) * p.feature_scale * expf(a - shift);
+            const float gi = Elem<G>::to_f32(dphi[row * b.dphi_stride + i]) * p.feature_scale * expf(a - shift);
             g[i] = gi;
             gsum += gi;
         }
@@ -385,14 +557,23 @@ SK_KERNEL(sk_rf_group_shift, sk_rf_features_params, SK_RF_THREADS, 1, (sk::rf::g
 #define SK_FAVOR_KERNELS(suffix, T)                                                                  \
     SK_KERNEL(sk_favor_state_##suffix, sk_favor_params, SK_FAVOR_THREADS, 1,                       \
               (sk::rf::favor::segment_state<T>(p)))                                                \
-    SK_KERNEL(sk_favor_output_##suffix, sk_favor_params, SK_FAVOR_THREADS, 1, (sk::rf::favor::output<T>(p)))
+    SK_KERNEL(sk_favor_output_##suffix, sk_favor_params, SK_FAVOR_THREADS, 1, (sk::rf::favor::output<T>(p))) \
+    SK_KERNEL(sk_favor_grad_query_##suffix, sk_favor_backward_params, SK_FAVOR_THREADS, 1,         \
+              (sk::rf::favor::grad_query<T>(p)))                                                   \
+    SK_KERNEL(sk_favor_grad_key_##suffix, sk_favor_backward_params, SK_FAVOR_THREADS, 1,           \
+              (sk::rf::favor::grad_key<T>(p)))
 SK_FAVOR_KERNELS(f32, float)
 SK_FAVOR_KERNELS(f16, __half)
 SK_FAVOR_KERNELS(bf16, __nv_bfloat16)
 SK_KERNEL(sk_favor_prefix, sk_favor_params, SK_FAVOR_THREADS, 1, (sk::rf::favor::prefix(p)))
+SK_KERNEL(sk_favor_grad_state, sk_favor_backward_params, SK_FAVOR_THREADS, 1, (sk::rf::favor::grad_state(p)))
 SK_KERNEL(sk_rf_features_backward_f32, sk_rf_backward_params, SK_RF_THREADS, 1,
-          (sk::rf::features_backward<float>(p)))
+          (sk::rf::features_backward<float, float>(p)))
 SK_KERNEL(sk_rf_features_backward_f16, sk_rf_backward_params, SK_RF_THREADS, 1,
-          (sk::rf::features_backward<__half>(p)))
+          (sk::rf::features_backward<__half, __half>(p)))
 SK_KERNEL(sk_rf_features_backward_bf16, sk_rf_backward_params, SK_RF_THREADS, 1,
-          (sk::rf::features_backward<__nv_bfloat16>(p)))
+          (sk::rf::features_backward<__nv_bfloat16, __nv_bfloat16>(p)))
+SK_KERNEL(sk_rf_features_backward_f16_from_f32, sk_rf_backward_params, SK_RF_THREADS, 1,
+          (sk::rf::features_backward<__half, float>(p)))
+SK_KERNEL(sk_rf_features_backward_bf16_from_f32, sk_rf_backward_params, SK_RF_THREADS, 1,
+          (sk::rf::features_backward<__nv_bfloat16, float>(p)))

@@ -444,5 +444,6 @@ kernel_params!(
     crate::params::sk_gram_params,
     crate::params::sk_rf_features_params,
     crate::params::sk_favor_params,
-    crate::params::sk_rf_backward_params
+    crate::params::sk_rf_backward_params,
+    crate::params::sk_favor_backward_params
 );

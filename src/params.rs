@@ -643,7 +643,7 @@ pub struct sk_favor_params {
     pub segments: u32,
     pub causal: u32,
     pub guard: f32,
-    pub reserved: u32,
+    pub reverse: u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -676,8 +676,8 @@ const _: () = {
         [::core::mem::offset_of!(sk_favor_params, causal) - 84usize];
     ["Offset of field: sk_favor_params::guard"]
         [::core::mem::offset_of!(sk_favor_params, guard) - 88usize];
-    ["Offset of field: sk_favor_params::reserved"]
-        [::core::mem::offset_of!(sk_favor_params, reserved) - 92usize];
+    ["Offset of field: sk_favor_params::reverse"]
+        [::core::mem::offset_of!(sk_favor_params, reverse) - 92usize];
 };
 impl Default for sk_favor_params {
     fn default() -> Self {
@@ -714,6 +714,53 @@ const _: () = {
         [::core::mem::offset_of!(sk_rf_backward_params, dx_stride) - 120usize];
 };
 impl Default for sk_rf_backward_params {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct sk_favor_backward_params {
+    pub f: sk_favor_params,
+    pub dout: *const ::core::ffi::c_void,
+    pub dv: *mut ::core::ffi::c_void,
+    pub g: *mut f32,
+    pub dstates: *mut f32,
+    pub dphiq: *mut f32,
+    pub dphik: *mut f32,
+    pub dout_stride: u64,
+    pub dv_stride: u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of sk_favor_backward_params"]
+        [::core::mem::size_of::<sk_favor_backward_params>() - 160usize];
+    ["Alignment of sk_favor_backward_params"]
+        [::core::mem::align_of::<sk_favor_backward_params>() - 8usize];
+    ["Offset of field: sk_favor_backward_params::f"]
+        [::core::mem::offset_of!(sk_favor_backward_params, f) - 0usize];
+    ["Offset of field: sk_favor_backward_params::dout"]
+        [::core::mem::offset_of!(sk_favor_backward_params, dout) - 96usize];
+    ["Offset of field: sk_favor_backward_params::dv"]
+        [::core::mem::offset_of!(sk_favor_backward_params, dv) - 104usize];
+    ["Offset of field: sk_favor_backward_params::g"]
+        [::core::mem::offset_of!(sk_favor_backward_params, g) - 112usize];
+    ["Offset of field: sk_favor_backward_params::dstates"]
+        [::core::mem::offset_of!(sk_favor_backward_params, dstates) - 120usize];
+    ["Offset of field: sk_favor_backward_params::dphiq"]
+        [::core::mem::offset_of!(sk_favor_backward_params, dphiq) - 128usize];
+    ["Offset of field: sk_favor_backward_params::dphik"]
+        [::core::mem::offset_of!(sk_favor_backward_params, dphik) - 136usize];
+    ["Offset of field: sk_favor_backward_params::dout_stride"]
+        [::core::mem::offset_of!(sk_favor_backward_params, dout_stride) - 144usize];
+    ["Offset of field: sk_favor_backward_params::dv_stride"]
+        [::core::mem::offset_of!(sk_favor_backward_params, dv_stride) - 152usize];
+};
+impl Default for sk_favor_backward_params {
     fn default() -> Self {
         let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
         unsafe {

@@ -881,6 +881,16 @@ trait Backend {
         dphi: &Mat<T>,
         dx: &mut Mat<T>,
     ) -> spherekit::Result<()>;
+    /// FAVOR+ gradients: `inputs` = [q, k, v], `grads` = [dq, dk, dv].
+    fn favor_backward<T: Element>(
+        &self,
+        opts: &Favor,
+        shape: &AttentionShape,
+        w: &Projection,
+        inputs: [&Mat<T>; 3],
+        dout: &Mat<T>,
+        grads: [&mut Mat<T>; 3],
+    ) -> spherekit::Result<()>;
 }
 
 #[cfg(feature = "emulator")]
@@ -947,6 +957,40 @@ impl Backend for Emu {
         let (rows, cols, stride) = (dx.rows, dx.cols, dx.stride);
         let mut o = HostRowsMut::new(dx.view_mut(), rows, cols, stride)?;
         map.features_backward_emulated(&self.0, &w.to_f32(), w.features, &xr, shift, &gr, &mut o)
+    }
+
+    fn favor_backward<T: Element>(
+        &self,
+        opts: &Favor,
+        shape: &AttentionShape,
+        w: &Projection,
+        inputs: [&Mat<T>; 3],
+        dout: &Mat<T>,
+        grads: [&mut Mat<T>; 3],
+    ) -> spherekit::Result<()> {
+        use spherekit::emulator::{HostRows, HostRowsMut};
+        fn host<U: Element>(m: &Mat<U>) -> HostRows<'_, U> {
+            HostRows::new(m.view(), m.rows, m.cols, m.stride).unwrap()
+        }
+        fn host_mut<U: Element>(m: &mut Mat<U>) -> HostRowsMut<'_, U> {
+            let (rows, cols, stride) = (m.rows, m.cols, m.stride);
+            HostRowsMut::new(m.view_mut(), rows, cols, stride).unwrap()
+        }
+        let [q, k, v] = inputs;
+        let [dq, dk, dv] = grads;
+        opts.backward_emulated(
+            &self.0,
+            shape,
+            &w.to_f32(),
+            w.features,
+            &host(q),
+            &host(k),
+            &host(v),
+            &host(dout),
+            &mut host_mut(dq),
+            &mut host_mut(dk),
+            &mut host_mut(dv),
+        )
     }
 }
 
@@ -1053,6 +1097,57 @@ impl Backend for Device {
         s.synchronize().expect("synchronize");
         dx.view_mut()
             .copy_from_slice(&s.clone_dtoh(&dd).expect("download"));
+        Ok(())
+    }
+
+    fn favor_backward<T: Element>(
+        &self,
+        opts: &Favor,
+        shape: &AttentionShape,
+        w: &Projection,
+        inputs: [&Mat<T>; 3],
+        dout: &Mat<T>,
+        grads: [&mut Mat<T>; 3],
+    ) -> spherekit::Result<()> {
+        use cudarc::driver::CudaSlice;
+        use spherekit::simplex::gpu::DeviceProjection;
+        use spherekit::{Rows, RowsMut, Workspace};
+        fn rows<'a, U: Element>(d: &'a CudaSlice<U>, m: &Mat<U>) -> spherekit::Result<Rows<'a, U>> {
+            Rows::with_stride(d.as_view(), m.rows, m.cols, m.stride)
+        }
+        fn rows_mut<'a, U: Element>(
+            d: &'a mut CudaSlice<U>,
+            m: &Mat<U>,
+        ) -> spherekit::Result<RowsMut<'a, U>> {
+            RowsMut::with_stride(d.as_view_mut(), m.rows, m.cols, m.stride)
+        }
+        let s = &self.stream;
+        let wd = DeviceProjection::upload(s, w)?;
+        let up = |m: &Mat<T>| s.clone_htod(m.view()).expect("upload");
+        let [q, k, v] = inputs;
+        let (qd, kd, vd, dd) = (up(q), up(k), up(v), up(dout));
+        let [dq, dk, dv] = grads;
+        let (mut dqd, mut dkd, mut dvd) = (up(dq), up(dk), up(dv));
+        let mut ws = Workspace::new();
+        opts.backward(
+            &self.gpu,
+            s,
+            shape,
+            &wd,
+            &rows(&qd, q)?,
+            &rows(&kd, k)?,
+            &rows(&vd, v)?,
+            &rows(&dd, dout)?,
+            &mut rows_mut(&mut dqd, dq)?,
+            &mut rows_mut(&mut dkd, dk)?,
+            &mut rows_mut(&mut dvd, dv)?,
+            &mut ws,
+        )?;
+        s.synchronize().expect("synchronize");
+        for (host, dev) in [(dq, &dqd), (dk, &dkd), (dv, &dvd)] {
+            host.view_mut()
+                .copy_from_slice(&s.clone_dtoh(dev).expect("download"));
+        }
         Ok(())
     }
 }
@@ -1569,5 +1664,322 @@ fn emu_feature_gradients_match_the_reference() {
 fn gpu_feature_gradients_match_the_reference() {
     if let Some((gpu, stream)) = common::gpu("gpu_feature_gradients_match_the_reference") {
         features_backward_cases(&Device { gpu, stream });
+    }
+}
+
+// ---- FAVOR+ gradients on the emulator and the GPU ---------------------------------------------
+
+/// The size of each FAVOR+ gradient entry before cancellation: the backward formulas of
+/// [`favor_attention_backward`] with every term replaced by its absolute value (G_ij =
+/// (|dout_i·v_j| + |dout_i·out_i|)/den_i for the weights, |w| and |x| in the feature-map
+/// gradient). A rounding-error bound is a multiple of it, even where the gradient itself
+/// cancels to nearly zero (one position: out = v whatever q and k).
+#[allow(clippy::too_many_arguments)]
+fn favor_gradient_magnitudes(
+    opts: &Favor,
+    shape: &AttentionShape,
+    w: &Projection,
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    dout: &[f64],
+) -> [Vec<f64>; 3] {
+    let (l, d, dv, m) = (shape.len, shape.dim, shape.value_dim, w.features);
+    let rows = shape.heads * l;
+    let fq = features(&opts.query_map(), w, q, rows).unwrap().phi;
+    let fk = features(&opts.key_map(l), w, k, rows).unwrap().phi;
+    let out = favor_attention(opts, shape, w, q, k, v).unwrap();
+    let (mut mfq, mut mfk, mut mv) = (
+        vec![0.0; rows * m],
+        vec![0.0; rows * m],
+        vec![0.0; rows * dv],
+    );
+    let row = |a: &[f64], r: usize, n: usize| a[r * n..(r + 1) * n].to_vec();
+    for h in 0..shape.heads {
+        for i in h * l..(h + 1) * l {
+            let last = if opts.causal { i + 1 } else { (h + 1) * l };
+            let weights: Vec<f64> = (h * l..last)
+                .map(|j| dot(&row(&fq, i, m), &row(&fk, j, m)))
+                .collect();
+            let den = weights.iter().sum::<f64>() + opts.guard;
+            let (di, oi) = (row(dout, i, dv), row(&out, i, dv));
+            for (n, j) in (h * l..last).enumerate() {
+                let g = (dot(&di, &row(v, j, dv)).abs() + dot(&di, &oi).abs()) / den;
+                for t in 0..m {
+                    mfq[i * m + t] += g * fk[j * m + t];
+                    mfk[j * m + t] += g * fq[i * m + t];
+                }
+                for c in 0..dv {
+                    mv[j * dv + c] += weights[n] * di[c].abs() / den;
+                }
+            }
+        }
+    }
+    let (s, c) = (opts.input_scale, 0.5);
+    let input_side = |mf: &[f64], phi: &[f64], x: &[f64]| {
+        let mut mx = vec![0.0; rows * d];
+        for r in 0..rows {
+            for t in 0..m {
+                let g = mf[r * m + t] * phi[r * m + t];
+                for kk in 0..d {
+                    mx[r * d + kk] +=
+                        g * (s * w.row(t)[kk].abs() + 2.0 * c * s * s * x[r * d + kk].abs());
+                }
+            }
+        }
+        mx
+    };
+    [input_side(&mfq, &fq, q), input_side(&mfk, &fk, k), mv]
+}
+
+/// One FAVOR+ gradient case against [`favor_attention_backward`] (f64 on the rounded inputs, W
+/// rounded to f32). Tolerance per entry: one ulp of T plus 2^-22 (len + value_dim + m + dim +
+/// 16) times the entry's size before cancellation ([`favor_gradient_magnitudes`]): every stage
+/// is an f32 sum of at most that many terms. Returns the worst error over that size.
+#[allow(clippy::too_many_arguments)]
+fn check_favor_backward<T: Element, B: Backend>(
+    b: &B,
+    rng: &mut Rng,
+    heads: usize,
+    len: usize,
+    dim: usize,
+    value_dim: usize,
+    m: usize,
+    causal: bool,
+) -> f64 {
+    let shape = AttentionShape {
+        heads,
+        len,
+        dim,
+        value_dim,
+    };
+    let opts = Favor {
+        input_scale: (dim as f64).powf(-0.25),
+        eps: 1e-6,
+        guard: 1e-6,
+        causal,
+    };
+    let rows = heads * len;
+    let w = ProjectionSpec::new(Coupling::Simplex, m, dim, rng.seed)
+        .unwrap()
+        .draw(5);
+    let w32 = Projection {
+        w: w.to_f32().iter().map(|&v| f64::from(v)).collect(),
+        ..w.clone()
+    };
+    let mut input = |cols: usize| {
+        let stride = cols + rng.below(3);
+        let offset = rng.below(3);
+        Mat::<T>::from_fn(rows, cols, stride, offset, |_, _| rng.normal())
+    };
+    let (q, k, v, dout) = (input(dim), input(dim), input(value_dim), input(value_dim));
+    let mut poisoned =
+        |cols: usize| Mat::<T>::poisoned(rows, cols, cols + rng.below(3), rng.below(3));
+    let (mut dq, mut dk, mut dv) = (poisoned(dim), poisoned(dim), poisoned(value_dim));
+    let what = format!(
+        "seed {} {} heads={heads} len={len} dim={dim} dv={value_dim} m={m} causal={causal}",
+        rng.seed,
+        T::DTYPE.name()
+    );
+    b.favor_backward(
+        &opts,
+        &shape,
+        &w,
+        [&q, &k, &v],
+        &dout,
+        [&mut dq, &mut dk, &mut dv],
+    )
+    .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let (want_q, want_k, want_v) = favor_attention_backward(
+        &opts,
+        &shape,
+        &w32,
+        &q.to_f64(),
+        &k.to_f64(),
+        &v.to_f64(),
+        &dout.to_f64(),
+    )
+    .unwrap();
+    let mags = favor_gradient_magnitudes(
+        &opts,
+        &shape,
+        &w32,
+        &q.to_f64(),
+        &k.to_f64(),
+        &v.to_f64(),
+        &dout.to_f64(),
+    );
+    let terms = (len + value_dim + m + dim + 16) as f64;
+    let mut worst: f64 = 0.0;
+    for ((name, got, want), mag) in [
+        ("dq", &dq, want_q),
+        ("dk", &dk, want_k),
+        ("dv", &dv, want_v),
+    ]
+    .into_iter()
+    .zip(&mags)
+    {
+        assert!(
+            got.padding_untouched(),
+            "{what}: {name} wrote outside the rows"
+        );
+        let cols = got.cols;
+        for (i, ((g, w), size)) in got.to_f64().iter().zip(&want).zip(mag).enumerate() {
+            let excess = (g - w).abs() - common::ulp(T::DTYPE, *w);
+            worst = worst.max(excess / (size * terms * 2f64.powi(-24)));
+            assert!(
+                excess <= 2f64.powi(-22) * terms * size,
+                "{what}: {name}[{}][{}] = {g} vs {w} (size before cancellation {size:.3e})",
+                i / cols,
+                i % cols
+            );
+        }
+    }
+    worst
+}
+
+fn favor_backward_cases<B: Backend>(b: &B) {
+    let mut rng = Rng::new();
+    let mut worst: f64 = 0.0;
+    for causal in [false, true] {
+        // Lengths around the 64-row segments; value_dim around the 32-column lane slots.
+        for (heads, len, dim, dv, m) in [
+            (1, 1, 4, 1, 8),
+            (2, 64, 8, 31, 16),
+            (3, 65, 16, 32, 40),
+            (1, 150, 8, 64, 130),
+            (2, 129, 12, 5, 24),
+        ] {
+            worst = worst.max(check_favor_backward::<f32, B>(
+                b, &mut rng, heads, len, dim, dv, m, causal,
+            ));
+        }
+        check_favor_backward::<bf16, B>(b, &mut rng, 2, 100, 16, 16, 32, causal);
+        check_favor_backward::<f16, B>(b, &mut rng, 2, 100, 16, 16, 32, causal);
+    }
+    println!("FAVOR+ gradients, f32: worst error = {worst:.3} x 2^-24 (terms) (size); bound 4");
+}
+
+fn favor_backward_errors<B: Backend>(b: &B) {
+    let w = ProjectionSpec::new(Coupling::Simplex, 16, 8, 1)
+        .unwrap()
+        .draw(0);
+    let shape = AttentionShape {
+        heads: 2,
+        len: 3,
+        dim: 8,
+        value_dim: 4,
+    };
+    let opts = Favor {
+        input_scale: 1.0,
+        eps: 0.0,
+        guard: 0.0,
+        causal: true,
+    };
+    let mat = |rows, cols| Mat::<f32>::from_fn(rows, cols, cols, 0, |_, _| 0.1);
+    let (q, v) = (mat(6, 8), mat(6, 4));
+    let nan = |rows, cols| Mat::<f32>::poisoned(rows, cols, cols, 0);
+    let (mut dq, mut dk, mut dv) = (nan(6, 8), nan(6, 8), nan(6, 4));
+    let short = mat(5, 4);
+    assert!(
+        b.favor_backward(
+            &opts,
+            &shape,
+            &w,
+            [&q, &q, &v],
+            &short,
+            [&mut dq, &mut dk, &mut dv]
+        )
+        .is_err(),
+        "dout rows"
+    );
+    let mut dq_wide = nan(6, 9);
+    assert!(
+        b.favor_backward(
+            &opts,
+            &shape,
+            &w,
+            [&q, &q, &v],
+            &v,
+            [&mut dq_wide, &mut dk, &mut dv]
+        )
+        .is_err(),
+        "dq columns"
+    );
+    let mut dv_short = nan(5, 4);
+    assert!(
+        b.favor_backward(
+            &opts,
+            &shape,
+            &w,
+            [&q, &q, &v],
+            &v,
+            [&mut dq, &mut dk, &mut dv_short]
+        )
+        .is_err(),
+        "dv rows"
+    );
+    let neg_guard = Favor {
+        guard: -1.0,
+        ..opts
+    };
+    assert!(
+        b.favor_backward(
+            &neg_guard,
+            &shape,
+            &w,
+            [&q, &q, &v],
+            &v,
+            [&mut dq, &mut dk, &mut dv]
+        )
+        .is_err(),
+        "guard"
+    );
+    let big = ProjectionSpec::new(Coupling::Iid, 2000, 8, 1)
+        .unwrap()
+        .draw(0);
+    assert!(
+        b.favor_backward(
+            &opts,
+            &shape,
+            &big,
+            [&q, &q, &v],
+            &v,
+            [&mut dq, &mut dk, &mut dv]
+        )
+        .is_err(),
+        "m = 2000"
+    );
+    for (name, g) in [("dq", &dq), ("dk", &dk), ("dv", &dv)] {
+        assert!(
+            g.to_f64().iter().all(|v| v.is_nan()),
+            "{name}: nothing launched on errors"
+        );
+    }
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emu_favor_gradients_match_the_reference() {
+    favor_backward_cases(&Emu(spherekit::emulator::Emulator::new(3)));
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emu_favor_gradient_errors_are_values() {
+    favor_backward_errors(&Emu(spherekit::emulator::Emulator::new(3)));
+}
+
+#[test]
+fn gpu_favor_gradients_match_the_reference() {
+    if let Some((gpu, stream)) = common::gpu("gpu_favor_gradients_match_the_reference") {
+        favor_backward_cases(&Device { gpu, stream });
+    }
+}
+
+#[test]
+fn gpu_favor_gradient_errors_are_values() {
+    if let Some((gpu, stream)) = common::gpu("gpu_favor_gradient_errors_are_values") {
+        favor_backward_errors(&Device { gpu, stream });
     }
 }

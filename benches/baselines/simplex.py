@@ -12,6 +12,8 @@ Same shapes and semantics as the Rust bench (benches/simplex.rs):
   materialized, as in performer-pytorch's causal_linear_attention_noncuda); heads are processed
   in groups small enough to fit memory.
 - scaled_dot_product_attention (non-causal and causal) on the same q, k, v.
+- at 4k, a training step (op favor_*_fwd_bwd): forward + autograd backward of the einsum/cumsum
+  forms and of SDPA, with gradients for q, k and v.
 
 batch x heads x length = 2^20 rows, head_dim 64, m = 256, bf16. Timing: CUDA events, after
 warm-up, median of many runs. Output: `RESULT {json}` lines with the keys of the Rust bench
@@ -37,6 +39,7 @@ M = 256
 EPS = 1e-6
 GUARD = 1e-6
 LENS = [1024, 4096, 16384, 65536]
+TRAIN_LEN = 4096
 
 
 def result(**kv):
@@ -89,6 +92,36 @@ def favor_causal_cumsum(q, k, v, w, group):
     return torch.cat(outs, dim=1)
 
 
+def common_keys(heads, length):
+    return dict(dtype="bf16", heads=heads, len=length, dim=DIM, features=M)
+
+
+def train_step(q, k, v, w, common):
+    """Forward + backward (gradients of q, k, v) of each torch form, timed together."""
+    dout = torch.randn_like(v)
+    q, k, v = (t.detach().requires_grad_(True) for t in (q, k, v))
+    heads, length = common["heads"], common["len"]
+    forms = [
+        (False, "torch_einsum", lambda: favor_noncausal(q, k, v, w)),
+        (True, "torch_cumsum", lambda: favor_causal_cumsum(
+            q, k, v, w, max(1, (1 << 29) // (length * M * DIM)))),
+        (False, "torch_sdpa", lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)),
+        (True, "torch_sdpa", lambda: torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, is_causal=True)),
+    ]
+    for causal, impl, fwd in forms:
+        op = ("favor_causal" if causal else "favor_noncausal") + "_fwd_bwd"
+        try:
+            def step():
+                q.grad = k.grad = v.grad = None
+                torch.autograd.backward(fwd(), dout)
+            us = median_us(step, 1, 5)
+            result(op=op, impl=impl, median_us=round(us, 3), **common)
+        except Exception as e:  # noqa: BLE001
+            result(op=op, impl=impl, error=str(e)[:200], **common)
+            torch.cuda.empty_cache()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -119,7 +152,7 @@ def main():
             if time.time() - start > args.time_budget:
                 print("# simplex.py: time budget spent")
                 return 0
-            common = dict(dtype="bf16", heads=heads, len=length, dim=DIM, features=M)
+            common = common_keys(heads, length)
             op = "favor_causal" if causal else "favor_noncausal"
             try:
                 with torch.no_grad():
@@ -137,6 +170,8 @@ def main():
             except Exception as e:  # noqa: BLE001 (out of memory and friends are results too)
                 result(op=op, impl="torch", error=str(e)[:200], **common)
                 torch.cuda.empty_cache()
+        if length == TRAIN_LEN:
+            train_step(q, k, v, w, common_keys(heads, length))
         del q, k, v
         torch.cuda.empty_cache()
     print("# done")

@@ -1,7 +1,8 @@
 //! The simplex-random-feature kernels on the CPU emulator (feature `emulator`), for tests.
 
 use super::gpu::{
-    ProjectionArg, favor_workspace_len, plan_favor, plan_features, plan_features_backward,
+    FavorGradArgs, ProjectionArg, favor_workspace_len, plan_favor, plan_favor_backward,
+    plan_features, plan_features_backward,
 };
 use super::{AttentionShape, Favor, FeatureMap};
 use crate::element::Element;
@@ -22,20 +23,8 @@ impl FeatureMap {
     ) -> Result<()> {
         let mut staged_x = Staged::new();
         let xa = staged_x.rows("x", x);
-        if features == 0 || w.len() != features * xa.cols {
-            return Err(Error::shape(format!(
-                "W has {} elements, not {features} x {}",
-                w.len(),
-                xa.cols
-            )));
-        }
         let mut staged_w = Staged::new();
-        let wa = staged_w.vector("w", w);
-        let wa = ProjectionArg {
-            addr: wa.addr,
-            features,
-            dim: xa.cols,
-        };
+        let wa = stage_projection(&mut staged_w, w, features, xa.cols)?;
         let (oo, oa) = Output::rows("out", out);
         let (so, sa) = Output::vector("shift", shift);
         for launch in plan_features::<T>(self, emu, false, &wa, &xa, &oa, &sa)? {
@@ -61,24 +50,12 @@ impl FeatureMap {
     ) -> Result<()> {
         let mut staged = Staged::new();
         let (xa, ga) = (staged.rows("x", x), staged.rows("dphi", dphi));
-        if features == 0 || w.len() != features * xa.cols {
-            return Err(Error::shape(format!(
-                "W has {} elements, not {features} x {}",
-                w.len(),
-                xa.cols
-            )));
-        }
         let mut staged_f = Staged::new();
-        let wa = staged_f.vector("w", w);
+        let wa = stage_projection(&mut staged_f, w, features, xa.cols)?;
         let sa = staged_f.vector("shift", shift);
-        let wa = ProjectionArg {
-            addr: wa.addr,
-            features,
-            dim: xa.cols,
-        };
         let (dxo, dxa) = Output::rows("dx", dx);
         emu.launch(&plan_features_backward::<T>(
-            self, emu, &wa, &xa, &sa, &ga, &dxa,
+            self, emu, false, &wa, &xa, &sa, &ga, &dxa,
         )?)?;
         staged.check()?;
         staged_f.check()?;
@@ -107,27 +84,84 @@ impl Favor {
             staged.rows("k", k),
             staged.rows("v", v),
         );
-        if features == 0 || w.len() != features * shape.dim {
-            return Err(Error::shape(format!(
-                "W has {} elements, not {features} x {}",
-                w.len(),
-                shape.dim
-            )));
-        }
         let mut staged_w = Staged::new();
-        let wa = staged_w.vector("w", w);
-        let wa = ProjectionArg {
-            addr: wa.addr,
-            features,
-            dim: shape.dim,
-        };
+        let wa = stage_projection(&mut staged_w, w, features, shape.dim)?;
         let (oo, oa) = Output::rows("out", out);
         plan_favor::<T>(self, emu, shape, &wa, &qa, &ka, &va, &oa, 0)?;
-        let ws = Guarded::<f64>::poisoned("workspace", favor_workspace_len(shape, features)?);
+        let ws =
+            Guarded::<f64>::poisoned("workspace", favor_workspace_len(shape, features, false)?);
         plan_favor::<T>(self, emu, shape, &wa, &qa, &ka, &va, &oa, ws.addr())?.run(emu)?;
         ws.check_guards()?;
         staged.check()?;
         staged_w.check()?;
         oo.finish_rows(out)
     }
+
+    /// [`Favor::backward`] on the CPU emulator: `w` is W (m x dim, f32, row-major). The
+    /// workspace starts as NaN, so a read before a write shows in the gradients.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_emulated<T: Element>(
+        &self,
+        emu: &Emulator,
+        shape: &AttentionShape,
+        w: &[f32],
+        features: usize,
+        q: &HostRows<'_, T>,
+        k: &HostRows<'_, T>,
+        v: &HostRows<'_, T>,
+        dout: &HostRows<'_, T>,
+        dq: &mut HostRowsMut<'_, T>,
+        dk: &mut HostRowsMut<'_, T>,
+        dv: &mut HostRowsMut<'_, T>,
+    ) -> Result<()> {
+        let mut staged = Staged::new();
+        let (qa, ka, va, da) = (
+            staged.rows("q", q),
+            staged.rows("k", k),
+            staged.rows("v", v),
+            staged.rows("dout", dout),
+        );
+        let mut staged_w = Staged::new();
+        let wa = stage_projection(&mut staged_w, w, features, shape.dim)?;
+        let (dqo, dqa) = Output::rows("dq", dq);
+        let (dko, dka) = Output::rows("dk", dk);
+        let (dvo, dva) = Output::rows("dv", dv);
+        let args = FavorGradArgs {
+            dout: da,
+            dq: dqa,
+            dk: dka,
+            dv: dva,
+        };
+        plan_favor_backward::<T>(self, emu, shape, &wa, &qa, &ka, &va, &args, 0)?;
+        let ws = Guarded::<f64>::poisoned("workspace", favor_workspace_len(shape, features, true)?);
+        plan_favor_backward::<T>(self, emu, shape, &wa, &qa, &ka, &va, &args, ws.addr())?
+            .run(emu)?;
+        ws.check_guards()?;
+        staged.check()?;
+        staged_w.check()?;
+        dqo.finish_rows(dq)?;
+        dko.finish_rows(dk)?;
+        dvo.finish_rows(dv)
+    }
+}
+
+/// Stages W (m x dim, f32, row-major) and checks its length.
+fn stage_projection<'a>(
+    staged: &mut Staged<'a, f32>,
+    w: &'a [f32],
+    features: usize,
+    dim: usize,
+) -> Result<ProjectionArg> {
+    if features == 0 || w.len() != features * dim {
+        return Err(Error::shape(format!(
+            "W has {} elements, not {features} x {dim}",
+            w.len()
+        )));
+    }
+    let wa = staged.vector("w", w);
+    Ok(ProjectionArg {
+        addr: wa.addr,
+        features,
+        dim,
+    })
 }

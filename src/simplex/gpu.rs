@@ -16,8 +16,8 @@ use crate::launch::{
 };
 use crate::params::{
     SK_FAVOR_MAX_VALUE_DIM, SK_FAVOR_SEGMENT, SK_FAVOR_THREADS, SK_RF_ROWS, SK_RF_SHIFT_GIVEN,
-    SK_RF_SHIFT_MAX_ONLY, SK_RF_SHIFT_NONE, SK_RF_SHIFT_ROW, SK_RF_THREADS, sk_favor_params,
-    sk_rf_backward_params, sk_rf_features_params,
+    SK_RF_SHIFT_MAX_ONLY, SK_RF_SHIFT_NONE, SK_RF_SHIFT_ROW, SK_RF_THREADS,
+    sk_favor_backward_params, sk_favor_params, sk_rf_backward_params, sk_rf_features_params,
 };
 
 /// Dynamic shared memory the fused row shift may use: the exponents of a block's rows stay
@@ -33,12 +33,16 @@ pub(crate) fn kernel_names() -> Vec<String> {
         names.push(format!("sk_rf_features_backward_{}", t.name()));
         names.push(format!("sk_favor_state_{}", t.name()));
         names.push(format!("sk_favor_output_{}", t.name()));
+        names.push(format!("sk_favor_grad_query_{}", t.name()));
+        names.push(format!("sk_favor_grad_key_{}", t.name()));
         if t != DType::F32 {
             names.push(format!("sk_rf_features_{}_to_f32", t.name()));
+            names.push(format!("sk_rf_features_backward_{}_from_f32", t.name()));
         }
     }
     names.push("sk_rf_group_shift".to_string());
     names.push("sk_favor_prefix".to_string());
+    names.push("sk_favor_grad_state".to_string());
     names
 }
 
@@ -253,6 +257,7 @@ const BACKWARD_SMEM_LIMIT: u64 = 48 * 1024;
 pub(crate) fn plan_features_backward<T: Element>(
     map: &FeatureMap,
     l: &impl Launcher,
+    dphi_f32: bool,
     w: &ProjectionArg,
     x: &MatArg,
     shift: &VecArg,
@@ -288,7 +293,10 @@ pub(crate) fn plan_features_backward<T: Element>(
         .min(u64::from(l.sm_count()) * 16)
         .clamp(1, MAX_GRID) as u32;
     Ok(Launch {
-        kernel: format!("sk_rf_features_backward_{}", T::DTYPE.name()),
+        kernel: match (T::DTYPE, dphi_f32) {
+            (DType::F32, _) | (_, false) => format!("sk_rf_features_backward_{}", T::DTYPE.name()),
+            (t, true) => format!("sk_rf_features_backward_{}_from_f32", t.name()),
+        },
         grid,
         block: SK_RF_THREADS,
         shared_mem_bytes: smem as u32,
@@ -328,14 +336,14 @@ impl FeatureMap {
         let (ga, _g) = dphi.arg(gpu, stream, "dphi")?;
         let (da, _d) = dx.arg_mut(gpu, stream, "dx")?;
         l.launch(&plan_features_backward::<T>(
-            self, &l, &wa, &xa, &sa, &ga, &da,
+            self, &l, false, &wa, &xa, &sa, &ga, &da,
         )?)
     }
 }
 
 // ---- FAVOR+ ----------------------------------------------------------------------------------
 
-/// The launches of one FAVOR+ forward pass and the workspace they need.
+/// The launches of one FAVOR+ forward pass.
 pub(crate) struct FavorPlan {
     features: Vec<Launch<sk_rf_features_params>>,
     favor: Vec<Launch<sk_favor_params>>,
@@ -348,53 +356,116 @@ impl FavorPlan {
     }
 }
 
-/// Regions of the FAVOR+ workspace, in f32 elements, each starting on 16 bytes.
+/// Regions of the FAVOR+ workspace, in f32 elements, each starting on 16 bytes. The gradient
+/// regions (g, dstates, dphiq, dphik) are empty for the forward pass.
 struct FavorLayout {
     phiq: usize,
     phik: usize,
     qshift: usize,
     kshift: usize,
     states: usize,
+    g: usize,
+    dstates: usize,
+    dphiq: usize,
+    dphik: usize,
     total: usize,
 }
 
-fn favor_layout(shape: &AttentionShape, m: usize) -> Result<FavorLayout> {
+fn favor_layout(shape: &AttentionShape, m: usize, grad: bool) -> Result<FavorLayout> {
     let too_large = || Error::TooLarge(format!("FAVOR+ workspace for {shape:?} and m = {m}"));
     let rows = shape.heads.checked_mul(shape.len).ok_or_else(too_large)?;
     let segments = shape.len.div_ceil(SK_FAVOR_SEGMENT as usize);
+    let width = shape.value_dim + 1;
     let feats = rows.checked_mul(m).ok_or_else(too_large)?;
     let states = shape
         .heads
         .checked_mul(segments)
         .and_then(|v| v.checked_mul(m))
-        .and_then(|v| v.checked_mul(shape.value_dim + 1))
+        .and_then(|v| v.checked_mul(width))
         .ok_or_else(too_large)?;
-    let up = |v: usize| v.div_ceil(4) * 4;
-    let phiq = 0;
-    let phik = up(feats);
-    let qshift = phik + up(feats);
-    let kshift = qshift + up(rows);
-    let start = kshift + up(rows);
-    let total = start.checked_add(states).ok_or_else(too_large)?;
+    let g = rows.checked_mul(width).ok_or_else(too_large)?;
+    // Region sizes in order, each rounded up to 4 floats; the gradient's only when asked.
+    let grad_sizes = if grad {
+        [g, states, feats, feats]
+    } else {
+        [0; 4]
+    };
+    let sizes = [feats, feats, rows, rows, states];
+    let mut offsets = [0usize; 10];
+    let mut at = 0usize;
+    for (o, size) in offsets.iter_mut().zip(sizes.iter().chain(&grad_sizes)) {
+        *o = at;
+        at = at.checked_add(size.div_ceil(4) * 4).ok_or_else(too_large)?;
+    }
+    let [
+        phiq,
+        phik,
+        qshift,
+        kshift,
+        states,
+        g,
+        dstates,
+        dphiq,
+        dphik,
+        _,
+    ] = offsets;
     Ok(FavorLayout {
         phiq,
         phik,
         qshift,
         kshift,
-        states: start,
-        total,
+        states,
+        g,
+        dstates,
+        dphiq,
+        dphik,
+        total: at,
     })
 }
 
-/// f64 elements of workspace a FAVOR+ forward pass needs.
-pub(crate) fn favor_workspace_len(shape: &AttentionShape, m: usize) -> Result<usize> {
-    Ok(favor_layout(shape, m)?.total.div_ceil(2))
+/// f64 elements of workspace a FAVOR+ forward pass (or, with `grad`, its gradient) needs.
+pub(crate) fn favor_workspace_len(shape: &AttentionShape, m: usize, grad: bool) -> Result<usize> {
+    Ok(favor_layout(shape, m, grad)?.total.div_ceil(2))
 }
 
-/// Plans FAVOR+ forward: query and key features into the workspace (f32), segment states,
-/// their prefix sums (or total), and the outputs.
+/// Checks that `a` is rows x cols for `shape`.
+fn check_attention_rows(
+    name: &str,
+    a: &MatArg,
+    rows: usize,
+    cols: usize,
+    shape: &AttentionShape,
+) -> Result<()> {
+    if (a.rows, a.cols) != (rows, cols) {
+        return Err(Error::shape(format!(
+            "`{name}` is {} x {}, expected {rows} x {cols} for {shape:?}",
+            a.rows, a.cols
+        )));
+    }
+    Ok(())
+}
+
+/// The stages the forward pass and the gradient share: features into the workspace, segment
+/// states and their prefix sums (or total).
+struct FavorStages {
+    features: Vec<Launch<sk_rf_features_params>>,
+    params: sk_favor_params,
+    state: Launch<sk_favor_params>,
+    prefix: Launch<sk_favor_params>,
+    lay: FavorLayout,
+    rows: usize,
+}
+
+/// Grids of the FAVOR+ kernels: a block per (head, segment), a thread per (head, state entry),
+/// a warp per row; each capped at `per_sm` blocks per SM (grid-stride loops).
+fn favor_grid(l: &impl Launcher, blocks: u64, per_sm: u64) -> u32 {
+    blocks
+        .min(u64::from(l.sm_count()) * per_sm)
+        .clamp(1, MAX_GRID) as u32
+}
+
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn plan_favor<T: Element>(
+fn plan_favor_stages<T: Element>(
     opts: &Favor,
     l: &impl Launcher,
     shape: &AttentionShape,
@@ -402,28 +473,18 @@ pub(crate) fn plan_favor<T: Element>(
     q: &MatArg,
     k: &MatArg,
     v: &MatArg,
-    out: &MatArg,
     work_addr: u64,
-) -> Result<FavorPlan> {
+    grad: bool,
+) -> Result<FavorStages> {
     let rows = shape.heads.checked_mul(shape.len).unwrap_or(0);
     if rows == 0 {
         return Err(Error::shape(
             "FAVOR+ needs at least one head and one position",
         ));
     }
-    for (name, a, cols) in [
-        ("q", q, shape.dim),
-        ("k", k, shape.dim),
-        ("v", v, shape.value_dim),
-        ("out", out, shape.value_dim),
-    ] {
-        if (a.rows, a.cols) != (rows, cols) {
-            return Err(Error::shape(format!(
-                "`{name}` is {} x {}, expected {rows} x {cols} for {shape:?}",
-                a.rows, a.cols
-            )));
-        }
-    }
+    check_attention_rows("q", q, rows, shape.dim, shape)?;
+    check_attention_rows("k", k, rows, shape.dim, shape)?;
+    check_attention_rows("v", v, rows, shape.value_dim, shape)?;
     if shape.value_dim > SK_FAVOR_MAX_VALUE_DIM as usize {
         return Err(Error::TooLarge(format!(
             "value dimension {} (at most {SK_FAVOR_MAX_VALUE_DIM})",
@@ -437,7 +498,7 @@ pub(crate) fn plan_favor<T: Element>(
         ));
     }
     let m = w.features;
-    let lay = favor_layout(shape, m)?;
+    let lay = favor_layout(shape, m, grad)?;
     let at = |offset: usize| work_addr + 4 * offset as u64;
     let feats = |addr| MatArg {
         addr,
@@ -469,27 +530,21 @@ pub(crate) fn plan_favor<T: Element>(
         phiq: at(lay.phiq) as *const f32,
         phik: at(lay.phik) as *const f32,
         v: v.addr as *const c_void,
-        out: out.addr as *mut c_void,
+        out: std::ptr::null_mut(),
         states: at(lay.states) as *mut f32,
         heads: shape.heads as u64,
         len: shape.len as u64,
         v_stride: v.stride as u64,
-        out_stride: out.stride as u64,
+        out_stride: 0,
         features: m as u32,
         value_dim: shape.value_dim as u32,
         segments: u32::try_from(segments)
             .map_err(|_| Error::TooLarge(format!("{} positions", shape.len)))?,
         causal: u32::from(opts.causal),
         guard: opts.guard as f32,
-        reserved: 0,
-    };
-    let cap = |blocks: u64, per_sm: u64| {
-        blocks
-            .min(u64::from(l.sm_count()) * per_sm)
-            .clamp(1, MAX_GRID) as u32
+        reverse: 0,
     };
     let entries = (m * (shape.value_dim + 1)) as u64;
-    let t = T::DTYPE.name();
     let launch = |kernel: String, grid| Launch {
         kernel,
         grid,
@@ -497,24 +552,196 @@ pub(crate) fn plan_favor<T: Element>(
         shared_mem_bytes: 0,
         params,
     };
-    let favor = vec![
-        launch(
-            format!("sk_favor_state_{t}"),
-            cap((shape.heads * segments) as u64, 8),
+    Ok(FavorStages {
+        features,
+        params,
+        state: launch(
+            format!("sk_favor_state_{}", T::DTYPE.name()),
+            favor_grid(l, (shape.heads * segments) as u64, 8),
         ),
-        launch(
+        prefix: launch(
             "sk_favor_prefix".to_string(),
-            cap(
+            favor_grid(
+                l,
                 (shape.heads as u64 * entries).div_ceil(u64::from(SK_FAVOR_THREADS)),
                 8,
             ),
         ),
-        launch(
-            format!("sk_favor_output_{t}"),
-            cap((rows as u64).div_ceil(u64::from(SK_FAVOR_THREADS / 32)), 16),
-        ),
+        lay,
+        rows,
+    })
+}
+
+/// A warp per row: the grid of the output and gradient row kernels.
+fn favor_row_grid(l: &impl Launcher, rows: usize) -> u32 {
+    favor_grid(
+        l,
+        (rows as u64).div_ceil(u64::from(SK_FAVOR_THREADS / 32)),
+        16,
+    )
+}
+
+/// Plans FAVOR+ forward: query and key features into the workspace (f32), segment states,
+/// their prefix sums (or total), and the outputs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn plan_favor<T: Element>(
+    opts: &Favor,
+    l: &impl Launcher,
+    shape: &AttentionShape,
+    w: &ProjectionArg,
+    q: &MatArg,
+    k: &MatArg,
+    v: &MatArg,
+    out: &MatArg,
+    work_addr: u64,
+) -> Result<FavorPlan> {
+    let st = plan_favor_stages::<T>(opts, l, shape, w, q, k, v, work_addr, false)?;
+    check_attention_rows("out", out, st.rows, shape.value_dim, shape)?;
+    let output = Launch {
+        kernel: format!("sk_favor_output_{}", T::DTYPE.name()),
+        grid: favor_row_grid(l, st.rows),
+        block: SK_FAVOR_THREADS,
+        shared_mem_bytes: 0,
+        params: sk_favor_params {
+            out: out.addr as *mut c_void,
+            out_stride: out.stride as u64,
+            ..st.params
+        },
+    };
+    Ok(FavorPlan {
+        features: st.features,
+        favor: vec![st.state, st.prefix, output],
+    })
+}
+
+/// The launches of one FAVOR+ gradient: the forward stages, the query and key gradients with
+/// the gradient states between them, and the two feature-map gradients.
+pub(crate) struct FavorBackwardPlan {
+    forward: FavorPlan,
+    query: Launch<sk_favor_backward_params>,
+    grad_state: Launch<sk_favor_backward_params>,
+    grad_prefix: Launch<sk_favor_params>,
+    key: Launch<sk_favor_backward_params>,
+    inputs: [Launch<sk_rf_backward_params>; 2],
+}
+
+impl FavorBackwardPlan {
+    pub(crate) fn run(&self, l: &impl Launcher) -> Result<()> {
+        self.forward.run(l)?;
+        l.launch(&self.query)?;
+        l.launch(&self.grad_state)?;
+        l.launch(&self.grad_prefix)?;
+        l.launch(&self.key)?;
+        self.inputs.iter().try_for_each(|f| l.launch(f))
+    }
+}
+
+/// The gradients' outputs and the incoming gradient of one FAVOR+ backward pass.
+pub(crate) struct FavorGradArgs {
+    pub dout: MatArg,
+    pub dq: MatArg,
+    pub dk: MatArg,
+    pub dv: MatArg,
+}
+
+/// Plans the FAVOR+ gradient (see [`Favor::backward`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn plan_favor_backward<T: Element>(
+    opts: &Favor,
+    l: &impl Launcher,
+    shape: &AttentionShape,
+    w: &ProjectionArg,
+    q: &MatArg,
+    k: &MatArg,
+    v: &MatArg,
+    grads: &FavorGradArgs,
+    work_addr: u64,
+) -> Result<FavorBackwardPlan> {
+    let st = plan_favor_stages::<T>(opts, l, shape, w, q, k, v, work_addr, true)?;
+    let rows = st.rows;
+    check_attention_rows("dout", &grads.dout, rows, shape.value_dim, shape)?;
+    check_attention_rows("dq", &grads.dq, rows, shape.dim, shape)?;
+    check_attention_rows("dk", &grads.dk, rows, shape.dim, shape)?;
+    check_attention_rows("dv", &grads.dv, rows, shape.value_dim, shape)?;
+    let (lay, m) = (&st.lay, w.features);
+    let at = |offset: usize| work_addr + 4 * offset as u64;
+    let bp = sk_favor_backward_params {
+        f: st.params,
+        dout: grads.dout.addr as *const c_void,
+        dv: grads.dv.addr as *mut c_void,
+        g: at(lay.g) as *mut f32,
+        dstates: at(lay.dstates) as *mut f32,
+        dphiq: at(lay.dphiq) as *mut f32,
+        dphik: at(lay.dphik) as *mut f32,
+        dout_stride: grads.dout.stride as u64,
+        dv_stride: grads.dv.stride as u64,
+    };
+    let t = T::DTYPE.name();
+    let row_launch = |kernel: String| Launch {
+        kernel,
+        grid: favor_row_grid(l, rows),
+        block: SK_FAVOR_THREADS,
+        shared_mem_bytes: 0,
+        params: bp,
+    };
+    let grad_state = Launch {
+        kernel: "sk_favor_grad_state".to_string(),
+        grid: st.state.grid,
+        block: SK_FAVOR_THREADS,
+        shared_mem_bytes: 0,
+        params: bp,
+    };
+    let grad_prefix = Launch {
+        params: sk_favor_params {
+            states: bp.dstates,
+            reverse: 1,
+            ..st.params
+        },
+        ..st.prefix.clone()
+    };
+    let feats = |offset: usize| MatArg {
+        addr: at(offset),
+        rows,
+        cols: m,
+        stride: m,
+    };
+    let vec = |offset: usize| VecArg {
+        addr: at(offset),
+        len: rows,
+    };
+    let inputs = [
+        plan_features_backward::<T>(
+            &opts.query_map(),
+            l,
+            true,
+            w,
+            q,
+            &vec(lay.qshift),
+            &feats(lay.dphiq),
+            &grads.dq,
+        )?,
+        plan_features_backward::<T>(
+            &opts.key_map(shape.len),
+            l,
+            true,
+            w,
+            k,
+            &vec(lay.kshift),
+            &feats(lay.dphik),
+            &grads.dk,
+        )?,
     ];
-    Ok(FavorPlan { features, favor })
+    Ok(FavorBackwardPlan {
+        forward: FavorPlan {
+            features: st.features,
+            favor: vec![st.state, st.prefix],
+        },
+        query: row_launch(format!("sk_favor_grad_query_{t}")),
+        grad_state,
+        grad_prefix,
+        key: row_launch(format!("sk_favor_grad_key_{t}")),
+        inputs,
+    })
 }
 
 impl Favor {
@@ -548,9 +775,60 @@ impl Favor {
         let (oa, _o) = out.arg_mut(gpu, stream, "out")?;
         // Validate before allocating: a plan against address 0 checks every shape.
         plan_favor::<T>(self, &l, shape, &wa, &qa, &ka, &va, &oa, 0)?;
-        let len = favor_workspace_len(shape, w.features)?;
+        let len = favor_workspace_len(shape, w.features, false)?;
         let buf = workspace.get(gpu, stream, len)?;
         let (work, _ws) = buf.device_ptr_mut(stream);
         plan_favor::<T>(self, &l, shape, &wa, &qa, &ka, &va, &oa, work)?.run(&l)
+    }
+
+    /// The gradient of Σ dout·out for [`Favor::forward`] with respect to q, k and v, written
+    /// to `dq`, `dk` (rows x dim) and `dv` (rows x value_dim), all in T; the feature shifts
+    /// are held constant (see [`super`]). The forward stages (features, states, prefix sums)
+    /// are recomputed into `workspace`, which also holds G = [dout, −dout·out]/den (rows x
+    /// (value_dim + 1)), the gradient states and dφ(q), dφ(k) in f32. Then, all in f32:
+    /// dφ(q_i) = S_i G_i (a warp per query), the gradient states Σ φ(q_i) G_iᵀ per segment
+    /// and their suffix sums (causal) or total, dφ(k_j) = D_j [v_j, 1] and dv_j = D_j[:, :dv]ᵀ
+    /// φ(k_j) (a warp per key), and the two feature-map gradients
+    /// ([`FeatureMap::features_backward`] from f32). Deterministic summation orders.
+    ///
+    /// Errors: as [`Favor::forward`], `dout`, `dq`, `dk` or `dv` of the wrong shape, and m
+    /// above 1536 (the feature-map gradient's limit).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward<T: Element>(
+        &self,
+        gpu: &Gpu,
+        stream: &Arc<CudaStream>,
+        shape: &AttentionShape,
+        w: &DeviceProjection,
+        q: &Rows<'_, T>,
+        k: &Rows<'_, T>,
+        v: &Rows<'_, T>,
+        dout: &Rows<'_, T>,
+        dq: &mut RowsMut<'_, T>,
+        dk: &mut RowsMut<'_, T>,
+        dv: &mut RowsMut<'_, T>,
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let l = CudaLauncher::new(gpu, stream)?;
+        let (wa, _w) = w.arg(gpu, stream)?;
+        let (qa, _q) = q.arg(gpu, stream, "q")?;
+        let (ka, _k) = k.arg(gpu, stream, "k")?;
+        let (va, _v) = v.arg(gpu, stream, "v")?;
+        let (da, _d) = dout.arg(gpu, stream, "dout")?;
+        let (dqa, _dq) = dq.arg_mut(gpu, stream, "dq")?;
+        let (dka, _dk) = dk.arg_mut(gpu, stream, "dk")?;
+        let (dva, _dv) = dv.arg_mut(gpu, stream, "dv")?;
+        let args = FavorGradArgs {
+            dout: da,
+            dq: dqa,
+            dk: dka,
+            dv: dva,
+        };
+        // Validate before allocating: a plan against address 0 checks every shape.
+        plan_favor_backward::<T>(self, &l, shape, &wa, &qa, &ka, &va, &args, 0)?;
+        let len = favor_workspace_len(shape, w.features, true)?;
+        let buf = workspace.get(gpu, stream, len)?;
+        let (work, _ws) = buf.device_ptr_mut(stream);
+        plan_favor_backward::<T>(self, &l, shape, &wa, &qa, &ka, &va, &args, work)?.run(&l)
     }
 }
