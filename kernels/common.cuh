@@ -16,6 +16,7 @@
 
 #include <float.h>
 #include <stdint.h>
+#include <type_traits>
 
 #include "params.h"
 
@@ -333,6 +334,67 @@ __device__ __forceinline__ double recip_acc(double d) {
 __device__ __forceinline__ double sqrt_acc(double v) {
     if (!(v > 0.0 && v <= DBL_MAX)) return v < 0.0 ? rsqrt_acc(v) : v;  // 0, inf, NaN; <0 -> NaN
     return v * rsqrt_acc(v);
+}
+
+// ---- warp matrix multiply-accumulate (tensor cores) ----------------------------------------
+// d += a b for one m16n8k16 tile, 16-bit operands T (__half or __nv_bfloat16), f32 accumulation.
+// Fragments (PTX ISA, mma.m16n8k16, lane = 4 g + t): a[r] packs two consecutive k of A (16 x 16,
+// row-major): a[0] row g, k 2t..2t+1; a[1] row g+8, same k; a[2] row g, k 2t+8..2t+9; a[3] row
+// g+8, k 2t+8..2t+9. b[r] packs two consecutive k of column n = g of B (16 x 8): b[0] k 2t..2t+1,
+// b[1] k 2t+8..2t+9. d[i]: row g + 8 (i / 2), column 2t + i % 2. The lower k sits in the low half.
+// The emulator gathers the same fragments by shuffles and sums the exact products in f32.
+template <class T>
+struct MmaOperand;
+template <>
+struct MmaOperand<__half> {
+    __device__ __forceinline__ static float lo(uint32_t w) {
+        return __half2float(__ushort_as_half(static_cast<unsigned short>(w & 0xffffu)));
+    }
+    __device__ __forceinline__ static float hi(uint32_t w) {
+        return __half2float(__ushort_as_half(static_cast<unsigned short>(w >> 16)));
+    }
+};
+template <>
+struct MmaOperand<__nv_bfloat16> {
+    __device__ __forceinline__ static float lo(uint32_t w) { return __uint_as_float(w << 16); }
+    __device__ __forceinline__ static float hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
+};
+
+template <class T>
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#if defined(__CUDA_ARCH__)
+    if constexpr (std::is_same<T, __half>::value) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    } else {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+#else
+    using O = MmaOperand<T>;
+    const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4, t = lane % 4;
+    for (int q = 0; q < 4; ++q) {  // k = 2q, 2q+1 and 2q+8, 2q+9
+        uint32_t ar[4], br[2][2];
+        for (int r = 0; r < 4; ++r) ar[r] = __shfl_sync(0xffffffffu, a[r], 4 * g + q);
+        for (int j = 0; j < 2; ++j)
+            for (int r = 0; r < 2; ++r) br[j][r] = __shfl_sync(0xffffffffu, b[r], 4 * (2 * t + j) + q);
+        for (int i = 0; i < 4; ++i) {
+            const int h = i / 2, j = i % 2;  // row g + 8 h, column 2t + j
+            float acc = d[i];
+            acc = fmaf(O::lo(ar[h]), O::lo(br[j][0]), acc);
+            acc = fmaf(O::hi(ar[h]), O::hi(br[j][0]), acc);
+            acc = fmaf(O::lo(ar[2 + h]), O::lo(br[j][1]), acc);
+            acc = fmaf(O::hi(ar[2 + h]), O::hi(br[j][1]), acc);
+            d[i] = acc;
+        }
+    }
+#endif
 }
 
 }  // namespace sk

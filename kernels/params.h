@@ -313,6 +313,15 @@ typedef struct sk_gram_params {
 #define SK_RF_SHIFT_ROW 1u    /* shift = the row's largest exponent, written to `shift` */
 #define SK_RF_SHIFT_MAX_ONLY 2u /* write the row's largest exponent to `shift`, no features */
 #define SK_RF_SHIFT_GIVEN 3u  /* read shift from `shift`                                 */
+/* The tensor-core feature map (sk_rf_features_tc_{f16,bf16}, 16-bit x and features): blocks of
+ * SK_RF_TC_THREADS serve tiles of SK_RF_TC_ROWS rows, features in passes of SK_RF_TC_PASS. Its
+ * dynamic shared memory (sk_rf_tc_smem_bytes in src/simplex/gpu.rs) holds W_hi and W_lo as
+ * [mp][kp + 8] 16-bit words (kp = d rounded up to 16; mp = m rounded up to 8 for one pass, else
+ * whole passes), the x tile [SK_RF_TC_ROWS][kp + 8], and (2 + passes' warps) x SK_RF_TC_ROWS
+ * floats. Same parameters and modes as the SIMT kernels. */
+#define SK_RF_TC_THREADS 256u
+#define SK_RF_TC_ROWS 64u
+#define SK_RF_TC_PASS 256u
 
 typedef struct sk_rf_features_params {
     const void *x;

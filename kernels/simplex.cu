@@ -182,6 +182,215 @@ __device__ void features(const sk_rf_features_params &p) {
     }
 }
 
+// ---- the feature map on the tensor cores (16-bit inputs and outputs) ---------------------
+// The projection a = s W x runs as m16n8k16 MMAs with f32 accumulation: x is exact in its
+// 16-bit type, and W (f32) is split into W_hi + W_lo, both in that type, so the products carry
+// W to 2^-16 relative (two MMAs per tile) instead of the 2^-8 of a single bf16 copy. A block of
+// SK_RF_TC_THREADS (8 warps) keeps W_hi and W_lo in shared memory for the whole grid-stride
+// loop over tiles of SK_RF_TC_ROWS rows, staged as [feature][k] with k padded to 16 and a row
+// stride of 4 mod 8 words (conflict-free fragment reads). Warp (wr, wf) owns rows 32 wr ..
+// +31 and features 64 wf .. +63 of each pass of 256 features; a row's maximum is the max over
+// the 4 warps of its row group, through shared memory. With m <= 256 (one pass) the row shift
+// is fused: the exponents stay in the accumulators between the maximum and the stores.
+namespace tc {
+
+constexpr int THREADS = static_cast<int>(SK_RF_TC_THREADS);
+constexpr int ROWS = static_cast<int>(SK_RF_TC_ROWS);
+constexpr int WARPS = THREADS / 32;
+constexpr int ROW_GROUPS = ROWS / 32;        // warps along the rows, 32 rows each
+constexpr int SLICES = WARPS / ROW_GROUPS;  // warps along the features, 64 features each
+constexpr int PASS = SLICES * 64;            // features per pass
+static_assert(ROW_GROUPS * SLICES == WARPS && PASS == static_cast<int>(SK_RF_TC_PASS), "warp grid");
+
+// The shared-memory layout for padded dimension kp (a multiple of 16) and mp staged features.
+struct Layout {
+    uint32_t stride;  // 16-bit elements per staged row: kp + 8
+    uint32_t w_lo;    // offset of W_lo, in 16-bit elements (W_hi at 0)
+    uint32_t x;       // offset of the x tile
+    uint32_t floats;  // byte offset of the f32 area: norm2[ROWS], part[SLICES][ROWS], run[ROWS]
+};
+
+__device__ __forceinline__ Layout layout(uint32_t kp, uint32_t mp) {
+    Layout l;
+    l.stride = kp + 8;
+    l.w_lo = mp * l.stride;
+    l.x = 2 * mp * l.stride;
+    l.floats = ((l.x + ROWS * l.stride) * 2 + 15) / 16 * 16;
+    return l;
+}
+
+template <class T>
+__device__ __forceinline__ uint16_t bits16(float v) {
+    return Elem<T>::bits(Elem<T>::from_f32(v));
+}
+
+// One pass of features [f0, f0 + PASS): acc[rt][nt][i] for row 32 wr + 16 rt + g + 8 (i / 2) and
+// feature f0 + 64 wf + 8 nt + 2 t + i % 2, accumulated over kp. n-tiles past m are skipped
+// (their accumulators stay 0; the epilogues ignore them).
+template <class T>
+__device__ __forceinline__ void project_pass(const uint16_t *smem, const Layout &l, uint32_t kp, uint32_t m,
+                                             uint32_t f0, float (&acc)[2][8][4]) {
+    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+    const int wr = warp / SLICES, wf = warp % SLICES, g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int rt = 0; rt < 2; ++rt)
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[rt][nt][i] = 0.0f;
+    const uint32_t fw = f0 + 64 * wf;
+    if (fw >= m) return;
+    for (uint32_t k0 = 0; k0 < kp; k0 += 16) {
+        uint32_t a[2][4];
+#pragma unroll
+        for (int rt = 0; rt < 2; ++rt) {
+            const uint16_t *xr = smem + l.x + (32 * wr + 16 * rt + g) * l.stride + k0 + 2 * t;
+            a[rt][0] = *reinterpret_cast<const uint32_t *>(xr);
+            a[rt][1] = *reinterpret_cast<const uint32_t *>(xr + 8 * l.stride);
+            a[rt][2] = *reinterpret_cast<const uint32_t *>(xr + 8);
+            a[rt][3] = *reinterpret_cast<const uint32_t *>(xr + 8 * l.stride + 8);
+        }
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) {
+            if (fw + 8 * nt >= m) break;  // warp-uniform
+            const uint16_t *wh = smem + (fw + 8 * nt + g) * l.stride + k0 + 2 * t;
+            const uint16_t *wl = wh + l.w_lo;
+            const uint32_t bh[2] = {*reinterpret_cast<const uint32_t *>(wh),
+                                    *reinterpret_cast<const uint32_t *>(wh + 8)};
+            const uint32_t bl[2] = {*reinterpret_cast<const uint32_t *>(wl),
+                                    *reinterpret_cast<const uint32_t *>(wl + 8)};
+#pragma unroll
+            for (int rt = 0; rt < 2; ++rt) {
+                mma_16816<T>(acc[rt][nt], a[rt], bl);
+                mma_16816<T>(acc[rt][nt], a[rt], bh);
+            }
+        }
+    }
+}
+
+template <class T>
+__device__ void features(const sk_rf_features_params &p) {
+    unsigned char *base = SK_DYNAMIC_SMEM();
+    uint16_t *smem = reinterpret_cast<uint16_t *>(base);
+    const uint32_t kp = (p.dim + 15) / 16 * 16;
+    const uint32_t passes = (p.features + PASS - 1) / PASS;
+    // Staged features: the whole passes W spans, so pass offsets stay inside the staging.
+    const uint32_t mp = passes == 1 ? (p.features + 7) / 8 * 8 : passes * PASS;
+    const Layout l = layout(kp, mp);
+    float *norm2 = reinterpret_cast<float *>(base + l.floats);
+    float *part = norm2 + ROWS;   // [SLICES][ROWS] per-warp row maxima
+    float *run = part + SLICES * ROWS;  // running row maxima over passes
+    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+    const int wr = warp / SLICES, wf = warp % SLICES, g = lane / 4, t = lane % 4;
+    const uint16_t *x = static_cast<const uint16_t *>(p.x);
+    uint16_t *out = static_cast<uint16_t *>(p.out);
+    // W_hi, W_lo, zero past (m, d): once per block.
+    for (uint32_t e = threadIdx.x; e < mp * kp; e += THREADS) {
+        const uint32_t f = e / kp, k = e % kp;
+        const float w = (f < p.features && k < p.dim) ? p.w[static_cast<uint64_t>(f) * p.dim + k] : 0.0f;
+        const uint16_t hi = bits16<T>(w);
+        smem[f * l.stride + k] = hi;
+        smem[l.w_lo + f * l.stride + k] = bits16<T>(w - Elem<T>::from_bits(hi));
+    }
+    const bool fused = p.mode == SK_RF_SHIFT_ROW && passes == 1;
+    const bool pairs = (reinterpret_cast<uintptr_t>(p.out) % 4 == 0) && (p.out_stride % 2 == 0);
+    const uint64_t tiles = (p.rows + ROWS - 1) / ROWS;
+    for (uint64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        const uint64_t row0 = tile * ROWS;
+        __syncthreads();  // W is staged; the previous tile's reads of x, norm2, run are done
+        for (uint32_t e = threadIdx.x; e < ROWS * kp; e += THREADS) {
+            const uint32_t r = e / kp, k = e % kp;
+            smem[l.x + r * l.stride + k] =
+                (row0 + r < p.rows && k < p.dim) ? x[(row0 + r) * p.x_stride + k] : uint16_t{0};
+        }
+        __syncthreads();
+        // s^2 |x|^2: four lanes per row.
+        {
+            const int r = static_cast<int>(threadIdx.x) / 4, part_k = static_cast<int>(threadIdx.x) % 4;
+            float ss = 0.0f;
+            if (r < ROWS)
+                for (uint32_t k = part_k; k < p.dim; k += 4) {
+                    const float v = p.input_scale * Elem<T>::from_bits(smem[l.x + r * l.stride + k]);
+                    ss = fmaf(v, v, ss);
+                }
+            ss = butterfly_sum<4>(ss, 0xffffffffu);
+            if (r < ROWS && part_k == 0) {
+                norm2[r] = ss;
+                run[r] = neg_inf();
+            }
+        }
+        __syncthreads();
+        float acc[2][8][4];
+        // The exponent of acc[rt][nt][i] (row rr = 32 wr + 16 rt + g + 8 (i / 2)).
+        auto exponent = [&](int rt, int i, float v) {
+            return p.input_scale * v - p.norm_coefficient * norm2[32 * wr + 16 * rt + g + 8 * (i / 2)];
+        };
+        if (p.mode == SK_RF_SHIFT_ROW || p.mode == SK_RF_SHIFT_MAX_ONLY) {
+            for (uint32_t pass = 0; pass < passes; ++pass) {
+                const uint32_t f0 = pass * PASS;
+                project_pass<T>(smem, l, kp, p.features, f0, acc);
+                float mx[2][2];
+#pragma unroll
+                for (int rt = 0; rt < 2; ++rt)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        mx[rt][h] = neg_inf();
+#pragma unroll
+                        for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+                            for (int j = 0; j < 2; ++j) {
+                                const uint32_t f = f0 + 64 * wf + 8 * nt + 2 * t + j;
+                                if (f < p.features) mx[rt][h] = max_nan(mx[rt][h], exponent(rt, 2 * h + j, acc[rt][nt][2 * h + j]));
+                            }
+                        mx[rt][h] = max_nan(mx[rt][h], __shfl_xor_sync(0xffffffffu, mx[rt][h], 1));
+                        mx[rt][h] = max_nan(mx[rt][h], __shfl_xor_sync(0xffffffffu, mx[rt][h], 2));
+                        if (t == 0) part[wf * ROWS + 32 * wr + 16 * rt + g + 8 * h] = mx[rt][h];
+                    }
+                __syncthreads();
+                if (threadIdx.x < ROWS) {
+                    float m = run[threadIdx.x];
+                    for (int w = 0; w < SLICES; ++w) m = max_nan(m, part[w * ROWS + threadIdx.x]);
+                    run[threadIdx.x] = m;
+                }
+                __syncthreads();
+            }
+            if (threadIdx.x < ROWS && row0 + threadIdx.x < p.rows) p.shift[row0 + threadIdx.x] = run[threadIdx.x];
+            if (p.mode == SK_RF_SHIFT_MAX_ONLY) continue;
+        }
+        for (uint32_t pass = 0; pass < passes; ++pass) {
+            const uint32_t f0 = pass * PASS;
+            if (!fused) project_pass<T>(smem, l, kp, p.features, f0, acc);
+#pragma unroll
+            for (int rt = 0; rt < 2; ++rt)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const uint32_t r = 32 * wr + 16 * rt + g + 8 * h;
+                    const uint64_t row = row0 + r;
+                    if (row >= p.rows) continue;
+                    const float shift = p.mode == SK_RF_SHIFT_ROW ? run[r]
+                                        : p.mode == SK_RF_SHIFT_GIVEN ? p.shift[row] : 0.0f;
+                    if (p.mode == SK_RF_SHIFT_NONE && pass == 0 && wf == 0 && t == 0) p.shift[row] = 0.0f;
+                    uint16_t *o = out + row * p.out_stride;
+#pragma unroll
+                    for (int nt = 0; nt < 8; ++nt) {
+                        const uint32_t f = f0 + 64 * wf + 8 * nt + 2 * t;
+                        if (f >= p.features) continue;
+                        const uint16_t v0 = bits16<T>(p.feature_scale * (expf(exponent(rt, 2 * h, acc[rt][nt][2 * h]) - shift) + p.eps));
+                        const uint16_t v1 = bits16<T>(p.feature_scale * (expf(exponent(rt, 2 * h + 1, acc[rt][nt][2 * h + 1]) - shift) + p.eps));
+                        if (f + 1 < p.features && pairs) {
+                            *reinterpret_cast<uint32_t *>(o + f) = static_cast<uint32_t>(v0) | (static_cast<uint32_t>(v1) << 16);
+                        } else {
+                            o[f] = v0;
+                            if (f + 1 < p.features) o[f + 1] = v1;
+                        }
+                    }
+                }
+        }
+    }
+}
+
+}  // namespace tc
+
 // Each row's shift becomes the largest shift of its group (fmaxf: NaN rows are ignored, so a
 // non-finite input spoils only its own row). One block per group, grid-stride.
 __device__ void group_shift(const sk_rf_features_params &p) {
@@ -552,6 +761,9 @@ SK_KERNEL(sk_rf_features_f16_to_f32, sk_rf_features_params, SK_RF_THREADS, 1,
           (sk::rf::features<__half, float>(p)))
 SK_KERNEL(sk_rf_features_bf16_to_f32, sk_rf_features_params, SK_RF_THREADS, 1,
           (sk::rf::features<__nv_bfloat16, float>(p)))
+SK_KERNEL(sk_rf_features_tc_f16, sk_rf_features_params, SK_RF_TC_THREADS, 1, (sk::rf::tc::features<__half>(p)))
+SK_KERNEL(sk_rf_features_tc_bf16, sk_rf_features_params, SK_RF_TC_THREADS, 1,
+          (sk::rf::tc::features<__nv_bfloat16>(p)))
 SK_KERNEL(sk_rf_group_shift, sk_rf_features_params, SK_RF_THREADS, 1, (sk::rf::group_shift(p)))
 
 #define SK_FAVOR_KERNELS(suffix, T)                                                                  \

@@ -151,8 +151,11 @@ impl Gpu {
                 .map_err(|e| Error::driver("looking up a kernel in the module", e))?;
             functions.insert(name, f);
         }
-        let stream_smem_budget =
-            opt_in_dynamic_smem(&functions, &info, |name| name.ends_with("stream"))?;
+        // The tensor-core feature map keeps W in dynamic shared memory and has no static
+        // shared memory, so it joins the streaming kernels' budget without lowering it.
+        let stream_smem_budget = opt_in_dynamic_smem(&functions, &info, |name| {
+            name.ends_with("stream") || name.starts_with("sk_rf_features_tc_")
+        })?;
         let gram_smem_budget = opt_in_dynamic_smem(&functions, &info, |name| {
             name.starts_with("sk_gram_") && !name.starts_with("sk_gram_large_")
         })?;

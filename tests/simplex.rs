@@ -1204,6 +1204,14 @@ fn check_features<T: Element, B: Backend>(
     let got = out.to_f64();
     let (s, c) = (map.input_scale, kernel.norm_coefficient());
     let u32_ = 2f64.powi(-24);
+    // 16-bit inputs run on the tensor cores with W split as W_hi + W_lo in the input type:
+    // |W − W_hi − W_lo| ≤ u² |W| (bf16 u = 2^-8; f16 2^-11, and 2^-25 absolute where W_lo is
+    // subnormal, covered by 2^-21).
+    let split = match T::DTYPE {
+        spherekit::DType::BF16 => 2f64.powi(-16),
+        spherekit::DType::F16 => 2f64.powi(-21),
+        spherekit::DType::F32 => 0.0,
+    };
     let mut worst = 0.0f64;
     for r in 0..rows {
         let xr = &xf[r * d..(r + 1) * d];
@@ -1217,23 +1225,29 @@ fn check_features<T: Element, B: Backend>(
             continue;
         }
         let norm = c * s * s * dot(xr, xr);
-        let shift_err = u32_ * (d as f64 + 4.0) * (norm + ws.abs() + s * 8.0 * d as f64);
+        // s Σ_k |w_ik x_k| for each feature i.
+        let wx: Vec<f64> = (0..m)
+            .map(|i| {
+                s * w32
+                    .row(i)
+                    .iter()
+                    .zip(xr)
+                    .map(|(a, b)| (a * b).abs())
+                    .sum::<f64>()
+            })
+            .collect();
+        let wx_max = wx.iter().copied().fold(0.0, f64::max);
+        let shift_err =
+            u32_ * (d as f64 + 4.0) * (norm + ws.abs() + s * 8.0 * d as f64) + split * wx_max;
         assert!(
             (gs - ws).abs() <= shift_err + 1e-30,
             "{what}: shift of row {r}: {gs} vs {ws}"
         );
         for i in 0..m {
-            let bound: f64 = s * w32
-                .row(i)
-                .iter()
-                .zip(xr)
-                .map(|(a, b)| (a * b).abs())
-                .sum::<f64>()
-                + norm
-                + ws.abs();
+            let bound = wx[i] + norm + ws.abs();
             let want_v = want.phi[r * m + i];
-            let tol =
-                common::ulp(T::DTYPE, want_v) + want_v * u32_ * ((d as f64 + 4.0) * bound + 4.0);
+            let tol = common::ulp(T::DTYPE, want_v)
+                + want_v * (u32_ * ((d as f64 + 4.0) * bound + 4.0) + split * (wx[i] + wx_max));
             let err = (got[r * m + i] - want_v).abs();
             assert!(
                 err <= tol,
@@ -1290,6 +1304,18 @@ fn feature_cases<B: Backend>(b: &B) {
             );
         }
     }
+    // 16-bit features whose W is too large for the tensor-core kernel's shared memory take the
+    // SIMT kernel (m (d + 8) 4 bytes > 227 KiB).
+    check_features::<bf16, B>(
+        b,
+        &mut rng,
+        KernelKind::Softmax,
+        Stabilizer::Row,
+        5,
+        120,
+        600,
+        None,
+    );
     // A NaN row spoils only itself, under every stabilizer.
     for stabilizer in [
         Stabilizer::None,

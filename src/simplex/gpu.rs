@@ -16,8 +16,9 @@ use crate::launch::{
 };
 use crate::params::{
     SK_FAVOR_MAX_VALUE_DIM, SK_FAVOR_SEGMENT, SK_FAVOR_THREADS, SK_RF_ROWS, SK_RF_SHIFT_GIVEN,
-    SK_RF_SHIFT_MAX_ONLY, SK_RF_SHIFT_NONE, SK_RF_SHIFT_ROW, SK_RF_THREADS,
-    sk_favor_backward_params, sk_favor_params, sk_rf_backward_params, sk_rf_features_params,
+    SK_RF_SHIFT_MAX_ONLY, SK_RF_SHIFT_NONE, SK_RF_SHIFT_ROW, SK_RF_TC_PASS, SK_RF_TC_ROWS,
+    SK_RF_TC_THREADS, SK_RF_THREADS, sk_favor_backward_params, sk_favor_params,
+    sk_rf_backward_params, sk_rf_features_params,
 };
 
 /// Dynamic shared memory the fused row shift may use: the exponents of a block's rows stay
@@ -38,6 +39,7 @@ pub(crate) fn kernel_names() -> Vec<String> {
         if t != DType::F32 {
             names.push(format!("sk_rf_features_{}_to_f32", t.name()));
             names.push(format!("sk_rf_features_backward_{}_from_f32", t.name()));
+            names.push(format!("sk_rf_features_tc_{}", t.name()));
         }
     }
     names.push("sk_rf_group_shift".to_string());
@@ -151,8 +153,31 @@ fn features_params(
     })
 }
 
+/// Dynamic shared memory of the tensor-core feature map for W of m x d (see
+/// kernels/params.h): W_hi and W_lo as [mp][kp + 8] 16-bit words, the x tile, and the f32 row
+/// scratch (norms, per-warp maxima, running maxima).
+fn tc_smem_bytes(m: u64, d: u64) -> u64 {
+    let pass = u64::from(SK_RF_TC_PASS);
+    let rows = u64::from(SK_RF_TC_ROWS);
+    let kp = d.div_ceil(16) * 16;
+    let passes = m.div_ceil(pass);
+    let mp = if passes == 1 {
+        m.div_ceil(8) * 8
+    } else {
+        passes * pass
+    };
+    let stride = kp + 8;
+    let halves = ((2 * mp + rows) * stride * 2).div_ceil(16) * 16;
+    let warps = u64::from(SK_RF_TC_THREADS / 32);
+    let slices = warps / (rows / 32);
+    halves + 4 * rows * (2 + slices)
+}
+
 /// The launches of one feature map: one (no shift, or a row shift), or three (group shift:
-/// the row maxima, the group maxima, the features with the given shift).
+/// the row maxima, the group maxima, the features with the given shift). 16-bit inputs and
+/// features go to the tensor-core kernel when W fits in its shared memory (m (d + 8) 4 bytes
+/// and a little more: d = 64 allows m up to about 2900 on an H100); everything else, and f32
+/// features (FAVOR+'s workspace), to the f32 SIMT kernel.
 pub(crate) fn plan_features<T: Element>(
     map: &FeatureMap,
     l: &impl Launcher,
@@ -175,19 +200,42 @@ pub(crate) fn plan_features<T: Element>(
         ..features_params(map, w, x, shift)?
     };
     let features = base.features;
-    let tiles = (x.rows as u64).div_ceil(u64::from(SK_RF_ROWS));
-    let grid = tiles.min(u64::from(l.sm_count()) * 8).clamp(1, MAX_GRID) as u32;
+    let tc_bytes = tc_smem_bytes(m as u64, w.dim as u64);
+    let tensor_cores =
+        T::DTYPE != DType::F32 && !out_f32 && tc_bytes <= u64::from(l.stream_smem_budget());
     let fused_bytes = u64::from(SK_RF_ROWS) * u64::from(features) * 4;
     let fused = fused_bytes <= u64::from(FUSED_SMEM_BYTES);
-    let kernel = match (T::DTYPE, out_f32) {
-        (DType::F32, _) | (_, false) => format!("sk_rf_features_{}", T::DTYPE.name()),
-        (t, true) => format!("sk_rf_features_{}_to_f32", t.name()),
+    let (kernel, block, row_tile, smem) = if tensor_cores {
+        (
+            format!("sk_rf_features_tc_{}", T::DTYPE.name()),
+            SK_RF_TC_THREADS,
+            SK_RF_TC_ROWS,
+            tc_bytes as u32,
+        )
+    } else {
+        let name = match (T::DTYPE, out_f32) {
+            (DType::F32, _) | (_, false) => format!("sk_rf_features_{}", T::DTYPE.name()),
+            (t, true) => format!("sk_rf_features_{}_to_f32", t.name()),
+        };
+        (name, SK_RF_THREADS, SK_RF_ROWS, 0)
     };
-    let launch = |mode, fused: bool, name: &str| Launch {
-        kernel: name.to_string(),
+    let tiles = (x.rows as u64).div_ceil(u64::from(row_tile));
+    // The tensor-core kernel holds W for its whole grid-stride loop: one block per SM.
+    let per_sm = if tensor_cores { 1 } else { 8 };
+    let grid = tiles
+        .min(u64::from(l.sm_count()) * per_sm)
+        .clamp(1, MAX_GRID) as u32;
+    let launch = |mode, fused: bool| Launch {
+        kernel: kernel.clone(),
         grid,
-        block: SK_RF_THREADS,
-        shared_mem_bytes: if fused { fused_bytes as u32 } else { 0 },
+        block,
+        shared_mem_bytes: if tensor_cores {
+            smem
+        } else if fused {
+            fused_bytes as u32
+        } else {
+            0
+        },
         params: sk_rf_features_params {
             mode,
             fused: u32::from(fused),
@@ -195,8 +243,8 @@ pub(crate) fn plan_features<T: Element>(
         },
     };
     Ok(match map.stabilizer {
-        Stabilizer::None => vec![launch(SK_RF_SHIFT_NONE, false, &kernel)],
-        Stabilizer::Row => vec![launch(SK_RF_SHIFT_ROW, fused, &kernel)],
+        Stabilizer::None => vec![launch(SK_RF_SHIFT_NONE, false)],
+        Stabilizer::Row => vec![launch(SK_RF_SHIFT_ROW, fused)],
         Stabilizer::Group { rows: g } => {
             let groups = (x.rows / g) as u64;
             let group_rows =
@@ -209,9 +257,9 @@ pub(crate) fn plan_features<T: Element>(
                 params: sk_rf_features_params { group_rows, ..base },
             };
             vec![
-                launch(SK_RF_SHIFT_MAX_ONLY, false, &kernel),
+                launch(SK_RF_SHIFT_MAX_ONLY, false),
                 reduce,
-                launch(SK_RF_SHIFT_GIVEN, false, &kernel),
+                launch(SK_RF_SHIFT_GIVEN, false),
             ]
         }
     })
