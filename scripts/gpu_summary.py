@@ -2,8 +2,8 @@
 """Summaries of spherekit's GPU runs and of its kernels' register use.
 
     gpu_summary.py <logdir>            summary of a scripts/gpu_suite.sh run (prints a short table,
-                                       then the log-Bessel and Gram-iteration sections; writes
-                                       <logdir>/summary.md)
+                                       then the log-Bessel, Gram-iteration and simplex random
+                                       features sections; writes <logdir>/summary.md)
     gpu_summary.py ptxas <report>      per-kernel registers and spills from build.rs's
                                        ptxas_report.txt; exit status 1 if any kernel spills
 
@@ -17,10 +17,12 @@ Logs read from <logdir> (all optional; whatever is missing is reported as missin
   bench.log, torch.log   `RESULT {json}` lines. Family "hypersphere" (benches/hypersphere,
                  hypersphere.py; keys family, op, dtype, rows, cols, impl, median_us, bytes, gbps,
                  frac_copy, error; optional variant): the main table. bench.log also holds
-                 benches/bessel's family "bessel" lines and benches/gram's family "gram" lines
-                 (below).
+                 benches/bessel's family "bessel" lines, benches/gram's family "gram" lines and
+                 benches/simplex's family "simplex" lines (below).
   torch_bessel.log  bessel.py's family "bessel" lines (SciPy, torch), with `# ...` notes
   torch_gram.log    gram.py's family "gram" lines (PyTorch on benches/gram's matrices), with notes
+  torch_simplex.log simplex.py's family "simplex" lines (PyTorch on benches/simplex's shapes), with
+                 `# ...` notes (`# simplex.py: ...` ones, e.g. skipped or time budget spent, are shown)
 
 Family "bessel" (the log-Bessel section, after the main table):
   impl spherekit_gpu     op log_i/log_k, dtype f64/f32, mix uniform/debye/broadcast/uniform_sorted,
@@ -35,7 +37,7 @@ Family "bessel" (the log-Bessel section, after the main table):
                          ns/eval over the inputs where it succeeds / spherekit's (target >= 2x)
   impl spherekit_cpu_<t>threads (evals_per_s): not shown
 
-Family "gram" (the Gram-iteration section, last; keys case, precision, impl, matrices,
+Family "gram" (the Gram-iteration section, after the log-Bessel one; keys case, precision, impl, matrices,
 iterations, median_us, error):
   impl spherekit_gpu     op dense, precision fast/f64/certified, matrices_per_s, gflops (nominal),
                          frac_copy: one row per case (b4096_k64, b65536_k16, net_mixed, d4096,
@@ -56,6 +58,29 @@ iterations, median_us, error):
                          torch_conv_gram_per_layer; a target's case and impl get a row (dashes,
                          target "missing") even when their lines are missing
   No section without any gram line and without a step named *-gram (an older bundle).
+
+Family "simplex" (the simplex random features section, last; keys op, dtype, impl, median_us, error,
+and per op below):
+  impl copy_d2d          op copy, gbps: the copy bandwidth frac_copy is relative to
+  impl spherekit         op features (softmax feature map; rows 2^20, dim 64, features 256), dtype
+                         bf16/f32, variant none/row/group (the stabilizer), bytes, gbps, frac_copy,
+                         tflops: one row per dtype and variant with us, GB/s, % of the copy
+                         bandwidth, TFLOP/s of the projection
+                         op favor_noncausal/favor_causal (FAVOR+ forward, bf16; heads, len 1024 to
+                         65536 with heads x len = 2^20, dim, features, median_us) and, at len 4096,
+                         favor_noncausal_fwd_bwd/favor_causal_fwd_bwd (forward + backward): one row
+                         per op and len
+  impl torch_*           (simplex.py) op features, impl torch_eager, bf16, variant none/row: shown
+                         beside the same variant with speedup = torch us / spherekit us; op favor_*
+                         (and *_fwd_bwd at 4096), impl torch_einsum (non-causal) / torch_cumsum
+                         (causal), the linear forms, and torch_sdpa (softmax attention): shown beside
+                         with speedups (> 1: spherekit faster), an error (e.g. out of memory; impl
+                         "torch" when the whole forward block failed) abbreviated
+  Also: the smallest len at which spherekit's forward beats torch_sdpa's, per causality, and the
+  issue's H100 targets, met or MISSED: bf16 row feature map >= 2x torch_eager row and >= 0.70 of
+  the copy bandwidth, favor_causal at len 16384 >= 3x torch_cumsum; a target's row appears (dashes,
+  target "missing") even when its lines are missing. No section without any simplex line and
+  without a step named *-simplex (an older bundle).
 Missing lines are reported as missing, with the status of the step that should have written them.
 """
 
@@ -235,7 +260,7 @@ def cell_us(rec):
         return "-"
     if rec.get("error"):
         return "skip" if str(rec["error"]).startswith("skipped") else "ERR"
-    return fnum(rec.get("median_us"), ".1f")
+    return fnum(num(rec.get("median_us")), ".1f")
 
 
 def ok(rec):
@@ -562,6 +587,174 @@ def gram_section(recs, gpu_name, steps):
     return out
 
 
+# ---- simplex random features ------------------------------------------------------------------------
+
+SIMPLEX_DTYPES = ["bf16", "f32"]
+SIMPLEX_VARIANTS = ["none", "row", "group"]
+SIMPLEX_FAVOR_OPS = ["favor_noncausal", "favor_causal", "favor_noncausal_fwd_bwd", "favor_causal_fwd_bwd"]
+# op -> the torch linear-attention form of the same computation (simplex.py)
+SIMPLEX_LINEAR = {"favor_noncausal": "torch_einsum", "favor_causal": "torch_cumsum",
+                  "favor_noncausal_fwd_bwd": "torch_einsum", "favor_causal_fwd_bwd": "torch_cumsum"}
+# The issue's H100 targets: the bf16 row-stabilized feature map >= 2x torch_eager (row) and >= 0.70
+# of the copy bandwidth; causal FAVOR+ forward at len 16384 >= 3x torch_cumsum.
+SIMPLEX_FEATURE_SPEEDUP = 2.0
+SIMPLEX_FEATURE_FRAC = 0.70
+SIMPLEX_CAUSAL_TARGET = ("favor_causal", 16384, 3.0)
+
+
+def short_error(text, n=40):
+    """The first line of an error message, whitespace collapsed, cut to n characters."""
+    s = " ".join(str(text).split("\n", 1)[0].split())
+    return s if len(s) <= n else s[:n - 3] + "..."
+
+
+def goal_cell(value, goal, label):
+    """'met (>= 2x)', 'MISSED (>= 2x)' or 'missing (>= 2x)'."""
+    if value is None:
+        return f"missing ({label})"
+    return f"{'met' if value >= goal else 'MISSED'} ({label})"
+
+
+def simplex_section(recs, gpu_name, steps, torch_notes=()):
+    """[("note", text) or ("table", headers, rows)] for the simplex random features section; [] without
+    any simplex RESULT line and without a simplex step (an older bundle). torch_notes: simplex.py's
+    `# simplex.py: ...` lines (skipped, time budget spent), shown when present."""
+    if not recs and not any(n.endswith("-simplex") for n in steps):
+        return []
+    feat_sk, feat_torch, fav_sk, fav_torch = {}, {}, {}, {}
+    copy_gbps = None
+    errors, skipped = [], 0
+    for r in recs:
+        impl, op = r.get("impl"), r.get("op")
+        if str(r.get("error") or "").startswith("skipped"):
+            skipped += 1
+        elif r.get("error"):
+            errors.append(r)
+        if impl == "copy_d2d":
+            copy_gbps = num(r.get("gbps")) or copy_gbps
+        elif op == "features":
+            key = (r.get("dtype"), r.get("variant") or "none")
+            if impl == "spherekit":
+                feat_sk[key] = r
+            elif impl == "torch_eager":
+                feat_torch[key] = r
+        elif str(op).startswith("favor_"):
+            key = (op, num(r.get("len")))
+            if impl == "spherekit":
+                fav_sk[key] = r
+            elif str(impl).startswith("torch"):  # impl "torch": the whole forward block failed
+                fav_torch[key + (impl,)] = r
+    out = []
+    note = lambda text: out.append(("note", text))  # noqa: E731
+    where = "" if gpu_name and "H100" in gpu_name else \
+        f"; this GPU: {gpu_name or 'unknown'}, so met/MISSED is indicative only"
+    shape = next((r for r in fav_sk.values()), None) or {}
+    note(f"Simplex random features (softmax kernel; d2d copy {fnum(copy_gbps, '.0f')} GB/s): feature map "
+         f"2^20 rows, dim 64, m 256, us = median per call, %copy = (x read + features written) over the copy; "
+         f"FAVOR+ bf16, heads x len = 2^20 rows, dim {shape.get('dim', 64)}, m {shape.get('features', 256)}, "
+         f"fwd_bwd = forward + backward; linear = torch_einsum (non-causal) / torch_cumsum (causal); "
+         f"x = torch us / spherekit us (> 1: spherekit faster); targets (H100): bf16 row >= "
+         f"{SIMPLEX_FEATURE_SPEEDUP:g}x torch_eager row and >= {100 * SIMPLEX_FEATURE_FRAC:.0f}% of copy, "
+         f"favor_causal len {SIMPLEX_CAUSAL_TARGET[1]} >= {SIMPLEX_CAUSAL_TARGET[2]:g}x torch_cumsum{where}")
+    if errors or skipped:
+        line = f"Simplex RESULT errors: {len(errors)}, skipped: {skipped}"
+        if errors:
+            e = errors[0]
+            at = f"len {e.get('len')}" if e.get("len") is not None else f"{e.get('dtype')} {e.get('variant')}"
+            line += f"; first: {e.get('op')} {at} {e.get('impl')}: {str(e['error'])[:160]}"
+        note(line)
+    # The feature map: every (dtype, variant) with a line, and the target's row even without one.
+    keys = set(feat_sk) | set(feat_torch) | {("bf16", "row")}
+    if feat_sk or feat_torch:
+        rows = []
+        for dtype in ordered({k[0] for k in keys}, SIMPLEX_DTYPES):
+            for variant in ordered({k[1] for k in keys if k[0] == dtype}, SIMPLEX_VARIANTS):
+                sk = feat_sk.get((dtype, variant))
+                good = sk if ok(sk) else {}
+                us = num(good.get("median_us"))
+                gbps = num(good.get("gbps"))
+                if gbps is None and us and num(good.get("bytes")):
+                    gbps = good["bytes"] / us / 1e3
+                frac = num(good.get("frac_copy"))
+                if frac is None and gbps and copy_gbps:
+                    frac = gbps / copy_gbps
+                tflops = num(good.get("tflops"))
+                t = feat_torch.get((dtype, variant))
+                t_us = num(t.get("median_us")) if ok(t) else None
+                speed = t_us / us if t_us and us else None
+                goals = ["-", "-"]
+                if (dtype, variant) == ("bf16", "row"):
+                    goals = [goal_cell(speed, SIMPLEX_FEATURE_SPEEDUP, f">= {SIMPLEX_FEATURE_SPEEDUP:g}x"),
+                             goal_cell(frac, SIMPLEX_FEATURE_FRAC, f">= {100 * SIMPLEX_FEATURE_FRAC:.0f}%")]
+                rows.append([str(dtype), str(variant), cell_us(sk), fnum(gbps, ".0f"),
+                             fnum(None if frac is None else 100 * frac, ".0f"), fnum(tflops, ".1f"),
+                             cell_us(t) if dtype == "bf16" or t else "-", times(speed)] + goals)
+        out.append(("table", ["features", "variant", "us", "GB/s", "%copy", "TFLOP/s", "eager us", "x eager",
+                              "target x", "target %copy"], rows))
+    if not feat_sk:
+        note(f"Simplex feature map: no spherekit RESULT lines in bench.log ({step_text(steps, 'bench-simplex')})")
+    # FAVOR+: one row per (op, len), and the target's row even without a line.
+    fav_keys = set(fav_sk) | {k[:2] for k in fav_torch} | {SIMPLEX_CAUSAL_TARGET[:2]}
+    if fav_sk or fav_torch:
+        rows = []
+        for op in ordered({k[0] for k in fav_keys}, SIMPLEX_FAVOR_OPS):
+            for length in sorted({k[1] for k in fav_keys if k[0] == op}, key=lambda n: (n is None, n or 0)):
+                sk = fav_sk.get((op, length))
+                us = num(sk.get("median_us")) if ok(sk) else None
+                fallback = fav_torch.get((op, length, "torch"))
+                lin = fav_torch.get((op, length, SIMPLEX_LINEAR.get(op))) or fallback
+                sdpa = fav_torch.get((op, length, "torch_sdpa")) or fallback
+                speeds = []
+                for t in (lin, sdpa):
+                    t_us = num(t.get("median_us")) if ok(t) else None
+                    speeds.append(t_us / us if t_us and us else None)
+                goal = "-"
+                if (op, length) == SIMPLEX_CAUSAL_TARGET[:2]:
+                    goal = goal_cell(speeds[0], SIMPLEX_CAUSAL_TARGET[2], f">= {SIMPLEX_CAUSAL_TARGET[2]:g}x")
+                err = next((t["error"] for t in (lin, sdpa) if t and t.get("error")), None)
+                any_rec = sk or lin or sdpa or {}
+                rows.append([str(op), fnum(length, "5.0f"), str(any_rec.get("heads", "-")), cell_us(sk),
+                             cell_us(lin), times(speeds[0]), cell_us(sdpa), times(speeds[1]), goal,
+                             "" if err is None else short_error(err)])
+        headers = ["favor", "len", "heads", "sk us", "linear us", "x linear", "sdpa us", "x sdpa", "target",
+                   "torch error"]
+        width = max(len(row[-1]) for row in rows)
+        if not width:  # no error: no error column
+            headers, rows = headers[:-1], [row[:-1] for row in rows]
+        else:  # left-aligned (text_table right-aligns it)
+            rows = [row[:-1] + [row[-1].ljust(width)] for row in rows]
+            headers = headers[:-1] + [headers[-1].ljust(width)]
+        out.append(("table", headers, rows))
+        # Where linear attention starts to win: the smallest len at which the forward beats SDPA.
+        bits = []
+        for op, label in (("favor_noncausal", "non-causal"), ("favor_causal", "causal")):
+            pairs = []
+            for (o, length), sk in fav_sk.items():
+                sdpa = fav_torch.get((o, length, "torch_sdpa"))
+                sk_us = num(sk.get("median_us")) if ok(sk) else None
+                t_us = num(sdpa.get("median_us")) if ok(sdpa) else None
+                if o == op and length is not None and sk_us and t_us:
+                    pairs.append((length, sk_us < t_us))
+            wins = [n for n, win in sorted(pairs) if win]
+            if not pairs:
+                bits.append(f"{label}: no measured pair")
+            elif wins:
+                bits.append(f"{label}: from len {wins[0]:.0f}")
+            else:
+                bits.append(f"{label}: not within the measured lengths "
+                            f"({min(p[0] for p in pairs):.0f}-{max(p[0] for p in pairs):.0f})")
+        note("FAVOR+ forward faster than torch_sdpa (smallest len): " + "; ".join(bits))
+    if not fav_sk:
+        note(f"FAVOR+: no spherekit RESULT lines in bench.log ({step_text(steps, 'bench-simplex')})")
+    if not feat_torch and not fav_torch:
+        why = "; ".join(short_error(n.lstrip("# "), 120) for n in torch_notes)
+        note(f"Simplex torch: no torch RESULT lines in torch_simplex.log ({step_text(steps, 'torch-simplex')})"
+             + (f"; {why}" if why else ""))
+    elif torch_notes:
+        note("torch_simplex.log: " + "; ".join(short_error(n.lstrip("# "), 120) for n in torch_notes))
+    return out
+
+
 def render(blocks, markdown):
     lines = []
     for i, block in enumerate(blocks):
@@ -574,17 +767,22 @@ def render(blocks, markdown):
             if markdown:
                 lines += [""] + md_table(rows, headers, 2) + [""]
             else:
-                lines += text_table(rows, headers, 2)
+                lines += [line.rstrip() for line in text_table(rows, headers, 2)]
     return lines
 
 
 def summary(logdir):
     suite = parse_suite(read(os.path.join(logdir, "suite.log")))
+    torch_simplex = read(os.path.join(logdir, "torch_simplex.log"))
     all_recs = results(read(os.path.join(logdir, "bench.log")), read(os.path.join(logdir, "torch.log")),
-                       read(os.path.join(logdir, "torch_bessel.log")), read(os.path.join(logdir, "torch_gram.log")))
-    recs = [r for r in all_recs if r.get("family") not in ("bessel", "gram")]
+                       read(os.path.join(logdir, "torch_bessel.log")), read(os.path.join(logdir, "torch_gram.log")),
+                       torch_simplex)
+    recs = [r for r in all_recs if r.get("family") not in ("bessel", "gram", "simplex")]
     bessel_recs = [r for r in all_recs if r.get("family") == "bessel"]
     gram_recs = [r for r in all_recs if r.get("family") == "gram"]
+    simplex_recs = [r for r in all_recs if r.get("family") == "simplex"]
+    simplex_notes = [line.strip() for line in (torch_simplex or "").splitlines()
+                     if line.startswith("# simplex.py:")]
     head = []
     gpu = suite["gpu"]
     if gpu and len(gpu) >= 5:
@@ -630,11 +828,13 @@ def summary(logdir):
     bessel_text = [""] + render(bessel, False) if bessel else []
     gram = gram_section(gram_recs, gpu[0] if gpu else None, suite["steps"])
     gram_text = [""] + render(gram, False) if gram else []
+    simplex = simplex_section(simplex_recs, gpu[0] if gpu else None, suite["steps"], simplex_notes)
+    simplex_text = [""] + render(simplex, False) if simplex else []
     # The GPU machine returns only the last ~12000 characters of output: keep the table short (the
-    # log-Bessel and Gram-iteration sections, a dozen or two lines each, are kept whole).
+    # log-Bessel, Gram-iteration and simplex sections, a dozen or two lines each, are kept whole).
     limit = int(os.environ.get("SK_SUMMARY_MAX_CHARS", "9000"))
     budget = (limit - sum(len(h) + 1 for h in head) - sum(len(b) + 1 for b in bessel_text)
-              - sum(len(g) + 1 for g in gram_text) - 1)
+              - sum(len(g) + 1 for g in gram_text) - sum(len(x) + 1 for x in simplex_text) - 1)
     if sum(len(b) + 1 for b in body) > budget and len(body) > 2:
         keep, used = [], 200  # room for the note
         for line in body:
@@ -644,12 +844,14 @@ def summary(logdir):
             used += len(line) + 1
         dropped = len(body) - len(keep)
         body = keep + [f"... {dropped} more row(s) in {os.path.join(logdir, 'summary.md')}"]
-    print("\n".join(head + [""] + body + bessel_text + gram_text))
+    print("\n".join(head + [""] + body + bessel_text + gram_text + simplex_text))
     md = ["# spherekit GPU run", ""] + [f"- {h}" for h in head] + [""] + md_body + [""]
     if bessel:
         md += ["## log-Bessel", ""] + render(bessel, True) + [""]
     if gram:
         md += ["## Gram iteration", ""] + render(gram, True) + [""]
+    if simplex:
+        md += ["## Simplex random features", ""] + render(simplex, True) + [""]
     try:
         with open(os.path.join(logdir, "summary.md"), "w", encoding="utf-8") as f:
             f.write("\n".join(md))
