@@ -268,8 +268,11 @@ pub(crate) fn plan_features<T: Element>(
 impl FeatureMap {
     /// φ(x) for every row of `x` on `stream` (see [`super`] for the formula): `x` is rows x d
     /// in T, `out` rows x m in T, `shift` receives each row's shift (f32; 0 without a
-    /// stabilizer). Computed in f32 with W in f32; each feature costs one f32 dot product and
-    /// one `expf`. Enqueued without a host synchronization.
+    /// stabilizer). f32 data: an f32 dot product with W in f32 and one `expf` per feature
+    /// (SIMT). f16/bf16 data: the projection on the tensor cores, x exact in its type and W as
+    /// W_hi + W_lo in that type (W to 2^-16 relative for bf16, 2^-22 for f16), f32
+    /// accumulation, then `expf` in f32; W larger than the kernel's shared memory falls back to
+    /// the SIMT kernel. Enqueued without a host synchronization.
     ///
     /// Errors: `x` with other than d columns, `out` not rows x m, `shift` not of length rows,
     /// a bad map (eps, scale, group size that does not divide the rows), eps or the scale not
