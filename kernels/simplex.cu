@@ -201,6 +201,8 @@ constexpr int ROW_GROUPS = ROWS / 32;        // warps along the rows, 32 rows ea
 constexpr int SLICES = WARPS / ROW_GROUPS;  // warps along the features, 64 features each
 constexpr int PASS = SLICES * 64;            // features per pass
 static_assert(ROW_GROUPS * SLICES == WARPS && PASS == static_cast<int>(SK_RF_TC_PASS), "warp grid");
+constexpr uint32_t PREFETCH_K = 128;                     // largest kp the register prefetch covers
+constexpr int PREFETCH = ROWS * (PREFETCH_K / 8) / THREADS;  // 16-byte words per thread
 
 // The shared-memory layout for padded dimension kp (a multiple of 16) and mp staged features.
 struct Layout {
@@ -295,13 +297,39 @@ __device__ void features(const sk_rf_features_params &p) {
     const bool fused = p.mode == SK_RF_SHIFT_ROW && passes == 1;
     const bool pairs = (reinterpret_cast<uintptr_t>(p.out) % 4 == 0) && (p.out_stride % 2 == 0);
     const uint64_t tiles = (p.rows + ROWS - 1) / ROWS;
+    // 16-byte rows of x (aligned, d a multiple of 8, kp <= 128): the next tile is loaded into
+    // registers while this one computes, so its latency is hidden behind the MMAs and stores.
+    const bool vec = reinterpret_cast<uintptr_t>(p.x) % 16 == 0 && p.x_stride % 8 == 0 && p.dim % 8 == 0 &&
+                     kp <= PREFETCH_K;
+    const uint32_t vecs = kp / 8;  // 16-byte words per staged row
+    uint4 pre[PREFETCH];
+    auto fetch = [&](uint64_t tile) {
+#pragma unroll
+        for (int i = 0; i < PREFETCH; ++i) {
+            const uint32_t e = threadIdx.x + i * THREADS, r = e / vecs, v = e % vecs;
+            const uint64_t row = tile * ROWS + r;
+            pre[i] = (e < ROWS * vecs && row < p.rows && 8 * v < p.dim)
+                         ? *reinterpret_cast<const uint4 *>(x + row * p.x_stride + 8 * v)
+                         : make_uint4(0, 0, 0, 0);
+        }
+    };
+    if (vec && blockIdx.x < tiles) fetch(blockIdx.x);
     for (uint64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
         const uint64_t row0 = tile * ROWS;
         __syncthreads();  // W is staged; the previous tile's reads of x, norm2, run are done
-        for (uint32_t e = threadIdx.x; e < ROWS * kp; e += THREADS) {
-            const uint32_t r = e / kp, k = e % kp;
-            smem[l.x + r * l.stride + k] =
-                (row0 + r < p.rows && k < p.dim) ? x[(row0 + r) * p.x_stride + k] : uint16_t{0};
+        if (vec) {
+#pragma unroll
+            for (int i = 0; i < PREFETCH; ++i) {
+                const uint32_t e = threadIdx.x + i * THREADS, r = e / vecs, v = e % vecs;
+                if (e < ROWS * vecs) *reinterpret_cast<uint4 *>(smem + l.x + r * l.stride + 8 * v) = pre[i];
+            }
+            if (tile + gridDim.x < tiles) fetch(tile + gridDim.x);
+        } else {
+            for (uint32_t e = threadIdx.x; e < ROWS * kp; e += THREADS) {
+                const uint32_t r = e / kp, k = e % kp;
+                smem[l.x + r * l.stride + k] =
+                    (row0 + r < p.rows && k < p.dim) ? x[(row0 + r) * p.x_stride + k] : uint16_t{0};
+            }
         }
         __syncthreads();
         // s^2 |x|^2: four lanes per row.

@@ -1166,6 +1166,23 @@ fn check_features<T: Element, B: Backend>(
     m: usize,
     nan_row: Option<usize>,
 ) {
+    let layout = (d + rng.below(3), rng.below(3));
+    check_features_in::<T, B>(b, rng, kernel, stabilizer, rows, d, m, nan_row, layout);
+}
+
+/// [`check_features`] with x at row stride `layout.0` from element `layout.1` of its buffer.
+#[allow(clippy::too_many_arguments)]
+fn check_features_in<T: Element, B: Backend>(
+    b: &B,
+    rng: &mut Rng,
+    kernel: KernelKind,
+    stabilizer: Stabilizer,
+    rows: usize,
+    d: usize,
+    m: usize,
+    nan_row: Option<usize>,
+    layout: (usize, usize),
+) {
     let map = FeatureMap {
         kernel,
         stabilizer,
@@ -1179,8 +1196,7 @@ fn check_features<T: Element, B: Backend>(
         w: w.to_f32().iter().map(|&v| f64::from(v)).collect(),
         ..w.clone()
     };
-    let stride = d + rng.below(3);
-    let offset = rng.below(3);
+    let (stride, offset) = layout;
     let x = Mat::<T>::from_fn(rows, d, stride, offset, |r, _| {
         if Some(r) == nan_row {
             f64::NAN
@@ -1303,6 +1319,37 @@ fn feature_cases<B: Backend>(b: &B) {
                 None,
             );
         }
+    }
+    // 16-byte aligned rows of x with d a multiple of 8: the tensor-core kernel's register
+    // prefetch of the next tile (more tiles than blocks, so blocks loop), with and without the
+    // fused row shift, and a row with NaN.
+    for (d, m, stabilizer) in [
+        (64, 256, Stabilizer::Row),
+        (40, 300, Stabilizer::Row),
+        (128, 72, Stabilizer::Group { rows: 100 }),
+    ] {
+        check_features_in::<bf16, B>(
+            b,
+            &mut rng,
+            KernelKind::Softmax,
+            stabilizer,
+            500,
+            d,
+            m,
+            Some(77),
+            (d, 0),
+        );
+        check_features_in::<f16, B>(
+            b,
+            &mut rng,
+            KernelKind::Gaussian,
+            stabilizer,
+            500,
+            d,
+            m,
+            None,
+            (d + 8, 8),
+        );
     }
     // 16-bit features whose W is too large for the tensor-core kernel's shared memory take the
     // SIMT kernel (m (d + 8) 4 bytes > 227 KiB).
