@@ -8,8 +8,8 @@ mod common;
 
 use common::Rng;
 use spherekit::simplex::cpu::{
-    estimate, exact_mse, favor_attention, favor_attention_backward, features, features_backward,
-    softmax_attention,
+    estimate, estimate_pairs, exact_mse, favor_attention, favor_attention_backward, features,
+    features_backward, softmax_attention,
 };
 use spherekit::simplex::projection::{
     Stream, full_simplex_directions, haar_orthogonal, simplex_directions,
@@ -543,6 +543,22 @@ fn features_estimate_the_kernel_and_stabilizers_only_scale_rows() {
                 rng.seed
             );
         }
+        // The batched estimate: the same values, computed from the largest exponent.
+        let pairs = rows - 1;
+        let batch = estimate_pairs(kernel, &w, &x[..pairs * d], &x[d..], pairs).unwrap();
+        for (p, got) in batch.iter().enumerate() {
+            let want = estimate(
+                kernel,
+                &w,
+                &x[p * d..(p + 1) * d],
+                &x[(p + 1) * d..(p + 2) * d],
+            );
+            assert!(
+                (got - want).abs() < 1e-13 * want,
+                "pair {p}: {got} vs {want}"
+            );
+        }
+        assert!(estimate_pairs(kernel, &w, &x[..d], &x[..d + 1], 1).is_err());
         for stabilizer in [Stabilizer::Row, Stabilizer::Group { rows: 3 }] {
             let map = FeatureMap {
                 stabilizer,

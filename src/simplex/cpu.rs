@@ -123,6 +123,37 @@ pub fn estimate(kernel: KernelKind, w: &Projection, x: &[f64], y: &[f64]) -> f64
         / w.features as f64
 }
 
+/// K̂ for a batch of `pairs` pairs (x and y both pairs x d, row-major): K̂_p = (1/m) Σ_i
+/// exp(a_pi), a_pi = w_i·(x_p + y_p) − c(|x_p|² + |y_p|²), summed as exp(max_i a_pi) Σ_i
+/// exp(a_pi − max) so that no term overflows or underflows before the result does.
+/// Errors: x or y not pairs x d.
+pub fn estimate_pairs(
+    kernel: KernelKind,
+    w: &Projection,
+    x: &[f64],
+    y: &[f64],
+    pairs: usize,
+) -> Result<Vec<f64>> {
+    let d = w.dim;
+    check_rows("x", x.len(), pairs, d)?;
+    check_rows("y", y.len(), pairs, d)?;
+    let c = kernel.norm_coefficient();
+    Ok((0..pairs)
+        .map(|p| {
+            let (xp, yp) = (&x[p * d..(p + 1) * d], &y[p * d..(p + 1) * d]);
+            let v: Vec<f64> = xp.iter().zip(yp).map(|(a, b)| a + b).collect();
+            let base = -c * (dot(xp, xp) + dot(yp, yp));
+            let a: Vec<f64> = (0..w.features).map(|i| dot(w.row(i), &v) + base).collect();
+            let top = a.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if !top.is_finite() {
+                return top.exp();
+            }
+            let sum: f64 = a.iter().map(|ai| (ai - top).exp()).sum();
+            (top + (sum / w.features as f64).ln()).exp()
+        })
+        .collect())
+}
+
 fn check_attention(
     shape: &AttentionShape,
     q: &[f64],
