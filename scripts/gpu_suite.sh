@@ -11,7 +11,7 @@
 #   b. tests: every test binary in gpu-bundle/tests with SPHEREKIT_REQUIRE_GPU=1, --test-threads=1
 #   c. compute-sanitizer over the tests matching `gpu_` of the `hypersphere`, `bessel`, `gram` and
 #      `simplex` test binaries: memcheck, memcheck-bessel, memcheck-gram, memcheck-simplex, racecheck, racecheck-bessel,
-#      racecheck-gram, then (only if time allows; optional) initcheck, initcheck-bessel (a step
+#      racecheck-gram, racecheck-simplex, then (only if time allows; optional) initcheck, initcheck-bessel (a step
 #      without -bessel or -gram is hypersphere's)
 #   d. bench: benches/hypersphere --bench; bench-bessel: benches/bessel --bench, which also dumps
 #      its CPU inputs to a temporary folder (SPHEREKIT_BENCH_DUMP); bench-gram: benches/gram
@@ -176,7 +176,7 @@ fi
 # initcheck is optional and runs only with time to spare. A step is named after the tool for the
 # hypersphere binary (memcheck) and TOOL-BINARY for the others (memcheck-bessel, memcheck-gram).
 for spec in memcheck:hypersphere:100:370 memcheck:bessel:45:345 memcheck:gram:45:320 memcheck:simplex:40:300 \
-    racecheck:hypersphere:100:285 racecheck:bessel:45:260 racecheck:gram:45:235 \
+    racecheck:hypersphere:100:285 racecheck:bessel:45:260 racecheck:gram:45:235 racecheck:simplex:40:210 \
     initcheck:hypersphere:60:265 initcheck:bessel:45:265; do
     IFS=: read -r tool bin_name cap reserve <<<"$spec"
     step="$tool"
