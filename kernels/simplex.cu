@@ -204,22 +204,29 @@ static_assert(ROW_GROUPS * SLICES == WARPS && PASS == static_cast<int>(SK_RF_TC_
 constexpr uint32_t PREFETCH_K = 128;                     // largest kp the register prefetch covers
 constexpr int PREFETCH = ROWS * (PREFETCH_K / 8) / THREADS;  // 16-byte words per thread
 
-// The shared-memory layout for padded dimension kp (a multiple of 16) and mp staged features.
+// The shared-memory layout for padded dimension kp (a multiple of 16), mp staged features and
+// `parts` 16-bit parts of W (2 for 16-bit features, 3 for f32 features: W to 2^-24 relative).
 struct Layout {
     uint32_t stride;  // 16-bit elements per staged row: kp + 8
-    uint32_t w_lo;    // offset of W_lo, in 16-bit elements (W_hi at 0)
+    uint32_t part;    // 16-bit elements from one part of W to the next (the first at 0)
     uint32_t x;       // offset of the x tile
     uint32_t floats;  // byte offset of the f32 area: norm2[ROWS], part[SLICES][ROWS], run[ROWS]
 };
 
-__device__ __forceinline__ Layout layout(uint32_t kp, uint32_t mp) {
+__device__ __forceinline__ Layout layout(uint32_t kp, uint32_t mp, uint32_t parts) {
     Layout l;
     l.stride = kp + 8;
-    l.w_lo = mp * l.stride;
-    l.x = 2 * mp * l.stride;
+    l.part = mp * l.stride;
+    l.x = parts * mp * l.stride;
     l.floats = ((l.x + ROWS * l.stride) * 2 + 15) / 16 * 16;
     return l;
 }
+
+// Parts of W for features of type O: W_hi + W_lo (+ W_lo2 for f32 features).
+template <class O>
+struct Parts {
+    static constexpr int value = std::is_same<O, float>::value ? 3 : 2;
+};
 
 template <class T>
 __device__ __forceinline__ uint16_t bits16(float v) {
@@ -229,7 +236,7 @@ __device__ __forceinline__ uint16_t bits16(float v) {
 // One pass of features [f0, f0 + PASS): acc[rt][nt][i] for row 32 wr + 16 rt + g + 8 (i / 2) and
 // feature f0 + 64 wf + 8 nt + 2 t + i % 2, accumulated over kp. n-tiles past m are skipped
 // (their accumulators stay 0; the epilogues ignore them).
-template <class T>
+template <class T, int PARTS>
 __device__ __forceinline__ void project_pass(const uint16_t *smem, const Layout &l, uint32_t kp, uint32_t m,
                                              uint32_t f0, float (&acc)[2][8][4]) {
     const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
@@ -256,46 +263,51 @@ __device__ __forceinline__ void project_pass(const uint16_t *smem, const Layout 
         for (int nt = 0; nt < 8; ++nt) {
             if (fw + 8 * nt >= m) break;  // warp-uniform
             const uint16_t *wh = smem + (fw + 8 * nt + g) * l.stride + k0 + 2 * t;
-            const uint16_t *wl = wh + l.w_lo;
-            const uint32_t bh[2] = {*reinterpret_cast<const uint32_t *>(wh),
-                                    *reinterpret_cast<const uint32_t *>(wh + 8)};
-            const uint32_t bl[2] = {*reinterpret_cast<const uint32_t *>(wl),
-                                    *reinterpret_cast<const uint32_t *>(wl + 8)};
+            // The smallest part first: its products are added before the large ones.
 #pragma unroll
-            for (int rt = 0; rt < 2; ++rt) {
-                mma_16816<T>(acc[rt][nt], a[rt], bl);
-                mma_16816<T>(acc[rt][nt], a[rt], bh);
+            for (int q = PARTS - 1; q >= 0; --q) {
+                const uint16_t *wq = wh + q * l.part;
+                const uint32_t b[2] = {*reinterpret_cast<const uint32_t *>(wq),
+                                       *reinterpret_cast<const uint32_t *>(wq + 8)};
+#pragma unroll
+                for (int rt = 0; rt < 2; ++rt) mma_16816<T>(acc[rt][nt], a[rt], b);
             }
         }
     }
 }
 
-template <class T>
+// T: the storage type of x; O: of the features (T, or f32 for FAVOR+'s workspace).
+template <class T, class O>
 __device__ void features(const sk_rf_features_params &p) {
+    constexpr int PARTS = Parts<O>::value;
     unsigned char *base = SK_DYNAMIC_SMEM();
     uint16_t *smem = reinterpret_cast<uint16_t *>(base);
     const uint32_t kp = (p.dim + 15) / 16 * 16;
     const uint32_t passes = (p.features + PASS - 1) / PASS;
     // Staged features: the whole passes W spans, so pass offsets stay inside the staging.
     const uint32_t mp = passes == 1 ? (p.features + 7) / 8 * 8 : passes * PASS;
-    const Layout l = layout(kp, mp);
+    const Layout l = layout(kp, mp, PARTS);
     float *norm2 = reinterpret_cast<float *>(base + l.floats);
     float *part = norm2 + ROWS;   // [SLICES][ROWS] per-warp row maxima
     float *run = part + SLICES * ROWS;  // running row maxima over passes
     const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
     const int wr = warp / SLICES, wf = warp % SLICES, g = lane / 4, t = lane % 4;
     const uint16_t *x = static_cast<const uint16_t *>(p.x);
-    uint16_t *out = static_cast<uint16_t *>(p.out);
-    // W_hi, W_lo, zero past (m, d): once per block.
+    O *out = static_cast<O *>(p.out);
+    // The parts of W (each the rounding of what the previous ones leave), zero past (m, d):
+    // once per block.
     for (uint32_t e = threadIdx.x; e < mp * kp; e += THREADS) {
         const uint32_t f = e / kp, k = e % kp;
-        const float w = (f < p.features && k < p.dim) ? p.w[static_cast<uint64_t>(f) * p.dim + k] : 0.0f;
-        const uint16_t hi = bits16<T>(w);
-        smem[f * l.stride + k] = hi;
-        smem[l.w_lo + f * l.stride + k] = bits16<T>(w - Elem<T>::from_bits(hi));
+        float rest = (f < p.features && k < p.dim) ? p.w[static_cast<uint64_t>(f) * p.dim + k] : 0.0f;
+#pragma unroll
+        for (int q = 0; q < PARTS; ++q) {
+            const uint16_t part = bits16<T>(rest);
+            smem[q * l.part + f * l.stride + k] = part;
+            rest -= Elem<T>::from_bits(part);
+        }
     }
     const bool fused = p.mode == SK_RF_SHIFT_ROW && passes == 1;
-    const bool pairs = (reinterpret_cast<uintptr_t>(p.out) % 4 == 0) && (p.out_stride % 2 == 0);
+    const bool pairs = (reinterpret_cast<uintptr_t>(p.out) % (2 * sizeof(O)) == 0) && (p.out_stride % 2 == 0);
     const uint64_t tiles = (p.rows + ROWS - 1) / ROWS;
     // 16-byte rows of x (aligned, d a multiple of 8, kp <= 128): the next tile is loaded into
     // registers while this one computes, so its latency is hidden behind the MMAs and stores.
@@ -356,7 +368,7 @@ __device__ void features(const sk_rf_features_params &p) {
         if (p.mode == SK_RF_SHIFT_ROW || p.mode == SK_RF_SHIFT_MAX_ONLY) {
             for (uint32_t pass = 0; pass < passes; ++pass) {
                 const uint32_t f0 = pass * PASS;
-                project_pass<T>(smem, l, kp, p.features, f0, acc);
+                project_pass<T, PARTS>(smem, l, kp, p.features, f0, acc);
                 float mx[2][2];
 #pragma unroll
                 for (int rt = 0; rt < 2; ++rt)
@@ -387,7 +399,7 @@ __device__ void features(const sk_rf_features_params &p) {
         }
         for (uint32_t pass = 0; pass < passes; ++pass) {
             const uint32_t f0 = pass * PASS;
-            if (!fused) project_pass<T>(smem, l, kp, p.features, f0, acc);
+            if (!fused) project_pass<T, PARTS>(smem, l, kp, p.features, f0, acc);
 #pragma unroll
             for (int rt = 0; rt < 2; ++rt)
 #pragma unroll
@@ -398,15 +410,20 @@ __device__ void features(const sk_rf_features_params &p) {
                     const float shift = p.mode == SK_RF_SHIFT_ROW ? run[r]
                                         : p.mode == SK_RF_SHIFT_GIVEN ? p.shift[row] : 0.0f;
                     if (p.mode == SK_RF_SHIFT_NONE && pass == 0 && wf == 0 && t == 0) p.shift[row] = 0.0f;
-                    uint16_t *o = out + row * p.out_stride;
+                    O *o = out + row * p.out_stride;
 #pragma unroll
                     for (int nt = 0; nt < 8; ++nt) {
                         const uint32_t f = f0 + 64 * wf + 8 * nt + 2 * t;
                         if (f >= p.features) continue;
-                        const uint16_t v0 = bits16<T>(p.feature_scale * (expf(exponent(rt, 2 * h, acc[rt][nt][2 * h]) - shift) + p.eps));
-                        const uint16_t v1 = bits16<T>(p.feature_scale * (expf(exponent(rt, 2 * h + 1, acc[rt][nt][2 * h + 1]) - shift) + p.eps));
+                        const O v0 = Elem<O>::from_f32(p.feature_scale * (expf(exponent(rt, 2 * h, acc[rt][nt][2 * h]) - shift) + p.eps));
+                        const O v1 = Elem<O>::from_f32(p.feature_scale * (expf(exponent(rt, 2 * h + 1, acc[rt][nt][2 * h + 1]) - shift) + p.eps));
                         if (f + 1 < p.features && pairs) {
-                            *reinterpret_cast<uint32_t *>(o + f) = static_cast<uint32_t>(v0) | (static_cast<uint32_t>(v1) << 16);
+                            if constexpr (std::is_same<O, float>::value) {
+                                *reinterpret_cast<float2 *>(o + f) = make_float2(v0, v1);
+                            } else {
+                                *reinterpret_cast<uint32_t *>(o + f) =
+                                    static_cast<uint32_t>(Elem<O>::bits(v0)) | (static_cast<uint32_t>(Elem<O>::bits(v1)) << 16);
+                            }
                         } else {
                             o[f] = v0;
                             if (f + 1 < p.features) o[f + 1] = v1;
@@ -789,9 +806,14 @@ SK_KERNEL(sk_rf_features_f16_to_f32, sk_rf_features_params, SK_RF_THREADS, 1,
           (sk::rf::features<__half, float>(p)))
 SK_KERNEL(sk_rf_features_bf16_to_f32, sk_rf_features_params, SK_RF_THREADS, 1,
           (sk::rf::features<__nv_bfloat16, float>(p)))
-SK_KERNEL(sk_rf_features_tc_f16, sk_rf_features_params, SK_RF_TC_THREADS, 1, (sk::rf::tc::features<__half>(p)))
+SK_KERNEL(sk_rf_features_tc_f16, sk_rf_features_params, SK_RF_TC_THREADS, 1,
+          (sk::rf::tc::features<__half, __half>(p)))
 SK_KERNEL(sk_rf_features_tc_bf16, sk_rf_features_params, SK_RF_TC_THREADS, 1,
-          (sk::rf::tc::features<__nv_bfloat16>(p)))
+          (sk::rf::tc::features<__nv_bfloat16, __nv_bfloat16>(p)))
+SK_KERNEL(sk_rf_features_tc_f16_to_f32, sk_rf_features_params, SK_RF_TC_THREADS, 1,
+          (sk::rf::tc::features<__half, float>(p)))
+SK_KERNEL(sk_rf_features_tc_bf16_to_f32, sk_rf_features_params, SK_RF_TC_THREADS, 1,
+          (sk::rf::tc::features<__nv_bfloat16, float>(p)))
 SK_KERNEL(sk_rf_group_shift, sk_rf_features_params, SK_RF_THREADS, 1, (sk::rf::group_shift(p)))
 
 #define SK_FAVOR_KERNELS(suffix, T)                                                                  \

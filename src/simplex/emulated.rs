@@ -165,3 +165,67 @@ fn stage_projection<'a>(
         dim,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simplex::projection::{Coupling, ProjectionSpec};
+    use crate::simplex::{KernelKind, Stabilizer, cpu};
+    use half::bf16;
+
+    /// 16-bit inputs with f32 features (FAVOR+'s workspace) take the tensor-core kernel with W
+    /// in three bf16 parts: the features must keep f32 accuracy, well below the 2^-16 relative
+    /// error of W in two parts (about 1e-4 relative in the features at these sizes).
+    #[test]
+    fn tensor_core_features_to_f32_keep_f32_accuracy() {
+        let (rows, d, m) = (130, 64, 256);
+        let map = FeatureMap {
+            kernel: KernelKind::Softmax,
+            stabilizer: Stabilizer::Row,
+            eps: 0.0,
+            input_scale: (d as f64).powf(-0.25),
+        };
+        let w = ProjectionSpec::new(Coupling::Simplex, m, d, 7)
+            .unwrap()
+            .draw(0);
+        let w32 = w.to_f32();
+        let x: Vec<bf16> = (0..rows * d)
+            .map(|i| bf16::from_f64(((i * 7919) % 1000) as f64 / 250.0 - 2.0))
+            .collect();
+        let emu = Emulator::new(2);
+        let mut staged = Staged::new();
+        let xa = staged.rows("x", &HostRows::new(&x, rows, d, d).unwrap());
+        let mut staged_w = Staged::new();
+        let wa = stage_projection(&mut staged_w, &w32, m, d).unwrap();
+        let mut out = vec![f32::NAN; rows * m];
+        let mut shift = vec![f32::NAN; rows];
+        let out_rows = HostRowsMut::new(&mut out, rows, m, m).unwrap();
+        let (oo, oa) = Output::rows("out", &out_rows);
+        let (so, sa) = Output::vector("shift", &shift);
+        let plan = plan_features::<bf16>(&map, &emu, true, &wa, &xa, &oa, &sa).unwrap();
+        assert!(
+            plan[0].kernel.starts_with("sk_rf_features_tc_"),
+            "{}",
+            plan[0].kernel
+        );
+        for launch in &plan {
+            emu.launch(launch).unwrap();
+        }
+        let mut out_rows = HostRowsMut::new(&mut out, rows, m, m).unwrap();
+        oo.finish_rows(&mut out_rows).unwrap();
+        so.finish_vector(&mut shift).unwrap();
+        let xf: Vec<f64> = x.iter().map(|v| v.to_f64()).collect();
+        let w64 = crate::simplex::Projection {
+            w: w32.iter().map(|&v| f64::from(v)).collect(),
+            ..w
+        };
+        let want = cpu::features(&map, &w64, &xf, rows).unwrap();
+        let worst = out
+            .iter()
+            .zip(&want.phi)
+            .map(|(g, w)| (f64::from(*g) - w).abs() / w)
+            .fold(0.0, f64::max);
+        assert!(worst < 2e-5, "worst relative error {worst:.2e}");
+        eprintln!("worst relative error {worst:.2e}");
+    }
+}

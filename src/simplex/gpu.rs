@@ -40,6 +40,7 @@ pub(crate) fn kernel_names() -> Vec<String> {
             names.push(format!("sk_rf_features_{}_to_f32", t.name()));
             names.push(format!("sk_rf_features_backward_{}_from_f32", t.name()));
             names.push(format!("sk_rf_features_tc_{}", t.name()));
+            names.push(format!("sk_rf_features_tc_{}_to_f32", t.name()));
         }
     }
     names.push("sk_rf_group_shift".to_string());
@@ -154,9 +155,10 @@ fn features_params(
 }
 
 /// Dynamic shared memory of the tensor-core feature map for W of m x d (see
-/// kernels/params.h): W_hi and W_lo as [mp][kp + 8] 16-bit words, the x tile, and the f32 row
-/// scratch (norms, per-warp maxima, running maxima).
-fn tc_smem_bytes(m: u64, d: u64) -> u64 {
+/// kernels/params.h): the parts of W (W_hi, W_lo, and a third for f32 features) as
+/// [mp][kp + 8] 16-bit words, the x tile, and the f32 row scratch (norms, per-warp maxima,
+/// running maxima).
+fn tc_smem_bytes(m: u64, d: u64, parts: u64) -> u64 {
     let pass = u64::from(SK_RF_TC_PASS);
     let rows = u64::from(SK_RF_TC_ROWS);
     let kp = d.div_ceil(16) * 16;
@@ -167,17 +169,17 @@ fn tc_smem_bytes(m: u64, d: u64) -> u64 {
         passes * pass
     };
     let stride = kp + 8;
-    let halves = ((2 * mp + rows) * stride * 2).div_ceil(16) * 16;
+    let halves = ((parts * mp + rows) * stride * 2).div_ceil(16) * 16;
     let warps = u64::from(SK_RF_TC_THREADS / 32);
     let slices = warps / (rows / 32);
     halves + 4 * rows * (2 + slices)
 }
 
 /// The launches of one feature map: one (no shift, or a row shift), or three (group shift:
-/// the row maxima, the group maxima, the features with the given shift). 16-bit inputs and
-/// features go to the tensor-core kernel when W fits in its shared memory (m (d + 8) 4 bytes
-/// and a little more: d = 64 allows m up to about 2900 on an H100); everything else, and f32
-/// features (FAVOR+'s workspace), to the f32 SIMT kernel.
+/// the row maxima, the group maxima, the features with the given shift). 16-bit inputs go to
+/// the tensor-core kernel when W fits in its shared memory (m (d + 8) 4 bytes and a little
+/// more for 16-bit features, 6 bytes for f32 features: d = 64 allows m up to about 2900 and
+/// 1900 on an H100); f32 inputs, and W too large, to the f32 SIMT kernel.
 pub(crate) fn plan_features<T: Element>(
     map: &FeatureMap,
     l: &impl Launcher,
@@ -200,14 +202,17 @@ pub(crate) fn plan_features<T: Element>(
         ..features_params(map, w, x, shift)?
     };
     let features = base.features;
-    let tc_bytes = tc_smem_bytes(m as u64, w.dim as u64);
-    let tensor_cores =
-        T::DTYPE != DType::F32 && !out_f32 && tc_bytes <= u64::from(l.stream_smem_budget());
+    let tc_bytes = tc_smem_bytes(m as u64, w.dim as u64, if out_f32 { 3 } else { 2 });
+    let tensor_cores = T::DTYPE != DType::F32 && tc_bytes <= u64::from(l.stream_smem_budget());
     let fused_bytes = u64::from(SK_RF_ROWS) * u64::from(features) * 4;
     let fused = fused_bytes <= u64::from(FUSED_SMEM_BYTES);
     let (kernel, block, row_tile, smem) = if tensor_cores {
         (
-            format!("sk_rf_features_tc_{}", T::DTYPE.name()),
+            format!(
+                "sk_rf_features_tc_{}{}",
+                T::DTYPE.name(),
+                if out_f32 { "_to_f32" } else { "" }
+            ),
             SK_RF_TC_THREADS,
             SK_RF_TC_ROWS,
             tc_bytes as u32,
