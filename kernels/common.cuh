@@ -116,27 +116,56 @@ __device__ __forceinline__ T to_storage(double v) {
 }
 
 // ---- vector access ------------------------------------------------------------------------
-// Loads VEC consecutive elements as f32. VEC is either 1 (any address) or Elem<T>::VEC, in which
-// case `src` must be 16-byte aligned (the host checks before choosing a vector kernel).
+// VEC consecutive elements in storage form: one 16-byte word when VEC == Elem<T>::VEC (the
+// address must then be 16-byte aligned; the host checks before choosing a vector kernel), one
+// element when VEC == 1. Register tiles keep inputs this way, so a 16-bit tile takes half the
+// registers of its f32 values, and widen a chunk to f32 where it is read. All-zero bits are 0.0
+// in every storage type: fill(0) pads a tile's chunks past the end of a row.
 template <class T, int VEC>
-__device__ __forceinline__ void load_vec(const T *src, float (&out)[VEC]) {
-    if constexpr (VEC == 1) {
-        out[0] = Elem<T>::to_f32(src[0]);
-    } else {
-        static_assert(VEC * sizeof(T) == 16, "vector access is 16 bytes");
-        const uint4 raw = *reinterpret_cast<const uint4 *>(src);
-        const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+struct RawChunk {
+    static_assert(VEC * sizeof(T) == 16, "vector access is 16 bytes");
+    uint4 w;
+    __device__ __forceinline__ void load(const T *src) { w = *reinterpret_cast<const uint4 *>(src); }
+    // Every element set to v rounded to T.
+    __device__ __forceinline__ void fill(float v) {
+        uint32_t word;
+        if constexpr (sizeof(T) == 4) {
+            word = __float_as_uint(v);
+        } else {
+            const uint32_t b = Elem<T>::bits(Elem<T>::from_f32(v));
+            word = b | (b << 16);
+        }
+        w = make_uint4(word, word, word, word);
+    }
+    __device__ __forceinline__ void widen(float (&out)[VEC]) const {
+        const uint32_t words[4] = {w.x, w.y, w.z, w.w};
         if constexpr (sizeof(T) == 4) {
 #pragma unroll
-            for (int i = 0; i < 4; ++i) out[i] = __uint_as_float(w[i]);
+            for (int i = 0; i < 4; ++i) out[i] = __uint_as_float(words[i]);
         } else {
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
-                out[2 * i] = Elem<T>::from_bits(static_cast<uint16_t>(w[i] & 0xffffu));
-                out[2 * i + 1] = Elem<T>::from_bits(static_cast<uint16_t>(w[i] >> 16));
+                out[2 * i] = Elem<T>::from_bits(static_cast<uint16_t>(words[i] & 0xffffu));
+                out[2 * i + 1] = Elem<T>::from_bits(static_cast<uint16_t>(words[i] >> 16));
             }
         }
     }
+};
+
+template <class T>
+struct RawChunk<T, 1> {
+    T w;
+    __device__ __forceinline__ void load(const T *src) { w = src[0]; }
+    __device__ __forceinline__ void fill(float v) { w = Elem<T>::from_f32(v); }
+    __device__ __forceinline__ void widen(float (&out)[1]) const { out[0] = Elem<T>::to_f32(w); }
+};
+
+// Loads VEC consecutive elements as f32 (see RawChunk for the alignment rule).
+template <class T, int VEC>
+__device__ __forceinline__ void load_vec(const T *src, float (&out)[VEC]) {
+    RawChunk<T, VEC> c;
+    c.load(src);
+    c.widen(out);
 }
 
 // Stores VEC accumulator values (float or double), each rounded once to T.

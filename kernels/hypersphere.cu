@@ -124,28 +124,30 @@ __device__ __forceinline__ uint32_t chunk_col(int k, int lane) {
     return (static_cast<uint32_t>(k) * TPS + static_cast<uint32_t>(lane)) * VEC;
 }
 
+// The CH chunks a lane owns of one row segment, kept in storage form (RawChunk) and widened
+// to f32 where read; chunks past `len` hold zeros. It is also the finishers' source for the row.
 template <class T, int TPS, int VEC, int CH>
-__device__ __forceinline__ void load_tile(const T *base, int lane, uint32_t len,
-                                          float (&v)[CH][VEC]) {
+struct RawTile {
+    RawChunk<T, VEC> c[CH];
+    __device__ __forceinline__ void load(const T *base, int lane, uint32_t len) {
 #pragma unroll
-    for (int k = 0; k < CH; ++k) {
-        const uint32_t col = chunk_col<TPS, VEC>(k, lane);
-        if (col < len) {
-            load_vec<T, VEC>(base + col, v[k]);
-        } else {
-#pragma unroll
-            for (int e = 0; e < VEC; ++e) v[k][e] = 0.0f;
+        for (int k = 0; k < CH; ++k) {
+            const uint32_t col = chunk_col<TPS, VEC>(k, lane);
+            if (col < len) {
+                c[k].load(base + col);
+            } else {
+                c[k].fill(0.0f);
+            }
         }
     }
-}
-
-template <int CH, int VEC>
-__device__ __forceinline__ void fill_tile(float (&v)[CH][VEC], float value) {
+    __device__ __forceinline__ void fill(float v) {
 #pragma unroll
-    for (int k = 0; k < CH; ++k)
-#pragma unroll
-        for (int e = 0; e < VEC; ++e) v[k][e] = value;
-}
+        for (int k = 0; k < CH; ++k) c[k].fill(v);
+    }
+    __device__ __forceinline__ void operator()(int k, uint32_t, float (&out)[VEC]) const {
+        c[k].widen(out);
+    }
+};
 
 // The segments a worker visits: w, w + W, w + 2W, ... as (row, group) pairs, advanced without
 // 64-bit division (which compiles to a subroutine call). The host keeps W and the groups per row
@@ -179,6 +181,49 @@ struct SegCursor {
     }
 };
 
+// Whether a register tier of TPS threads per segment loads the next segment's tiles before it
+// finishes the current one. For 16-bit storage: there a lane's tiles are half the bytes of f32
+// ones, and with one segment in flight per team the memory system idled through every
+// reduction (H200, 2026-11-28: 16-bit normalize backward at 40% of copy bandwidth where f32
+// reached 97%). The second set of tiles costs about the registers that keeping them in storage
+// form (RawTile) saved, except at 512 threads per segment, whose budget of 128 registers it
+// would exceed (ptxas spills).
+template <class T, int TPS>
+struct PrefetchSegments {
+    static constexpr bool value = sizeof(T) == 2 && TPS < 512;
+};
+
+// Finishes every segment c of a register-tier worker, in order: load(c, tiles) fills the
+// tiles, fast(c, tiles) finishes the segment in f32 from them or returns false, and then
+// retry(c) finishes it in f64 from memory. With PREFETCH the loads of segment c + 1 are issued
+// before segment c is finished. (Loading them again after a retry, so that they would not be live
+// during it, was tried: ptxas then used more registers, not fewer.)
+template <bool PREFETCH, class Tiles, class Load, class Fast, class Retry>
+__device__ __forceinline__ void for_segments(SegCursor c, uint64_t rows, const Load &load,
+                                             const Fast &fast, const Retry &retry) {
+    if constexpr (PREFETCH) {
+        Tiles cur;
+        if (c.row < rows) load(c, cur);
+#pragma unroll 1
+        while (c.row < rows) {
+            SegCursor n = c;
+            n.next();
+            Tiles next;
+            if (n.row < rows) load(n, next);
+            if (!fast(c, cur)) retry(c);
+            cur = next;
+            c = n;
+        }
+    } else {
+#pragma unroll 1
+        for (; c.row < rows; c.next()) {
+            Tiles t;
+            load(c, t);
+            if (!fast(c, t)) retry(c);
+        }
+    }
+}
+
 // ---- sources and sinks ----------------------------------------------------------------------
 // A finisher visits the chunks a lane owns with for_chunks: register tiers pass CH > 0 (exactly
 // CH chunks, unrolled, so k is a constant and register arrays stay in registers), the streaming
@@ -202,15 +247,6 @@ __device__ __forceinline__ void for_chunks(int lane, uint32_t len, F &&f) {
         }
     }
 }
-
-template <int VEC>
-struct TileSource {
-    const float (*v)[VEC];
-    __device__ __forceinline__ void operator()(int k, uint32_t, float (&out)[VEC]) const {
-#pragma unroll
-        for (int e = 0; e < VEC; ++e) out[e] = v[k][e];
-    }
-};
 
 template <class T, int VEC>
 struct MemSource {
@@ -335,17 +371,24 @@ __device__ void norm_fwd_tile(const sk_normalize_params &p) {
     SK_EXPECT(p.group <= static_cast<uint32_t>(CH * TPS * VEC));
     Team<TPS> team;
     const T *scale = static_cast<const T *>(p.scale);
-#pragma unroll 1
-    for (SegCursor c(team.worker(), team.workers(), p.cols / p.group); c.row < p.rows; c.next()) {
-        const T *x = c.in<T>(p.x, p.x_stride, p.group);
-        T *y = c.out<T>(p.out, p.out_stride, p.group);
-        const ScaleSource<T, VEC> s{scale ? scale + static_cast<uint64_t>(c.j) * p.group : nullptr};
-        float v[CH][VEC];
-        load_tile<T, TPS, VEC, CH>(x, team.lane, p.group, v);
-        if (!norm_fwd_finish<float, TPS, VEC, CH>(team, p, TileSource<VEC>{v}, s, y)) {
-            norm_fwd_finish<double, TPS, VEC, CH>(team, p, MemSource<T, VEC>{x}, s, y);
-        }
-    }
+    const auto scale_of = [&](const SegCursor &c) {
+        return ScaleSource<T, VEC>{scale ? scale + static_cast<uint64_t>(c.j) * p.group : nullptr};
+    };
+    using Tile = RawTile<T, TPS, VEC, CH>;
+    for_segments<PrefetchSegments<T, TPS>::value, Tile>(
+        SegCursor(team.worker(), team.workers(), p.cols / p.group), p.rows,
+        [&](const SegCursor &c, Tile &x) {
+            x.load(c.in<T>(p.x, p.x_stride, p.group), team.lane, p.group);
+        },
+        [&](const SegCursor &c, const Tile &x) {
+            return norm_fwd_finish<float, TPS, VEC, CH>(team, p, x, scale_of(c),
+                                                        c.out<T>(p.out, p.out_stride, p.group));
+        },
+        [&](const SegCursor &c) {
+            const MemSource<T, VEC> x{c.in<T>(p.x, p.x_stride, p.group)};
+            norm_fwd_finish<double, TPS, VEC, CH>(team, p, x, scale_of(c),
+                                                  c.out<T>(p.out, p.out_stride, p.group));
+        });
 }
 
 template <class T, int VEC>
@@ -423,11 +466,12 @@ __device__ void norm_bwd_tile(const sk_normalize_params &p) {
     const T *scale =
         p.scale ? static_cast<const T *>(p.scale) + static_cast<uint64_t>(j) * p.group : nullptr;
 
-    float sv[CH][VEC];
+    using Tile = RawTile<T, TPS, VEC, CH>;
+    Tile sv;
     if (scale != nullptr) {
-        load_tile<T, TPS, VEC, CH>(scale, team.lane, p.group, sv);
+        sv.load(scale, team.lane, p.group);
     } else {
-        fill_tile(sv, 1.0f);
+        sv.fill(1.0f);
     }
     double ds[CH][VEC];
 #pragma unroll
@@ -436,21 +480,25 @@ __device__ void norm_bwd_tile(const sk_normalize_params &p) {
         for (int e = 0; e < VEC; ++e) ds[k][e] = 0.0;
     RegSink<VEC> sink{ds, p.partial != nullptr};
 
-#pragma unroll 1
-    for (SegCursor c(w, team.workers(), gpr); c.row < p.rows; c.next()) {
-        const T *xp = c.in<T>(p.x, p.x_stride, p.group);
-        const T *dyp = c.in<T>(p.dy, p.dy_stride, p.group);
-        T *dx = c.out<T>(p.out, p.out_stride, p.group);
-        float x[CH][VEC], dy[CH][VEC];
-        load_tile<T, TPS, VEC, CH>(xp, team.lane, p.group, x);
-        load_tile<T, TPS, VEC, CH>(dyp, team.lane, p.group, dy);
-        if (!norm_bwd_finish<float, TPS, VEC, CH>(team, p, TileSource<VEC>{x}, TileSource<VEC>{dy},
-                                                  TileSource<VEC>{sv}, dx, sink)) {
-            norm_bwd_finish<double, TPS, VEC, CH>(team, p, MemSource<T, VEC>{xp},
-                                                  MemSource<T, VEC>{dyp},
-                                                  ScaleSource<T, VEC>{scale}, dx, sink);
-        }
-    }
+    struct Tiles {
+        Tile x, dy;
+    };
+    for_segments<PrefetchSegments<T, TPS>::value, Tiles>(
+        SegCursor(w, team.workers(), gpr), p.rows,
+        [&](const SegCursor &c, Tiles &t) {
+            t.x.load(c.in<T>(p.x, p.x_stride, p.group), team.lane, p.group);
+            t.dy.load(c.in<T>(p.dy, p.dy_stride, p.group), team.lane, p.group);
+        },
+        [&](const SegCursor &c, const Tiles &t) {
+            return norm_bwd_finish<float, TPS, VEC, CH>(
+                team, p, t.x, t.dy, sv, c.out<T>(p.out, p.out_stride, p.group), sink);
+        },
+        [&](const SegCursor &c) {
+            const MemSource<T, VEC> x{c.in<T>(p.x, p.x_stride, p.group)};
+            const MemSource<T, VEC> dy{c.in<T>(p.dy, p.dy_stride, p.group)};
+            norm_bwd_finish<double, TPS, VEC, CH>(team, p, x, dy, ScaleSource<T, VEC>{scale},
+                                                  c.out<T>(p.out, p.out_stride, p.group), sink);
+        });
     if (p.partial != nullptr) {
         double *part = p.partial + static_cast<uint64_t>(w) * p.group;
         for_chunks<TPS, VEC, CH>(team.lane, p.group, [&](int k, uint32_t col) {
@@ -696,20 +744,27 @@ __device__ void lerp_fwd_tile(const sk_lerp_params &p) {
     Team<TPS> team;
     float cp[CH][VEC], om[CH][VEC];
     load_alpha_tile<T, TPS, VEC, CH>(p, team.lane, cp, om);
-#pragma unroll 1
-    for (uint64_t row = team.worker(); row < p.rows; row += team.workers()) {
-        const T *hp = static_cast<const T *>(p.h) + row * p.h_stride;
-        const T *up = static_cast<const T *>(p.u) + row * p.u_stride;
-        T *y = static_cast<T *>(p.out) + row * p.out_stride;
-        float h[CH][VEC], u[CH][VEC];
-        load_tile<T, TPS, VEC, CH>(hp, team.lane, p.cols, h);
-        load_tile<T, TPS, VEC, CH>(up, team.lane, p.cols, u);
-        if (!lerp_fwd_finish<float, TPS, VEC, CH>(team, p, TileSource<VEC>{h}, TileSource<VEC>{u},
-                                                  AlphaTileFwd<VEC>{om}, y)) {
-            lerp_fwd_finish<double, TPS, VEC, CH>(team, p, MemSource<T, VEC>{hp},
-                                                  MemSource<T, VEC>{up}, AlphaMem<T, VEC>{&p}, y);
-        }
-    }
+    using Tile = RawTile<T, TPS, VEC, CH>;
+    struct Tiles {
+        Tile h, u;
+    };
+    // Whole rows: one segment per row (groups per row = 1).
+    for_segments<PrefetchSegments<T, TPS>::value, Tiles>(
+        SegCursor(team.worker(), team.workers(), 1), p.rows,
+        [&](const SegCursor &c, Tiles &t) {
+            t.h.load(c.in<T>(p.h, p.h_stride, p.cols), team.lane, p.cols);
+            t.u.load(c.in<T>(p.u, p.u_stride, p.cols), team.lane, p.cols);
+        },
+        [&](const SegCursor &c, const Tiles &t) {
+            return lerp_fwd_finish<float, TPS, VEC, CH>(team, p, t.h, t.u, AlphaTileFwd<VEC>{om},
+                                                        c.out<T>(p.out, p.out_stride, p.cols));
+        },
+        [&](const SegCursor &c) {
+            const MemSource<T, VEC> h{c.in<T>(p.h, p.h_stride, p.cols)};
+            const MemSource<T, VEC> u{c.in<T>(p.u, p.u_stride, p.cols)};
+            lerp_fwd_finish<double, TPS, VEC, CH>(team, p, h, u, AlphaMem<T, VEC>{&p},
+                                                  c.out<T>(p.out, p.out_stride, p.cols));
+        });
 }
 
 template <class T, int VEC>
@@ -844,25 +899,36 @@ __device__ void lerp_bwd_tile(const sk_lerp_params &p) {
     RegSink<VEC> sink{dp, p.partial != nullptr};
 
     const uint32_t w = team.worker();
-#pragma unroll 1
-    for (uint64_t row = w; row < p.rows; row += team.workers()) {
-        const T *hp = static_cast<const T *>(p.h) + row * p.h_stride;
-        const T *up = static_cast<const T *>(p.u) + row * p.u_stride;
-        const T *dyp = static_cast<const T *>(p.dy) + row * p.dy_stride;
-        T *dh = static_cast<T *>(p.out) + row * p.out_stride;
-        T *du = static_cast<T *>(p.out_u) + row * p.out_u_stride;
-        float h[CH][VEC], u[CH][VEC], dy[CH][VEC];
-        load_tile<T, TPS, VEC, CH>(hp, team.lane, p.cols, h);
-        load_tile<T, TPS, VEC, CH>(up, team.lane, p.cols, u);
-        load_tile<T, TPS, VEC, CH>(dyp, team.lane, p.cols, dy);
-        if (!lerp_bwd_finish<float, TPS, VEC, CH>(team, p, TileSource<VEC>{h}, TileSource<VEC>{u},
-                                                  TileSource<VEC>{dy}, alpha_tile<VEC>(p, cp, om),
-                                                  dh, du, sink)) {
-            lerp_bwd_finish<double, TPS, VEC, CH>(team, p, MemSource<T, VEC>{hp},
-                                                  MemSource<T, VEC>{up}, MemSource<T, VEC>{dyp},
-                                                  AlphaMem<T, VEC>{&p}, dh, du, sink);
-        }
-    }
+    using Tile = RawTile<T, TPS, VEC, CH>;
+    struct Tiles {
+        Tile h, u, dy;
+    };
+    // f16 is left out: its widening (a conversion, where bf16's is a shift) takes registers
+    // that this op's budget does not have once the next tiles are live (ptxas spills).
+    constexpr bool PREFETCH =
+        PrefetchSegments<T, TPS>::value && !std::is_same<T, __half>::value;
+    // Whole rows: one segment per row (groups per row = 1).
+    for_segments<PREFETCH, Tiles>(
+        SegCursor(w, team.workers(), 1), p.rows,
+        [&](const SegCursor &c, Tiles &t) {
+            t.h.load(c.in<T>(p.h, p.h_stride, p.cols), team.lane, p.cols);
+            t.u.load(c.in<T>(p.u, p.u_stride, p.cols), team.lane, p.cols);
+            t.dy.load(c.in<T>(p.dy, p.dy_stride, p.cols), team.lane, p.cols);
+        },
+        [&](const SegCursor &c, const Tiles &t) {
+            return lerp_bwd_finish<float, TPS, VEC, CH>(
+                team, p, t.h, t.u, t.dy, alpha_tile<VEC>(p, cp, om),
+                c.out<T>(p.out, p.out_stride, p.cols), c.out<T>(p.out_u, p.out_u_stride, p.cols),
+                sink);
+        },
+        [&](const SegCursor &c) {
+            const MemSource<T, VEC> h{c.in<T>(p.h, p.h_stride, p.cols)};
+            const MemSource<T, VEC> u{c.in<T>(p.u, p.u_stride, p.cols)};
+            const MemSource<T, VEC> dy{c.in<T>(p.dy, p.dy_stride, p.cols)};
+            lerp_bwd_finish<double, TPS, VEC, CH>(
+                team, p, h, u, dy, AlphaMem<T, VEC>{&p}, c.out<T>(p.out, p.out_stride, p.cols),
+                c.out<T>(p.out_u, p.out_u_stride, p.cols), sink);
+        });
     if (p.partial == nullptr) return;
     if (p.p_len == 1) {
         // Scalar p: the worker's partial is the sum over all its channels.

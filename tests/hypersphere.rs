@@ -611,10 +611,10 @@ fn normalize_layouts<T: Element, B: Backend>(b: &B) {
 
 /// Rows near the edges of the representable range, zero rows, rows just below and above eps,
 /// and a NaN row, beside ordinary ones: each must match the reference and leave the other rows
-/// alone.
-fn normalize_extremes<T: Element, B: Backend>(b: &B) {
+/// alone. The eight kinds of row repeat `copies` times (fresh random directions each time), in
+/// rows of `cols` elements (a multiple of 8 takes the vector tiers, others the scalar ones).
+fn normalize_extremes<T: Element, B: Backend>(b: &B, copies: usize, cols: usize) {
     let mut rng = Rng::new();
-    let cols = 300;
     // Row norms to build (NaN: a row with one NaN entry). f16 has a narrow range: its eps and
     // extremes are scaled to stay representable.
     let (huge, tiny, modes) = match T::DTYPE {
@@ -635,6 +635,8 @@ fn normalize_extremes<T: Element, B: Backend>(b: &B) {
         let norms = [1.0, huge, tiny, 0.0, 0.5 * e, 2.0 * e, f64::NAN, 3.0];
         let rows: Vec<Vec<f64>> = norms
             .iter()
+            .cycle()
+            .take(norms.len() * copies)
             .map(|&n| {
                 let v: Vec<f64> = (0..cols).map(|_| rng.normal()).collect();
                 let scale = if n.is_nan() { 1.0 } else { n / cpu::norm2(&v) };
@@ -990,9 +992,9 @@ on_every_backend! {
         normalize_layouts::<bf16, _>(b);
     }
     normalize_extreme_rows(b) {
-        normalize_extremes::<f32, _>(b);
-        normalize_extremes::<f16, _>(b);
-        normalize_extremes::<bf16, _>(b);
+        normalize_extremes::<f32, _>(b, 1, 300);
+        normalize_extremes::<f16, _>(b, 1, 300);
+        normalize_extremes::<bf16, _>(b, 1, 300);
     }
     lerp_every_tier(b) {
         lerp_all_tiers::<f32, _>(b);
@@ -1044,7 +1046,15 @@ mod emulator_only {
             normalize_case::<f32, _>(&emu1, &mut rng, &op, rows, cols, 0, 0, true);
             normalize_case::<bf16, _>(&emu1, &mut rng, &op, rows, cols, 0, 0, false);
             normalize_bwd_case::<f32, _>(&emu1, &mut rng, &op, rows, cols, 0, 0, true);
+            normalize_bwd_case::<bf16, _>(&emu1, &mut rng, &op, rows, cols, 0, 0, true);
+            normalize_bwd_case::<f16, _>(&emu1, &mut rng, &op, rows, cols, 0, 0, false);
         }
+        // 16-bit register tiers load a worker's next segment before finishing the current one;
+        // rows that need the f64 retry sit between ordinary ones here, so some retries happen
+        // with the next segment's loads in flight.
+        normalize_extremes::<bf16, _>(&emu1, 40, 296);
+        normalize_extremes::<f16, _>(&emu1, 40, 300);
+        normalize_extremes::<f16, _>(&emu1, 40, 296);
         lerp_case::<f32, _>(
             &emu1,
             &mut rng,
@@ -1056,17 +1066,30 @@ mod emulator_only {
             false,
             false,
         );
-        lerp_case::<bf16, _>(
-            &emu1,
-            &mut rng,
-            &LerpNormalize::simbav2(),
-            3000,
-            64,
-            0,
-            0,
-            true,
-            true,
-        );
+        for backward in [false, true] {
+            lerp_case::<bf16, _>(
+                &emu1,
+                &mut rng,
+                &LerpNormalize::simbav2(),
+                3000,
+                64,
+                0,
+                0,
+                true,
+                backward,
+            );
+            lerp_case::<f16, _>(
+                &emu1,
+                &mut rng,
+                &LerpNormalize::ngpt(0.05),
+                1000,
+                64,
+                0,
+                0,
+                false,
+                backward,
+            );
+        }
     }
 
     #[test]
