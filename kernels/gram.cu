@@ -697,7 +697,19 @@ __device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
         team.sync();
         store_tiles<F, TS, MAXT>(buf, ld, tiles, acc, pow2<R>(-2 * e));
         team.sync();
-        st = column_stats<F>(team, buf, ld, k);
+        if (p.tolerance > 0.0 || t + 1 >= steps) {
+            // level_lower comes next: it needs the largest column.
+            st = column_stats<F>(team, buf, ld, k);
+        } else {
+            // Only ||M_{t+1}||_F^2 is needed: summed from the tiles in registers, one team
+            // reduction instead of column_stats' pass over the matrix and five reductions,
+            // whose latency dominated a step of the warp tier. The stored entries are acc 2^-2e
+            // (exact but for underflow, within the analysis' absolute TINY), off-diagonal tiles
+            // count twice, and a complex diagonal's imaginary rounding is counted although not
+            // stored: fro2 below level T only enters the error terms and the choice of e, and
+            // the error terms stay valid for any value at least the stored sum (up to TINY).
+            st.fro2 = ldexp(team.sum(tiles_sumsq<F>(tiles, acc)), -4 * e);
+        }
         if constexpr (GRAD) {
             // P <- P M_{t+1} 2^-g, g from ||P||_F (P stays O(1) whatever T).
             const int g = ilogb(pfro2) >> 1;
