@@ -138,11 +138,46 @@ struct GramTeam {
             return t;
         }
     }
+    // Two reductions with one op, their shuffle chains interleaved (and one barrier for a
+    // block team): the latency of about one. Same results as two calls of reduce.
+    template <class Op>
+    __device__ void reduce2(double &a, double &b, Op op) {
+#pragma unroll
+        for (int m = 16; m >= 1; m /= 2) {
+            const double oa = __shfl_xor_sync(0xffffffffu, a, m);
+            const double ob = __shfl_xor_sync(0xffffffffu, b, m);
+            a = op(a, oa);
+            b = op(b, ob);
+        }
+        if constexpr (NT != 32) {
+            __shared__ double scratch[2][2][NT / 32];
+            double(*s)[NT / 32] = scratch[parity];
+            parity ^= 1;
+            if (rank % 32 == 0) {
+                s[0][rank / 32] = a;
+                s[1][rank / 32] = b;
+            }
+            __syncthreads();
+            a = s[0][0];
+            b = s[1][0];
+#pragma unroll 1
+            for (int i = 1; i < NT / 32; ++i) {
+                a = op(a, s[0][i]);
+                b = op(b, s[1][i]);
+            }
+        }
+    }
     __device__ double sum(double v) {
         return reduce(v, [](double a, double b) { return a + b; });
     }
     __device__ double max(double v) {
         return reduce(v, [](double a, double b) { return fmax(a, b); });
+    }
+    __device__ void sum2(double &a, double &b) {
+        reduce2(a, b, [](double x, double y) { return x + y; });
+    }
+    __device__ void max2(double &a, double &b) {
+        reduce2(a, b, [](double x, double y) { return fmax(x, y); });
     }
 };
 
@@ -450,30 +485,53 @@ struct Stats {
     double diagmax; // t = 1: largest diagonal entry of M_1 = largest column norm^2 of A
 };
 
+// Threads per column of a k x k matrix for a team of NT threads: the largest power of two P
+// <= 32 with P * k <= NT (at least 1). Consecutive ranks j * P + q (q < P) share column j, in
+// one warp, each summing the rows i = q mod P, so a column's serial chain is k / P long.
+template <int NT>
+__device__ __forceinline__ int threads_per_column(int k) {
+    int parts = 1;
+    while (parts < 32 && 2 * parts * k <= NT) parts *= 2;
+    return parts;
+}
+
+// Sum over the P lanes that share a column (lane bits below P). Every lane of the warp calls it.
+__device__ __forceinline__ double sum_parts(double v, int parts) {
+    for (int o = 1; o < parts; o *= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
 // Column sums of |entries|^2 of the k x k (of k_pad) matrix m, reduced over the team.
 template <class F, int NT>
 __device__ Stats column_stats(GramTeam<NT> &team, const typename F::elem *m, int ld, int k) {
+    const int parts = threads_per_column<NT>(k);
+    const int q = team.rank % parts;
     double fro2 = 0.0, colmax = -1.0, trace = 0.0, diagmax = 0.0;
     int jmax = k;
-    for (int j = team.rank; j < k; j += NT) {
+    // The loop bound is the same for every thread (sum_parts shuffles the whole warp).
+    for (int j0 = 0; j0 < k; j0 += NT / parts) {
+        const int j = j0 + team.rank / parts;
         double cs = 0.0;
-        for (int i = 0; i < k; ++i) cs += F::abs2(m[i * ld + j]);
-        fro2 += cs;
-        if (cs > colmax) {  // strict: the first of equal columns
-            colmax = cs;
-            jmax = j;
+        if (j < k) {
+            for (int i = q; i < k; i += parts) cs += F::abs2(m[i * ld + j]);
         }
-        const double d = F::re(m[j * ld + j]);
-        trace += d;
-        diagmax = fmax(diagmax, d);
+        cs = sum_parts(cs, parts);
+        if (j < k && q == 0) {
+            fro2 += cs;
+            if (cs > colmax) {  // strict: the first of equal columns
+                colmax = cs;
+                jmax = j;
+            }
+            const double d = F::re(m[j * ld + j]);
+            trace += d;
+            diagmax = fmax(diagmax, d);
+        }
     }
-    Stats s;
-    s.fro2 = team.sum(fro2);
-    s.colmax = team.max(colmax);
+    Stats s{fro2, colmax, jmax, trace, diagmax};
+    team.sum2(s.fro2, s.trace);
+    team.max2(s.colmax, s.diagmax);
     s.jmax = static_cast<int>(team.reduce(colmax == s.colmax ? static_cast<double>(jmax) : k,
                                           [](double a, double b) { return fmin(a, b); }));
-    s.trace = team.sum(trace);
-    s.diagmax = team.max(diagmax);
     return s;
 }
 
@@ -485,16 +543,25 @@ template <class F, int NT>
 __device__ double level_lower(GramTeam<NT> &team, const typename F::elem *m, int ld, int k,
                               const Stats &st) {
     const int j = st.jmax;
+    const int parts = threads_per_column<NT>(k);
+    const int q = team.rank % parts;
     double num = 0.0;
-    for (int i = team.rank; i < k; i += NT) {
-        double yre = 0.0, yim = 0.0;  // (M x)_i
-        for (int c = 0; c < k; ++c) {
-            const auto a = m[i * ld + c], b = m[c * ld + j];
-            yre += F::re(a) * F::re(b) - F::im(a) * F::im(b);
-            yim += F::re(a) * F::im(b) + F::im(a) * F::re(b);
+    for (int i0 = 0; i0 < k; i0 += NT / parts) {
+        const int i = i0 + team.rank / parts;
+        double yre = 0.0, yim = 0.0;  // (M x)_i, the terms c = q mod parts
+        if (i < k) {
+            for (int c = q; c < k; c += parts) {
+                const auto a = m[i * ld + c], b = m[c * ld + j];
+                yre += F::re(a) * F::re(b) - F::im(a) * F::im(b);
+                yim += F::re(a) * F::im(b) + F::im(a) * F::re(b);
+            }
         }
-        const auto x = m[i * ld + j];
-        num += F::re(x) * yre + F::im(x) * yim;  // Re(conj(x_i) y_i)
+        yre = sum_parts(yre, parts);
+        yim = sum_parts(yim, parts);
+        if (i < k && q == 0) {
+            const auto x = m[i * ld + j];
+            num += F::re(x) * yre + F::im(x) * yim;  // Re(conj(x_i) y_i)
+        }
     }
     num = team.sum(num);
     return fmax(sqrt(st.colmax), num / st.colmax);
@@ -621,8 +688,7 @@ __device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
         if (v != v) nan = 1.0;
         amax = fmax(amax, v);
     }
-    amax = team.max(amax);
-    nan = team.max(nan);
+    team.max2(amax, nan);
     if (nan != 0.0 || amax > DBL_MAX) {
         const double v = nan != 0.0 ? nan_f64() : inf_f64();
         write(v, v, steps, cert_flag);
