@@ -515,17 +515,109 @@ __device__ void elementwise(const sk_bessel_params &p) {
     }
 }
 
+// ---- region-sorted evaluation (log I, log K) ---------------------------------------------------
+// On a batch mixed over the (v, x) plane nearly every warp holds elements of several regions, and
+// a warp runs every branch its lanes take: on an H200, sorting the inputs by region made log I
+// and log K 3-3.8x faster. So each warp takes SK_BESSEL_WARP_BATCH consecutive elements, sorts
+// their offsets by a small region key (a counting sort by ballots, into shared memory), and
+// evaluates them in that order: lane l of round r takes the (32 r + l)-th, so every round but
+// those at the boundaries between keys is one region. The values are those of the plain loop
+// (the same function of the same element); only the order of evaluation changes.
+constexpr uint32_t REGION_KEYS = 8;
+constexpr int KEY_BITS = 3;
+
+// Debye's expansion, by the number of terms it sums (long sums at its boundary, few far out).
+__device__ __forceinline__ int debye_key(double rho) {
+    const int terms = debye_terms(rho);
+    return terms <= 6 ? 1 : (terms <= 9 ? 2 : 3);
+}
+
+// The branch log_k (F = LOG_K) or log_i takes at (v, x), in [0, REGION_KEYS); 0 for the
+// special values, which return at once.
+template <uint32_t F>
+__device__ __forceinline__ int region_key(double v, double x) {
+    if (isnan(v) || isnan(x) || x <= 0.0 || isinf(x) || isinf(v)) return 0;
+    if constexpr (F == SK_BESSEL_LOG_K) {
+        v = fabs(v);
+        const double rho = rho_of(v, x);
+        if (rho >= RHO_DEBYE) return debye_key(rho);
+        if (v - floor(v + 0.5) == -0.5) return 4;  // half-integer order: closed form
+        if (x <= TEMME_X_MAX) return 5;
+        return x <= TRAPEZOID_X_MAX ? 6 : 7;
+    } else {
+        static_assert(F == SK_BESSEL_LOG_I, "log I or log K");
+        if (v < 0.0 && -v != floor(-v)) return 7;  // reflection: log I and log K both
+        const double rho = rho_of(fabs(v), x);
+        if (rho >= RHO_DEBYE) return debye_key(rho);
+        return x <= 2.0 ? 4 : 5;  // the power series, short below x = 2
+    }
+}
+
+template <class T, uint32_t F>
+__device__ void elementwise_sorted(const sk_bessel_params &p) {
+    constexpr int BATCH = static_cast<int>(SK_BESSEL_WARP_BATCH);
+    constexpr int ROUNDS = BATCH / 32;
+    constexpr int WARPS = static_cast<int>(SK_BESSEL_THREADS) / 32;
+    static_assert(BATCH % 32 == 0 && BATCH <= 65536, "offsets fit in 16 bits");
+    static_assert(ROUNDS * KEY_BITS <= 32 && (1u << KEY_BITS) == REGION_KEYS, "keys fit a word");
+    SK_EXPECT(blockDim.x == SK_BESSEL_THREADS);
+    __shared__ uint16_t sorted[WARPS][BATCH];
+    const T *x = static_cast<const T *>(p.x);
+    const T *orders = static_cast<const T *>(p.orders);
+    T *out = static_cast<T *>(p.out);
+    const int lane = static_cast<int>(threadIdx.x) % 32;
+    const int warp = static_cast<int>(threadIdx.x) / 32;
+    const unsigned below = (1u << lane) - 1u;  // lanes before this one
+    uint16_t *mine = sorted[warp];
+    const uint64_t warps = static_cast<uint64_t>(gridDim.x) * WARPS;
+    auto order_at = [&](uint64_t i) { return orders ? static_cast<double>(orders[i]) : p.order; };
+#pragma unroll 1
+    for (uint64_t base = (static_cast<uint64_t>(blockIdx.x) * WARPS + warp) * BATCH; base < p.n;
+         base += warps * BATCH) {
+        // The lane's keys, 3 bits each (one register for the batch).
+        uint32_t keys = 0;
+#pragma unroll
+        for (int r = 0; r < ROUNDS; ++r) {
+            const uint64_t i = base + static_cast<uint64_t>(r) * 32 + lane;
+            const int key = i < p.n ? region_key<F>(order_at(i), static_cast<double>(x[i])) : 0;
+            keys |= static_cast<uint32_t>(key) << (KEY_BITS * r);
+        }
+        // Counting sort: offsets by key, then by position (stable).
+        int filled = 0;
+#pragma unroll 1
+        for (uint32_t k = 0; k < REGION_KEYS; ++k) {
+#pragma unroll
+            for (int r = 0; r < ROUNDS; ++r) {
+                const bool mine_k = ((keys >> (KEY_BITS * r)) & (REGION_KEYS - 1u)) == k;
+                const unsigned hit = __ballot_sync(0xffffffffu, mine_k);
+                if (mine_k) mine[filled + __popc(hit & below)] = static_cast<uint16_t>(r * 32 + lane);
+                filled += __popc(hit);
+            }
+        }
+        __syncwarp();
+#pragma unroll 1
+        for (int r = 0; r < ROUNDS; ++r) {
+            const uint64_t i = base + mine[r * 32 + lane];
+            if (i < p.n) out[i] = static_cast<T>(evaluate<F>(order_at(i), static_cast<double>(x[i])));
+        }
+        __syncwarp();  // every lane has read its offsets before the next batch rewrites them
+    }
+}
+
 }  // namespace bessel
 }  // namespace sk
 
-#define SK_BESSEL_KERNEL(name, code)                                                           \
-    SK_KERNEL(sk_bessel_##name##_f64, sk_bessel_params, SK_BESSEL_THREADS, 1,                \
-              (sk::bessel::elementwise<double, code>(p)))                                      \
-    SK_KERNEL(sk_bessel_##name##_f32, sk_bessel_params, SK_BESSEL_THREADS, 1,                \
-              (sk::bessel::elementwise<float, code>(p)))
+#define SK_BESSEL_KERNEL_WITH(name, code, loop, blocks)                                        \
+    SK_KERNEL(sk_bessel_##name##_f64, sk_bessel_params, SK_BESSEL_THREADS, blocks,           \
+              (sk::bessel::loop<double, code>(p)))                                             \
+    SK_KERNEL(sk_bessel_##name##_f32, sk_bessel_params, SK_BESSEL_THREADS, blocks,           \
+              (sk::bessel::loop<float, code>(p)))
+#define SK_BESSEL_KERNEL(name, code) SK_BESSEL_KERNEL_WITH(name, code, elementwise, 1)
 
-SK_BESSEL_KERNEL(log_i, SK_BESSEL_LOG_I)
-SK_BESSEL_KERNEL(log_k, SK_BESSEL_LOG_K)
+// The sorted loop's state (batch base, offsets) took log K from 58 to 66 registers, one block
+// per SM fewer; four blocks (64 registers) keep the occupancy the plain loop had.
+SK_BESSEL_KERNEL_WITH(log_i, SK_BESSEL_LOG_I, elementwise_sorted, 3)
+SK_BESSEL_KERNEL_WITH(log_k, SK_BESSEL_LOG_K, elementwise_sorted, 4)
 SK_BESSEL_KERNEL(dlog_i, SK_BESSEL_DLOG_I)
 SK_BESSEL_KERNEL(dlog_k, SK_BESSEL_DLOG_K)
 SK_BESSEL_KERNEL(ratio_i, SK_BESSEL_RATIO_I)

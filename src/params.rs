@@ -38,6 +38,7 @@ pub const SK_BESSEL_VMF_ONE_MINUS_MEAN_RESULTANT: u32 = 8;
 pub const SK_BESSEL_VMF_MEAN_RESULTANT_DERIVATIVE: u32 = 9;
 pub const SK_BESSEL_VMF_KAPPA_MLE: u32 = 10;
 pub const SK_BESSEL_THREADS: u32 = 256;
+pub const SK_BESSEL_WARP_BATCH: u32 = 256;
 pub const SK_GRAM_THREADS: u32 = 256;
 pub const SK_GRAM_WARP_K: u32 = 32;
 pub const SK_GRAM_MAX_K: u32 = 128;

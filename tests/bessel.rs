@@ -496,6 +496,25 @@ fn kernels_match_the_reference(t: &impl Target) {
             }
         }
         assert!(worst.0 <= 1e-14, "{f:?} f64 kernel vs reference: {worst:?}");
+        // The same points shuffled (log I and log K evaluate each warp's batch in region
+        // order): every value must be the same bits as before, wherever it sits.
+        let n = args.len();
+        let perm: Vec<usize> = (0..n).map(|j| (j * 7919 + 13) % n).collect();
+        assert!(
+            n % 7919 != 0,
+            "7919 is prime, so j -> 7919 j + 13 permutes 0..n"
+        );
+        let po: Vec<f64> = perm.iter().map(|&j| orders[j]).collect();
+        let pa: Vec<f64> = perm.iter().map(|&j| args[j]).collect();
+        let shuffled = t.run(f, Orders::Each(&po), &pa);
+        for (j, &src) in perm.iter().enumerate() {
+            assert!(
+                shuffled[j].to_bits() == got[src].to_bits(),
+                "{f:?} shuffled at {j}: {:e} vs {:e}",
+                shuffled[j],
+                got[src]
+            );
+        }
         // A broadcast order.
         let m = args.len().min(200);
         let got = t.run(f, Orders::All(orders[7]), &args[..m]);

@@ -10,7 +10,7 @@ use super::{Function, Real};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::launch::{CudaLauncher, Launch, Launcher, VecArg, vec_arg, vec_arg_mut};
-use crate::params::{SK_BESSEL_THREADS, sk_bessel_params};
+use crate::params::{SK_BESSEL_THREADS, SK_BESSEL_WARP_BATCH, sk_bessel_params};
 
 /// The orders of a device batch: one for every element, or a device buffer of one per element.
 #[derive(Debug)]
@@ -55,7 +55,13 @@ pub(crate) fn plan<T: Real>(
         return Ok(None);
     }
     let n = x.len as u64;
-    let blocks = n.div_ceil(u64::from(SK_BESSEL_THREADS));
+    // log I and log K sort each warp's batch of SK_BESSEL_WARP_BATCH elements by region
+    // (kernels/bessel.cu): one batch per warp, the others one element per thread.
+    let per_block = match f {
+        Function::LogI | Function::LogK => (SK_BESSEL_THREADS / 32) * SK_BESSEL_WARP_BATCH,
+        _ => SK_BESSEL_THREADS,
+    };
+    let blocks = n.div_ceil(u64::from(per_block));
     let grid = blocks.min(u64::from(l.sm_count()) * 64).max(1) as u32;
     let (orders_ptr, order) = match orders {
         Ok(o) => (o.addr as *const c_void, 0.0),
