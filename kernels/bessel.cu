@@ -515,7 +515,7 @@ __device__ void elementwise(const sk_bessel_params &p) {
     }
 }
 
-// ---- region-sorted evaluation (log I, log K) ---------------------------------------------------
+// ---- region-sorted evaluation (every function but κ̂) ---------------------------------------------
 // On a batch mixed over the (v, x) plane nearly every warp holds elements of several regions, and
 // a warp runs every branch its lanes take: on an H200, sorting the inputs by region made log I
 // and log K 3-3.8x faster. So each warp takes SK_BESSEL_WARP_BATCH consecutive elements, sorts
@@ -532,24 +532,44 @@ __device__ __forceinline__ int debye_key(double rho) {
     return terms <= 6 ? 1 : (terms <= 9 ? 2 : 3);
 }
 
-// The branch log_k (F = LOG_K) or log_i takes at (v, x), in [0, REGION_KEYS); 0 for the
-// special values, which return at once.
+// The branch of the K functions (log K, d/dx log K) at order v >= 0 and x > 0.
+__device__ __forceinline__ int k_region_key(double v, double x) {
+    const double rho = rho_of(v, x);
+    if (rho >= RHO_DEBYE) return debye_key(rho);
+    if (v - floor(v + 0.5) == -0.5) return 4;  // half-integer order: closed form
+    if (x <= TEMME_X_MAX) return 5;
+    return x <= TRAPEZOID_X_MAX ? 6 : 7;
+}
+
+// The branch of the I functions (log I, the ratio and d/dx log I; the vMF helpers at v = d/2 - 1)
+// at order v >= 0 and x > 0: the power series or continued fraction below Debye's region, whose
+// length grows with x.
+__device__ __forceinline__ int i_region_key(double v, double x) {
+    const double rho = rho_of(v, x);
+    if (rho >= RHO_DEBYE) return debye_key(rho);
+    return x <= 2.0 ? 4 : (x <= 12.0 ? 5 : 6);
+}
+
+// The region of element (order, x) of function F, in [0, REGION_KEYS): elements with one key
+// take the same branches with loops of similar length; 0 for the special values, which return
+// at once. It orders the evaluation only: a poor key costs time, never a different value.
 template <uint32_t F>
-__device__ __forceinline__ int region_key(double v, double x) {
-    if (isnan(v) || isnan(x) || x <= 0.0 || isinf(x) || isinf(v)) return 0;
-    if constexpr (F == SK_BESSEL_LOG_K) {
-        v = fabs(v);
-        const double rho = rho_of(v, x);
-        if (rho >= RHO_DEBYE) return debye_key(rho);
-        if (v - floor(v + 0.5) == -0.5) return 4;  // half-integer order: closed form
-        if (x <= TEMME_X_MAX) return 5;
-        return x <= TRAPEZOID_X_MAX ? 6 : 7;
+__device__ __forceinline__ int region_key(double order, double x) {
+    if (isnan(order) || isnan(x) || x <= 0.0 || isinf(x) || isinf(order)) return 0;
+    if constexpr (F == SK_BESSEL_LOG_K || F == SK_BESSEL_DLOG_K) {
+        return k_region_key(fabs(order), x);
+    } else if constexpr (F == SK_BESSEL_LOG_I) {
+        if (order < 0.0 && -order != floor(-order)) return 7;  // reflection: log I and log K
+        return i_region_key(fabs(order), x);
+    } else if constexpr (F == SK_BESSEL_DLOG_I || F == SK_BESSEL_RATIO_I ||
+                         F == SK_BESSEL_ONE_MINUS_RATIO_I) {
+        return order < 0.0 ? 0 : i_region_key(order, x);
     } else {
-        static_assert(F == SK_BESSEL_LOG_I, "log I or log K");
-        if (v < 0.0 && -v != floor(-v)) return 7;  // reflection: log I and log K both
-        const double rho = rho_of(fabs(v), x);
-        if (rho >= RHO_DEBYE) return debye_key(rho);
-        return x <= 2.0 ? 4 : 5;  // the power series, short below x = 2
+        static_assert(F == SK_BESSEL_VMF_LOG_NORMALIZER || F == SK_BESSEL_VMF_MEAN_RESULTANT ||
+                          F == SK_BESSEL_VMF_ONE_MINUS_MEAN_RESULTANT ||
+                          F == SK_BESSEL_VMF_MEAN_RESULTANT_DERIVATIVE,
+                      "a function with a region key");
+        return order < 2.0 ? 0 : i_region_key(0.5 * order - 1.0, x);
     }
 }
 
@@ -614,16 +634,20 @@ __device__ void elementwise_sorted(const sk_bessel_params &p) {
               (sk::bessel::loop<float, code>(p)))
 #define SK_BESSEL_KERNEL(name, code) SK_BESSEL_KERNEL_WITH(name, code, elementwise, 1)
 
-// The sorted loop's state (batch base, offsets) took log K from 58 to 66 registers, one block
-// per SM fewer; four blocks (64 registers) keep the occupancy the plain loop had.
+// Blocks per SM: the sorted loop's state (batch base, offsets) costs 6-10 registers; these budgets
+// keep the plain loop's occupancy where ptxas fits them without spilling (log K: 4 blocks, not
+// 3 at 66 registers) and lose one block elsewhere (ratio: 5, was 6; d/dx log K: 3, was 4, as it
+// spills at 64). κ̂ (a bracketed Newton iteration, similar work everywhere) is not sorted.
 SK_BESSEL_KERNEL_WITH(log_i, SK_BESSEL_LOG_I, elementwise_sorted, 3)
 SK_BESSEL_KERNEL_WITH(log_k, SK_BESSEL_LOG_K, elementwise_sorted, 4)
-SK_BESSEL_KERNEL(dlog_i, SK_BESSEL_DLOG_I)
-SK_BESSEL_KERNEL(dlog_k, SK_BESSEL_DLOG_K)
-SK_BESSEL_KERNEL(ratio_i, SK_BESSEL_RATIO_I)
-SK_BESSEL_KERNEL(one_minus_ratio_i, SK_BESSEL_ONE_MINUS_RATIO_I)
-SK_BESSEL_KERNEL(vmf_log_normalizer, SK_BESSEL_VMF_LOG_NORMALIZER)
-SK_BESSEL_KERNEL(vmf_mean_resultant, SK_BESSEL_VMF_MEAN_RESULTANT)
-SK_BESSEL_KERNEL(vmf_one_minus_mean_resultant, SK_BESSEL_VMF_ONE_MINUS_MEAN_RESULTANT)
-SK_BESSEL_KERNEL(vmf_mean_resultant_derivative, SK_BESSEL_VMF_MEAN_RESULTANT_DERIVATIVE)
+SK_BESSEL_KERNEL_WITH(dlog_i, SK_BESSEL_DLOG_I, elementwise_sorted, 5)
+SK_BESSEL_KERNEL_WITH(dlog_k, SK_BESSEL_DLOG_K, elementwise_sorted, 3)
+SK_BESSEL_KERNEL_WITH(ratio_i, SK_BESSEL_RATIO_I, elementwise_sorted, 5)
+SK_BESSEL_KERNEL_WITH(one_minus_ratio_i, SK_BESSEL_ONE_MINUS_RATIO_I, elementwise_sorted, 5)
+SK_BESSEL_KERNEL_WITH(vmf_log_normalizer, SK_BESSEL_VMF_LOG_NORMALIZER, elementwise_sorted, 5)
+SK_BESSEL_KERNEL_WITH(vmf_mean_resultant, SK_BESSEL_VMF_MEAN_RESULTANT, elementwise_sorted, 5)
+SK_BESSEL_KERNEL_WITH(vmf_one_minus_mean_resultant, SK_BESSEL_VMF_ONE_MINUS_MEAN_RESULTANT,
+                      elementwise_sorted, 5)
+SK_BESSEL_KERNEL_WITH(vmf_mean_resultant_derivative, SK_BESSEL_VMF_MEAN_RESULTANT_DERIVATIVE,
+                      elementwise_sorted, 2)
 SK_BESSEL_KERNEL(vmf_kappa_mle, SK_BESSEL_VMF_KAPPA_MLE)

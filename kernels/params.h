@@ -155,9 +155,9 @@ typedef struct sk_project_params {
 #define SK_BESSEL_VMF_MEAN_RESULTANT_DERIVATIVE 9u
 #define SK_BESSEL_VMF_KAPPA_MLE 10u
 #define SK_BESSEL_THREADS 256u
-/* log I and log K evaluate each warp's batches of SK_BESSEL_WARP_BATCH consecutive elements in
- * the order of their region (a counting sort in shared memory), so a warp's lanes take the same
- * branch; their grid is sized in batches. */
+/* Every function but the vMF kappa estimate evaluates each warp's batches of
+ * SK_BESSEL_WARP_BATCH consecutive elements in the order of their region (a counting sort in
+ * shared memory), so a warp's lanes take the same branch; their grid is sized in batches. */
 #define SK_BESSEL_WARP_BATCH 256u
 
 typedef struct sk_bessel_params {

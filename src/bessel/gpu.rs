@@ -55,11 +55,11 @@ pub(crate) fn plan<T: Real>(
         return Ok(None);
     }
     let n = x.len as u64;
-    // log I and log K sort each warp's batch of SK_BESSEL_WARP_BATCH elements by region
-    // (kernels/bessel.cu): one batch per warp, the others one element per thread.
+    // Every function but κ̂ sorts each warp's batch of SK_BESSEL_WARP_BATCH elements by
+    // region (kernels/bessel.cu): one batch per warp; κ̂ one element per thread.
     let per_block = match f {
-        Function::LogI | Function::LogK => (SK_BESSEL_THREADS / 32) * SK_BESSEL_WARP_BATCH,
-        _ => SK_BESSEL_THREADS,
+        Function::VmfKappaMle => SK_BESSEL_THREADS,
+        _ => (SK_BESSEL_THREADS / 32) * SK_BESSEL_WARP_BATCH,
     };
     let blocks = n.div_ceil(u64::from(per_block));
     let grid = blocks.min(u64::from(l.sm_count()) * 64).max(1) as u32;
