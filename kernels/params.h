@@ -385,6 +385,27 @@ typedef struct sk_favor_params {
  * A warp per row; dynamic shared memory holds each warp's g (SK_RF_THREADS / 32 * features floats).
  * Reuses sk_rf_features_params: x, w, shift, rows, x_stride, dim, features, input_scale,
  * norm_coefficient, feature_scale as in the forward pass, and: */
+/* Kernel estimates for a batch of pairs, a warp per pair:
+ *   out[p] = log K^(x_p, y_p) = log((1/m) sum_i exp(a_pi)),
+ *   a_pi = w_i . (x_p + y_p) - c (|x_p|^2 + |y_p|^2),
+ * the sum taken from the largest a_pi (an online log-sum-exp), so nothing overflows or
+ * underflows before log K^ does. x and y are [pairs, dim] in the storage type with row strides
+ * x_stride and y_stride; w is [features, dim] f32; out is f32. A pair with a non-finite entry
+ * gets NaN. */
+typedef struct sk_rf_estimate_params {
+    const void *x;
+    const void *y;
+    const float *w;
+    float *out;
+    uint64_t pairs;
+    uint64_t x_stride;
+    uint64_t y_stride;
+    uint32_t dim;
+    uint32_t features;
+    float norm_coefficient;   /* c: 1/2 softmax kernel, 1 Gaussian kernel             */
+    uint32_t reserved;
+} sk_rf_estimate_params;
+
 typedef struct sk_rf_backward_params {
     sk_rf_features_params f;
     const void *dphi;         /* [rows, features], row stride dphi_stride; storage type,

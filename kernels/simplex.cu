@@ -795,6 +795,60 @@ __device__ void features_backward(const sk_rf_backward_params &b) {
         __syncwarp();  // every lane has read g before the next row overwrites it
     }
 }
+
+// ---- kernel estimates for pairs (see sk_rf_estimate_params) --------------------------------
+// A warp per pair, a lane per feature; x and y are read by every lane at the same address
+// (broadcasts from L1). For statistical validation (MSE over many draws of W), not tuned.
+template <class T>
+__device__ void estimate_pairs(const sk_rf_estimate_params &p) {
+    const T *x = static_cast<const T *>(p.x);
+    const T *y = static_cast<const T *>(p.y);
+    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+    const uint64_t warps = static_cast<uint64_t>(gridDim.x) * (SK_RF_THREADS / 32);
+    for (uint64_t pair = static_cast<uint64_t>(blockIdx.x) * (SK_RF_THREADS / 32) + warp; pair < p.pairs;
+         pair += warps) {
+        const T *xr = x + pair * p.x_stride;
+        const T *yr = y + pair * p.y_stride;
+        // |x|^2 + |y|^2 in f64: squares of any finite input are exact there, and a non-finite
+        // entry shows as a non-finite sum.
+        double ss = 0.0;
+        for (uint32_t k = lane; k < p.dim; k += 32) {
+            const double a = Elem<T>::to_f32(xr[k]), b = Elem<T>::to_f32(yr[k]);
+            ss = fma(a, a, fma(b, b, ss));
+        }
+        ss = butterfly_sum<32>(ss, 0xffffffffu);
+        const double base = -static_cast<double>(p.norm_coefficient) * ss;
+        // This lane's features: the largest exponent and the sum of exp(a - top).
+        float top = -INFINITY, sum = 0.0f;
+        for (uint32_t i = lane; i < p.features; i += 32) {
+            const float *wi = p.w + static_cast<uint64_t>(i) * p.dim;
+            float dot = 0.0f;
+            for (uint32_t k = 0; k < p.dim; ++k) {
+                dot = fmaf(wi[k], Elem<T>::to_f32(xr[k]) + Elem<T>::to_f32(yr[k]), dot);
+            }
+            const float a = static_cast<float>(static_cast<double>(dot) + base);
+            if (a > top) {
+                sum = sum * expf(top - a) + 1.0f;
+                top = a;
+            } else if (!(a == -INFINITY)) {  // a term below f32's range adds 0; NaN poisons
+                sum += expf(a - top);
+            }
+        }
+        // Merge the lanes' (top, sum); lanes without features hold (-inf, 0).
+#pragma unroll
+        for (int o = 16; o >= 1; o /= 2) {
+            const float ot = __shfl_xor_sync(0xffffffffu, top, o);
+            const float os = __shfl_xor_sync(0xffffffffu, sum, o);
+            const float t = fmaxf(top, ot);
+            if (t != -INFINITY) sum = sum * expf(top - t) + os * expf(ot - t);
+            top = t;
+        }
+        if (lane == 0) {
+            const bool finite = ss <= DBL_MAX;  // false for inf and NaN
+            p.out[pair] = finite ? top + logf(sum / static_cast<float>(p.features)) : __int_as_float(0x7fc00000);
+        }
+    }
+}
 }  // namespace rf
 }  // namespace sk
 
@@ -815,6 +869,10 @@ SK_KERNEL(sk_rf_features_tc_f16_to_f32, sk_rf_features_params, SK_RF_TC_THREADS,
 SK_KERNEL(sk_rf_features_tc_bf16_to_f32, sk_rf_features_params, SK_RF_TC_THREADS, 1,
           (sk::rf::tc::features<__nv_bfloat16, float>(p)))
 SK_KERNEL(sk_rf_group_shift, sk_rf_features_params, SK_RF_THREADS, 1, (sk::rf::group_shift(p)))
+SK_KERNEL(sk_rf_estimate_f32, sk_rf_estimate_params, SK_RF_THREADS, 1, (sk::rf::estimate_pairs<float>(p)))
+SK_KERNEL(sk_rf_estimate_f16, sk_rf_estimate_params, SK_RF_THREADS, 1, (sk::rf::estimate_pairs<__half>(p)))
+SK_KERNEL(sk_rf_estimate_bf16, sk_rf_estimate_params, SK_RF_THREADS, 1,
+          (sk::rf::estimate_pairs<__nv_bfloat16>(p)))
 
 #define SK_FAVOR_KERNELS(suffix, T)                                                                  \
     SK_KERNEL(sk_favor_state_##suffix, sk_favor_params, SK_FAVOR_THREADS, 1,                       \

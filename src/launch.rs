@@ -445,5 +445,6 @@ kernel_params!(
     crate::params::sk_rf_features_params,
     crate::params::sk_favor_params,
     crate::params::sk_rf_backward_params,
-    crate::params::sk_favor_backward_params
+    crate::params::sk_favor_backward_params,
+    crate::params::sk_rf_estimate_params
 );

@@ -694,6 +694,58 @@ impl Default for sk_favor_params {
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
+pub struct sk_rf_estimate_params {
+    pub x: *const ::core::ffi::c_void,
+    pub y: *const ::core::ffi::c_void,
+    pub w: *const f32,
+    pub out: *mut f32,
+    pub pairs: u64,
+    pub x_stride: u64,
+    pub y_stride: u64,
+    pub dim: u32,
+    pub features: u32,
+    pub norm_coefficient: f32,
+    pub reserved: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of sk_rf_estimate_params"][::core::mem::size_of::<sk_rf_estimate_params>() - 72usize];
+    ["Alignment of sk_rf_estimate_params"]
+        [::core::mem::align_of::<sk_rf_estimate_params>() - 8usize];
+    ["Offset of field: sk_rf_estimate_params::x"]
+        [::core::mem::offset_of!(sk_rf_estimate_params, x) - 0usize];
+    ["Offset of field: sk_rf_estimate_params::y"]
+        [::core::mem::offset_of!(sk_rf_estimate_params, y) - 8usize];
+    ["Offset of field: sk_rf_estimate_params::w"]
+        [::core::mem::offset_of!(sk_rf_estimate_params, w) - 16usize];
+    ["Offset of field: sk_rf_estimate_params::out"]
+        [::core::mem::offset_of!(sk_rf_estimate_params, out) - 24usize];
+    ["Offset of field: sk_rf_estimate_params::pairs"]
+        [::core::mem::offset_of!(sk_rf_estimate_params, pairs) - 32usize];
+    ["Offset of field: sk_rf_estimate_params::x_stride"]
+        [::core::mem::offset_of!(sk_rf_estimate_params, x_stride) - 40usize];
+    ["Offset of field: sk_rf_estimate_params::y_stride"]
+        [::core::mem::offset_of!(sk_rf_estimate_params, y_stride) - 48usize];
+    ["Offset of field: sk_rf_estimate_params::dim"]
+        [::core::mem::offset_of!(sk_rf_estimate_params, dim) - 56usize];
+    ["Offset of field: sk_rf_estimate_params::features"]
+        [::core::mem::offset_of!(sk_rf_estimate_params, features) - 60usize];
+    ["Offset of field: sk_rf_estimate_params::norm_coefficient"]
+        [::core::mem::offset_of!(sk_rf_estimate_params, norm_coefficient) - 64usize];
+    ["Offset of field: sk_rf_estimate_params::reserved"]
+        [::core::mem::offset_of!(sk_rf_estimate_params, reserved) - 68usize];
+};
+impl Default for sk_rf_estimate_params {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
 pub struct sk_rf_backward_params {
     pub f: sk_rf_features_params,
     pub dphi: *const ::core::ffi::c_void,

@@ -907,6 +907,15 @@ trait Backend {
         dout: &Mat<T>,
         grads: [&mut Mat<T>; 3],
     ) -> spherekit::Result<()>;
+    /// log K̂ of the pairs of rows of x and y.
+    fn log_estimates<T: Element>(
+        &self,
+        kernel: KernelKind,
+        w: &Projection,
+        x: &Mat<T>,
+        y: &Mat<T>,
+        out: &mut [f32],
+    ) -> spherekit::Result<()>;
 }
 
 #[cfg(feature = "emulator")]
@@ -1006,6 +1015,27 @@ impl Backend for Emu {
             &mut host_mut(dq),
             &mut host_mut(dk),
             &mut host_mut(dv),
+        )
+    }
+    fn log_estimates<T: Element>(
+        &self,
+        kernel: KernelKind,
+        w: &Projection,
+        x: &Mat<T>,
+        y: &Mat<T>,
+        out: &mut [f32],
+    ) -> spherekit::Result<()> {
+        use spherekit::emulator::HostRows;
+        let xr = HostRows::new(x.view(), x.rows, x.cols, x.stride)?;
+        let yr = HostRows::new(y.view(), y.rows, y.cols, y.stride)?;
+        spherekit::simplex::log_estimate_pairs_emulated(
+            &self.0,
+            kernel,
+            &w.to_f32(),
+            w.features,
+            &xr,
+            &yr,
+            out,
         )
     }
 }
@@ -1164,6 +1194,31 @@ impl Backend for Device {
             host.view_mut()
                 .copy_from_slice(&s.clone_dtoh(dev).expect("download"));
         }
+        Ok(())
+    }
+
+    fn log_estimates<T: Element>(
+        &self,
+        kernel: KernelKind,
+        w: &Projection,
+        x: &Mat<T>,
+        y: &Mat<T>,
+        out: &mut [f32],
+    ) -> spherekit::Result<()> {
+        use spherekit::Rows;
+        use spherekit::simplex::gpu::{DeviceProjection, log_estimate_pairs};
+        let s = &self.stream;
+        let wd = DeviceProjection::upload(s, w)?;
+        let xd = s.clone_htod(x.view()).expect("upload");
+        let yd = s.clone_htod(y.view()).expect("upload");
+        let mut od = s.clone_htod(out).expect("upload");
+        {
+            let xr = Rows::with_stride(xd.as_view(), x.rows, x.cols, x.stride)?;
+            let yr = Rows::with_stride(yd.as_view(), y.rows, y.cols, y.stride)?;
+            log_estimate_pairs(&self.gpu, s, kernel, &wd, &xr, &yr, &mut od.as_view_mut())?;
+        }
+        s.synchronize().expect("synchronize");
+        out.copy_from_slice(&s.clone_dtoh(&od).expect("download"));
         Ok(())
     }
 }
@@ -2070,5 +2125,99 @@ fn gpu_favor_gradients_match_the_reference() {
 fn gpu_favor_gradient_errors_are_values() {
     if let Some((gpu, stream)) = common::gpu("gpu_favor_gradient_errors_are_values") {
         favor_backward_errors(&Device { gpu, stream });
+    }
+}
+
+// ---- kernel estimates for pairs -------------------------------------------------------------
+
+/// log K̂ on the target against `cpu::estimate_pairs` (f64, on the rounded inputs and W rounded
+/// to f32), for both kernels and every storage type, with a NaN pair and pairs whose K̂ is far
+/// outside f32's range (|x| large: log K̂ is still finite). Tolerance on log K̂: 2e-5 absolute
+/// plus 2e-6 of the largest exponent's magnitude (f32 dot products and exponent). Then the
+/// errors: column and row mismatches, a short `out` (nothing written), and zero pairs.
+fn estimate_cases<B: Backend>(b: &B) {
+    fn one<T: Element, B: Backend>(b: &B, rng: &mut Rng, kernel: KernelKind, d: usize, m: usize) {
+        let pairs = 70;
+        let w = ProjectionSpec::new(Coupling::Simplex, m, d, rng.seed)
+            .unwrap()
+            .draw(3);
+        let w32 = Projection {
+            w: w.to_f32().iter().map(|&v| f64::from(v)).collect(),
+            ..w.clone()
+        };
+        // Row r has norm about 0.5 + r / 10: pair 60 and on have |x|^2 near 40, so K̂ is
+        // about e^-40 and smaller (the Gaussian kernel).
+        let scale = |r: usize| (0.5 + r as f64 / 10.0) / (d as f64).sqrt();
+        let (xs, ys) = (d + rng.below(3), d + rng.below(3));
+        let x = Mat::<T>::from_fn(pairs, d, xs, rng.below(2), |r, _| scale(r) * rng.normal());
+        let mut y = Mat::<T>::from_fn(pairs, d, ys, rng.below(2), |r, _| scale(r) * rng.normal());
+        let nan_pair = 17;
+        y.view_mut()[nan_pair * ys + 3] = T::from_f64(f64::NAN);
+        let mut out = vec![f32::NAN; pairs];
+        b.log_estimates(kernel, &w, &x, &y, &mut out)
+            .unwrap_or_else(|e| panic!("{kernel:?} d={d} m={m}: {e}"));
+        let (xf, yf) = (x.to_f64(), y.to_f64());
+        let want = estimate_pairs(kernel, &w32, &xf, &yf, pairs).unwrap();
+        for p in 0..pairs {
+            let what = format!("{} {kernel:?} d={d} m={m} pair {p}", T::DTYPE.name());
+            if p == nan_pair {
+                assert!(out[p].is_nan(), "{what}: {} for a NaN pair", out[p]);
+                continue;
+            }
+            let lw = want[p].ln();
+            let (xp, yp) = (&xf[p * d..(p + 1) * d], &yf[p * d..(p + 1) * d]);
+            let c = kernel.norm_coefficient();
+            let size = c * (dot(xp, xp) + dot(yp, yp)) + lw.abs();
+            let err = (f64::from(out[p]) - lw).abs();
+            assert!(
+                err <= 2e-5 + 2e-6 * size,
+                "{what}: {} vs {lw} (err {err:e})",
+                out[p]
+            );
+        }
+    }
+    let mut rng = Rng::new();
+    for kernel in [KernelKind::Softmax, KernelKind::Gaussian] {
+        one::<f32, B>(b, &mut rng, kernel, 16, 40);
+        one::<bf16, B>(b, &mut rng, kernel, 33, 70);
+        one::<f16, B>(b, &mut rng, kernel, 8, 3);
+    }
+
+    let w = ProjectionSpec::new(Coupling::Iid, 8, 4, 1).unwrap().draw(0);
+    let x = Mat::<f32>::from_fn(5, 4, 4, 0, |r, c| (r + c) as f64 / 10.0);
+    let x3 = Mat::<f32>::from_fn(5, 3, 3, 0, |_, _| 0.1);
+    let x6 = Mat::<f32>::from_fn(6, 4, 4, 0, |_, _| 0.1);
+    let soft = KernelKind::Softmax;
+    let mut out = vec![f32::NAN; 5];
+    assert!(b.log_estimates(soft, &w, &x3, &x, &mut out).is_err());
+    assert!(b.log_estimates(soft, &w, &x, &x3, &mut out).is_err());
+    assert!(b.log_estimates(soft, &w, &x, &x6, &mut out).is_err());
+    assert!(b.log_estimates(soft, &w, &x, &x, &mut out[..4]).is_err());
+    assert!(out.iter().all(|v| v.is_nan()), "an error wrote nothing");
+    let empty = Mat::<f32> {
+        data: vec![],
+        rows: 0,
+        cols: 4,
+        stride: 4,
+        offset: 0,
+    };
+    let mut none: [f32; 0] = [];
+    assert!(
+        b.log_estimates(soft, &w, &empty, &empty, &mut none)
+            .is_err(),
+        "zero pairs: a clear error (row views are never empty)"
+    );
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emu_estimates_match_the_reference() {
+    estimate_cases(&Emu(spherekit::emulator::Emulator::new(2)));
+}
+
+#[test]
+fn gpu_estimates_match_the_reference() {
+    if let Some((gpu, stream)) = common::gpu("gpu_estimates_match_the_reference") {
+        estimate_cases(&Device { gpu, stream });
     }
 }

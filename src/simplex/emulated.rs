@@ -1,10 +1,10 @@
 //! The simplex-random-feature kernels on the CPU emulator (feature `emulator`), for tests.
 
 use super::gpu::{
-    FavorGradArgs, ProjectionArg, favor_workspace_len, plan_favor, plan_favor_backward,
-    plan_features, plan_features_backward,
+    FavorGradArgs, ProjectionArg, favor_workspace_len, plan_estimate, plan_favor,
+    plan_favor_backward, plan_features, plan_features_backward,
 };
-use super::{AttentionShape, Favor, FeatureMap};
+use super::{AttentionShape, Favor, FeatureMap, KernelKind};
 use crate::element::Element;
 use crate::emulator::{Emulator, Guarded, HostRows, HostRowsMut, Output, Staged};
 use crate::error::{Error, Result};
@@ -61,6 +61,29 @@ impl FeatureMap {
         staged_f.check()?;
         dxo.finish_rows(dx)
     }
+}
+
+/// [`super::gpu::log_estimate_pairs`] on the CPU emulator: `w` is W (m x d, f32, row-major).
+pub fn log_estimate_pairs_emulated<T: Element>(
+    emu: &Emulator,
+    kernel: KernelKind,
+    w: &[f32],
+    features: usize,
+    x: &HostRows<'_, T>,
+    y: &HostRows<'_, T>,
+    out: &mut [f32],
+) -> Result<()> {
+    let mut staged = Staged::new();
+    let (xa, ya) = (staged.rows("x", x), staged.rows("y", y));
+    let mut staged_w = Staged::new();
+    let wa = stage_projection(&mut staged_w, w, features, xa.cols)?;
+    let (oo, oa) = Output::vector("out", out);
+    if let Some(launch) = plan_estimate::<T>(kernel, emu, &wa, &xa, &ya, &oa)? {
+        emu.launch(&launch)?;
+    }
+    staged.check()?;
+    staged_w.check()?;
+    oo.finish_vector(out)
 }
 
 impl Favor {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, CudaViewMut, DevicePtrMut, SyncOnDrop};
 
-use super::{AttentionShape, Favor, FeatureMap, Projection, Stabilizer};
+use super::{AttentionShape, Favor, FeatureMap, KernelKind, Projection, Stabilizer};
 use crate::device::Gpu;
 use crate::element::{DType, Element};
 use crate::error::{Error, Result};
@@ -18,7 +18,7 @@ use crate::params::{
     SK_FAVOR_MAX_VALUE_DIM, SK_FAVOR_SEGMENT, SK_FAVOR_THREADS, SK_RF_ROWS, SK_RF_SHIFT_GIVEN,
     SK_RF_SHIFT_MAX_ONLY, SK_RF_SHIFT_NONE, SK_RF_SHIFT_ROW, SK_RF_TC_PASS, SK_RF_TC_ROWS,
     SK_RF_TC_THREADS, SK_RF_THREADS, sk_favor_backward_params, sk_favor_params,
-    sk_rf_backward_params, sk_rf_features_params,
+    sk_rf_backward_params, sk_rf_estimate_params, sk_rf_features_params,
 };
 
 /// Dynamic shared memory the fused row shift may use: the exponents of a block's rows stay
@@ -32,6 +32,7 @@ pub(crate) fn kernel_names() -> Vec<String> {
     for t in DType::ALL {
         names.push(format!("sk_rf_features_{}", t.name()));
         names.push(format!("sk_rf_features_backward_{}", t.name()));
+        names.push(format!("sk_rf_estimate_{}", t.name()));
         names.push(format!("sk_favor_state_{}", t.name()));
         names.push(format!("sk_favor_output_{}", t.name()));
         names.push(format!("sk_favor_grad_query_{}", t.name()));
@@ -302,6 +303,102 @@ impl FeatureMap {
         }
         Ok(())
     }
+}
+
+/// Plans log K̂ for a batch of pairs (a warp per pair); None for zero pairs (which row views
+/// rule out; the guard keeps a zero grid from being launched).
+pub(crate) fn plan_estimate<T: Element>(
+    kernel: KernelKind,
+    l: &impl Launcher,
+    w: &ProjectionArg,
+    x: &MatArg,
+    y: &MatArg,
+    out: &VecArg,
+) -> Result<Option<Launch<sk_rf_estimate_params>>> {
+    let (m, d) = (w.features, w.dim);
+    for (name, a) in [("x", x), ("y", y)] {
+        if a.cols != d {
+            return Err(Error::shape(format!(
+                "`{name}` has {} columns but W is {m} x {d}",
+                a.cols
+            )));
+        }
+    }
+    if y.rows != x.rows {
+        return Err(Error::shape(format!(
+            "{} rows of `x` but {} of `y`: one pair per row",
+            x.rows, y.rows
+        )));
+    }
+    check_len("out", out, x.rows)?;
+    if m == 0 {
+        return Err(Error::shape("W has no features (m = 0)"));
+    }
+    if x.rows == 0 {
+        return Ok(None);
+    }
+    let (features, dim) = match (u32::try_from(m), u32::try_from(d)) {
+        (Ok(f), Ok(k)) => (f, k),
+        _ => return Err(Error::TooLarge(format!("W is {m} x {d}"))),
+    };
+    let warps = u64::from(SK_RF_THREADS / 32);
+    let grid = (x.rows as u64)
+        .div_ceil(warps)
+        .min(u64::from(l.sm_count()) * 16)
+        .max(1) as u32;
+    Ok(Some(Launch {
+        kernel: format!("sk_rf_estimate_{}", T::DTYPE.name()),
+        grid,
+        block: SK_RF_THREADS,
+        shared_mem_bytes: 0,
+        params: sk_rf_estimate_params {
+            x: x.addr as *const c_void,
+            y: y.addr as *const c_void,
+            w: w.addr as *const f32,
+            out: out.addr as *mut f32,
+            pairs: x.rows as u64,
+            x_stride: x.stride as u64,
+            y_stride: y.stride as u64,
+            dim,
+            features,
+            norm_coefficient: kernel.norm_coefficient() as f32,
+            reserved: 0,
+        },
+    }))
+}
+
+/// log K̂(x_p, y_p) for the pairs of rows of `x` and `y` (each pairs x d in T), into `out`
+/// (f32, one per pair), on `stream`: K̂(x, y) = (1/m) Σ_i exp(w_i·(x + y) − c(|x|² + |y|²)),
+/// c = 1/2 for the softmax kernel and 1 for the Gaussian, the unbiased estimate whose mean
+/// over draws of W is the exact kernel ([`KernelKind::exact`]). The same estimate as
+/// `cpu::estimate_pairs` without forming φ: the dot products in f32, |x|² + |y|² in f64, the sum
+/// from the largest exponent (an online log-sum-exp), so log K̂ is finite wherever it is in
+/// f32 (−inf where every term is below f32's range). A warp per pair, a lane per feature: for
+/// statistical validation over many pairs or draws of W, not tuned for speed. Enqueued without
+/// a host synchronization.
+///
+/// Errors: `x` or `y` with other than d columns, different numbers of rows, `out` not of
+/// length pairs, m = 0, buffers from another context (and zero pairs, as row views are never
+/// empty). A pair with a non-finite entry gets NaN, the others are unaffected.
+#[allow(clippy::too_many_arguments)]
+pub fn log_estimate_pairs<T: Element>(
+    gpu: &Gpu,
+    stream: &Arc<CudaStream>,
+    kernel: KernelKind,
+    w: &DeviceProjection,
+    x: &Rows<'_, T>,
+    y: &Rows<'_, T>,
+    out: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    let l = CudaLauncher::new(gpu, stream)?;
+    let (wa, _w) = w.arg(gpu, stream)?;
+    let (xa, _x) = x.arg(gpu, stream, "x")?;
+    let (ya, _y) = y.arg(gpu, stream, "y")?;
+    let (oa, _o) = vec_arg_mut(gpu, stream, out, "out")?;
+    if let Some(launch) = plan_estimate::<T>(kernel, &l, &wa, &xa, &ya, &oa)? {
+        l.launch(&launch)?;
+    }
+    Ok(())
 }
 
 /// Shared memory of the feature-map gradient: one f32 slice of m per warp, within the default

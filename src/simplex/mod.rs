@@ -28,6 +28,10 @@
 //! Unlike Performer, the shift includes the −c|x|² term: Performer subtracts max_i w_i·x only,
 //! so a row with large |x| can underflow to all-zero features and a 0/0 output.
 //!
+//! Kernel estimates K̂(x, y) = φ(x)·φ(y) for batches of pairs, without forming φ:
+//! [`cpu::estimate_pairs`] (f64) and [`gpu::log_estimate_pairs`] (log K̂ in f32, for MSE
+//! studies over many pairs and draws of W); [`KernelKind::exact`] gives K itself.
+//!
 //! # FAVOR+ attention
 //!
 //! With Q' = φ(Q) and K' = φ(K) (queries stabilized per row, keys over their sequence):
@@ -40,6 +44,8 @@ mod emulated;
 pub mod gpu;
 pub mod projection;
 
+#[cfg(feature = "emulator")]
+pub use emulated::log_estimate_pairs_emulated;
 pub use projection::{Coupling, Projection, ProjectionSpec, Rotation, SignFix};
 
 use crate::error::{Error, Result};
