@@ -13,8 +13,8 @@
 //!
 //! GPU (when present): 2^26 elements, f64 and f32, the three mixes plus `uniform` sorted by
 //! region (same inputs, no divergence inside warps: the difference is the cost of divergence;
-//! log I and log K sort each warp's batch of 256 by region in the kernel, so for them it is
-//! what divergence still costs beyond that),
+//! the kernels sort each warp's batch of 256 by region, so it is what divergence still costs
+//! beyond that),
 //! evaluations per second and the fraction of the memory-bound limit (bytes read + written over
 //! the measured device-to-device copy bandwidth). CUDA events, warm-up, median of runs.
 //!
