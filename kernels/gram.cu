@@ -118,54 +118,47 @@ struct GramTeam {
             __syncthreads();
         }
     }
-    // Every thread of the team gets the same result (butterfly, then the warps' partials in
-    // order). Block teams must call it uniformly: it contains a barrier.
-    template <class Op>
-    __device__ double reduce(double v, Op op) {
-#pragma unroll
-        for (int m = 16; m >= 1; m /= 2) v = op(v, __shfl_xor_sync(0xffffffffu, v, m));
-        if constexpr (NT == 32) {
-            return v;
-        } else {
-            __shared__ double scratch[2][NT / 32];
-            double *s = scratch[parity];
-            parity ^= 1;
-            if (rank % 32 == 0) s[rank / 32] = v;
-            __syncthreads();
-            double t = s[0];
-#pragma unroll 1
-            for (int i = 1; i < NT / 32; ++i) t = op(t, s[i]);
-            return t;
-        }
-    }
-    // Two reductions with one op, their shuffle chains interleaved (and one barrier for a
-    // block team): the latency of about one. Same results as two calls of reduce.
-    template <class Op>
-    __device__ void reduce2(double &a, double &b, Op op) {
+    // N reductions with one op, every thread of the team getting the same results (butterfly,
+    // then the warps' partials in order). The N shuffle chains interleave and a block team
+    // meets one barrier, so N values cost about the latency of one. Block teams must call it
+    // uniformly: it contains a barrier.
+    template <int N, class Op>
+    __device__ void reduce_all(double (&v)[N], Op op) {
 #pragma unroll
         for (int m = 16; m >= 1; m /= 2) {
-            const double oa = __shfl_xor_sync(0xffffffffu, a, m);
-            const double ob = __shfl_xor_sync(0xffffffffu, b, m);
-            a = op(a, oa);
-            b = op(b, ob);
+#pragma unroll
+            for (int i = 0; i < N; ++i) v[i] = op(v[i], __shfl_xor_sync(0xffffffffu, v[i], m));
         }
         if constexpr (NT != 32) {
-            __shared__ double scratch[2][2][NT / 32];
+            __shared__ double scratch[2][N][NT / 32];
             double(*s)[NT / 32] = scratch[parity];
             parity ^= 1;
             if (rank % 32 == 0) {
-                s[0][rank / 32] = a;
-                s[1][rank / 32] = b;
+#pragma unroll
+                for (int i = 0; i < N; ++i) s[i][rank / 32] = v[i];
             }
             __syncthreads();
-            a = s[0][0];
-            b = s[1][0];
+#pragma unroll
+            for (int i = 0; i < N; ++i) v[i] = s[i][0];
 #pragma unroll 1
-            for (int i = 1; i < NT / 32; ++i) {
-                a = op(a, s[0][i]);
-                b = op(b, s[1][i]);
+            for (int w = 1; w < NT / 32; ++w) {
+#pragma unroll
+                for (int i = 0; i < N; ++i) v[i] = op(v[i], s[i][w]);
             }
         }
+    }
+    template <class Op>
+    __device__ double reduce(double v, Op op) {
+        double a[1] = {v};
+        reduce_all(a, op);
+        return a[0];
+    }
+    template <class Op>
+    __device__ void reduce2(double &a, double &b, Op op) {
+        double v[2] = {a, b};
+        reduce_all(v, op);
+        a = v[0];
+        b = v[1];
     }
     __device__ double sum(double v) {
         return reduce(v, [](double a, double b) { return a + b; });

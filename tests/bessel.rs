@@ -496,8 +496,8 @@ fn kernels_match_the_reference(t: &impl Target) {
             }
         }
         assert!(worst.0 <= 1e-14, "{f:?} f64 kernel vs reference: {worst:?}");
-        // The same points shuffled (log I and log K evaluate each warp's batch in region
-        // order): every value must be the same bits as before, wherever it sits.
+        // The same points shuffled (the kernels evaluate each warp's batch in region order):
+        // every value must be the same bits as before, wherever it sits.
         let n = args.len();
         let perm: Vec<usize> = (0..n).map(|j| (j * 7919 + 13) % n).collect();
         assert!(

@@ -305,8 +305,7 @@ impl FeatureMap {
     }
 }
 
-/// Plans log K̂ for a batch of pairs (a warp per pair); None for zero pairs (which row views
-/// rule out; the guard keeps a zero grid from being launched).
+/// Plans log K̂ for a batch of pairs (a warp per pair).
 pub(crate) fn plan_estimate<T: Element>(
     kernel: KernelKind,
     l: &impl Launcher,
@@ -314,7 +313,7 @@ pub(crate) fn plan_estimate<T: Element>(
     x: &MatArg,
     y: &MatArg,
     out: &VecArg,
-) -> Result<Option<Launch<sk_rf_estimate_params>>> {
+) -> Result<Launch<sk_rf_estimate_params>> {
     let (m, d) = (w.features, w.dim);
     for (name, a) in [("x", x), ("y", y)] {
         if a.cols != d {
@@ -334,9 +333,6 @@ pub(crate) fn plan_estimate<T: Element>(
     if m == 0 {
         return Err(Error::shape("W has no features (m = 0)"));
     }
-    if x.rows == 0 {
-        return Ok(None);
-    }
     let (features, dim) = match (u32::try_from(m), u32::try_from(d)) {
         (Ok(f), Ok(k)) => (f, k),
         _ => return Err(Error::TooLarge(format!("W is {m} x {d}"))),
@@ -346,7 +342,7 @@ pub(crate) fn plan_estimate<T: Element>(
         .div_ceil(warps)
         .min(u64::from(l.sm_count()) * 16)
         .max(1) as u32;
-    Ok(Some(Launch {
+    Ok(Launch {
         kernel: format!("sk_rf_estimate_{}", T::DTYPE.name()),
         grid,
         block: SK_RF_THREADS,
@@ -364,7 +360,7 @@ pub(crate) fn plan_estimate<T: Element>(
             norm_coefficient: kernel.norm_coefficient() as f32,
             reserved: 0,
         },
-    }))
+    })
 }
 
 /// log K̂(x_p, y_p) for the pairs of rows of `x` and `y` (each pairs x d in T), into `out`
@@ -380,7 +376,6 @@ pub(crate) fn plan_estimate<T: Element>(
 /// Errors: `x` or `y` with other than d columns, different numbers of rows, `out` not of
 /// length pairs, m = 0, buffers from another context (and zero pairs, as row views are never
 /// empty). A pair with a non-finite entry gets NaN, the others are unaffected.
-#[allow(clippy::too_many_arguments)]
 pub fn log_estimate_pairs<T: Element>(
     gpu: &Gpu,
     stream: &Arc<CudaStream>,
@@ -395,10 +390,7 @@ pub fn log_estimate_pairs<T: Element>(
     let (xa, _x) = x.arg(gpu, stream, "x")?;
     let (ya, _y) = y.arg(gpu, stream, "y")?;
     let (oa, _o) = vec_arg_mut(gpu, stream, out, "out")?;
-    if let Some(launch) = plan_estimate::<T>(kernel, &l, &wa, &xa, &ya, &oa)? {
-        l.launch(&launch)?;
-    }
-    Ok(())
+    l.launch(&plan_estimate::<T>(kernel, &l, &wa, &xa, &ya, &oa)?)
 }
 
 /// Shared memory of the feature-map gradient: one f32 slice of m per warp, within the default
