@@ -5,7 +5,8 @@
 // analysis), evaluated in f64: Debye's uniform expansion for ρ = sqrt(v² + x²) >= 38, with the
 // exponent vη summed as a Taylor series near its zero; the power series (I), Temme's method (K)
 // and the Gauss continued fraction (ratio) below. Tables come from scripts/gen_bessel_consts.py.
-// f32 kernels read and write f32 and compute in f64.
+// f32 kernels read and write f32; log I and log K compute mostly in f32 (section "f32 evaluation"),
+// the other functions in f64.
 #include "common.cuh"
 #include "bessel_consts.cuh"
 
@@ -515,6 +516,260 @@ __device__ void elementwise(const sk_bessel_params &p) {
     }
 }
 
+// ---- f32 evaluation of log I and log K ------------------------------------------------------------
+// The f32 kernels of log I and log K compute in f32 wherever f32 rounding meets their target,
+// |err| / max(1, |exact|) <= 1e-6, with margin, and in f64 elsewhere. The target holds only
+// 16 units of f32 rounding (u = 2^-24), so f32 is used where no cancellation amplifies them:
+// - Debye's expansion from rho >= 12, with 8 terms (truncation below 1e-8; the f32 tables of
+//   kernels/bessel_consts.cuh). Outside the band 0.1 v <= x <= 3 v the terms of
+//   log I = vη − ½ log(2πρ) + log1p(S) and log K = −vη + ½ log(π/2ρ) + log1p(S) do not cancel:
+//   below the band vη <= −2v (asinh(v/x) >= 3) and ½ log ρ is logarithmic in v; above it
+//   vη >= 0.9ρ while ½ log(2πρ) <= 0.2 vη from rho = 12 on. vη = ρ − v asinh(v/x) itself loses
+//   at most a factor 1.5 there (asinh(v/x) >= 3 below the band, <= 1/3 above), so the f32 value
+//   is within about 6u of max(1, |log|). Inside the band (which holds the window around z₀
+//   where vη's two terms cancel, and the curve log I = 0 at large v, where vη and ½ log ρ are
+//   both large) vη and log ρ come from f64: two f64 logs for the few elements there.
+// - log K below rho = 12 (v, x < 12): Temme's series for x <= 1/2 (where its leading
+//   −γ + log(2/x) cancels by at most 2.4x) and the trapezoidal rule, step 1/4, above (error
+//   below e^-27 up to x = 12; all terms positive), then forward recurrence on the dominant
+//   solution (at most 12 steps of positive terms), scaled by (x/2)^n for x <= 1/2 so that
+//   nothing overflows down to x = 1e-30.
+// - log I below rho = 12: the power series, in f32 for x <= 2 (where its terms hardly cancel,
+//   see log_i_series32) and in f64 above (where the prefactor (x/2)^v / Γ(v+1) and the series
+//   cancel to log I = 0 at moderate v: f32 would cost up to 25u there).
+// - Everything outside the box 1e-30 < x < 1e18, 0 <= v < 1e18, v < 1e36 x (where f32
+//   intermediates would overflow), negative orders of I, special values, and a broadcast order
+//   that f32 does not hold exactly: the f64 functions above.
+constexpr float RHO_DEBYE32 = 12.0f;
+constexpr float TEMME32_X_MAX = 0.5f;
+constexpr float LN_2_F = 0.693147180559945309f;
+constexpr float LN_2PI_F = 1.83787706640934548f;
+constexpr float LN_PI_OVER_2_F = 0.451582705289454865f;
+constexpr float PI_F = 3.14159265358979324f;
+constexpr float PI_OVER_2_F = 1.57079632679489662f;
+
+__device__ __forceinline__ bool in_f32_box(float v, float x) {
+    return x > 1e-30f && x < 1e18f && v >= 0.0f && v < 1e18f && v < 1e36f * x;
+}
+
+// Debye terms needed at rho >= RHO_DEBYE32 for f32 (8 at the region boundary).
+__device__ __forceinline__ int debye32_terms(float rho) {
+    int k = SK_DEBYE32_TERMS;
+#pragma unroll
+    for (int i = SK_DEBYE32_TERMS - 2; i >= 0; --i) {
+        if (rho >= SK_DEBYE32_RHO_MIN[i]) k = i + 2;
+    }
+    return k;
+}
+
+// S = Σ_{k<=terms} (σp)^k U_k(s) in f32.
+__device__ float debye_sum32(float p, float s, float sigma, int terms) {
+    const float sp = sigma * p;
+    float sum = 0.0f;
+#pragma unroll
+    for (int k = SK_DEBYE32_TERMS; k >= 1; --k) {
+        if (k > terms) continue;
+        const float *c = SK_DEBYE32_U + SK_DEBYE_OFFSET[k - 1];
+        float u = 0.0f;
+#pragma unroll
+        for (int j = k; j >= 0; --j) u = fmaf(u, s, c[j]);
+        sum = (sum + u) * sp;
+    }
+    return sum;
+}
+
+// log I (is_i) or log K by Debye's expansion, rho >= RHO_DEBYE32, inside the f32 box.
+__device__ float log_debye32(float v, float x, float rho, bool is_i) {
+    const float p = 1.0f / rho, t = v * p;
+    const float log1p_s = log1pf(debye_sum32(p, t * t, is_i ? 1.0f : -1.0f, debye32_terms(rho)));
+    if (x >= 0.1f * v && x <= 3.0f * v) {
+        const double vd = v, xd = x;
+        const double rhod = sqrt(fma(vd, vd, xd * xd));  // v, x < 1e18: no overflow
+        const double ve = v_eta(vd, xd, rhod);
+        const double r = is_i ? ve - 0.5 * (LN_2PI + log(rhod)) : -ve + 0.5 * (LN_PI_OVER_2 - log(rhod));
+        return static_cast<float>(r + static_cast<double>(log1p_s));
+    }
+    // asinh(v/x): above the band as log1p without cancellation, below it as
+    // log((v + rho)/x) = log(v/x) + log(1 + rho/v), v/x < 1e36 in the box.
+    const float asinh_q = x > v ? log1pf((v + v * v / (rho + x)) / x) : logf(v / x) + logf(1.0f + rho / v);
+    const float v_eta32 = fmaf(-v, asinh_q, rho);
+    const float log_rho = logf(rho);
+    return is_i ? (v_eta32 - 0.5f * (LN_2PI_F + log_rho)) + log1p_s
+                : (0.5f * (LN_PI_OVER_2_F - log_rho) - v_eta32) + log1p_s;
+}
+
+// Temme's series in f32 (x <= TEMME32_X_MAX) for K_mu and (x/2) K_{mu+1}, |mu| <= 1/2.
+__device__ void temme_series32(float mu, float x, float &kmu, float &lmu1) {
+    const float fact = fabsf(mu) < 1e-4f ? 1.0f : PI_F * mu / sinpif(mu);  // 1 + (πμ)²/6 + …
+    const float d = LN_2_F - logf(x);
+    const float e = mu * d;
+    const float ee = expf(e);
+    const float cosh_e = 0.5f * (ee + 1.0f / ee);
+    float fact2;  // sinh(e)/e
+    if (fabsf(e) < 0.5f) {
+        const float e2 = e * e;
+        fact2 = 1.0f + e2 / 6.0f * (1.0f + e2 / 20.0f * (1.0f + e2 / 42.0f * (1.0f + e2 / 72.0f)));
+    } else {
+        fact2 = 0.5f * (ee - 1.0f / ee) / e;
+    }
+    float even = 0.0f, odd = 0.0f;
+#pragma unroll
+    for (int k = SK_RGAMMA32_TERMS - 1; k >= 0; --k) {
+        if (k % 2 == 0) even = fmaf(even, mu * mu, SK_RGAMMA32_TAYLOR[k]);
+        else odd = fmaf(odd, mu * mu, SK_RGAMMA32_TAYLOR[k]);
+    }
+    const float gam1 = -odd, gam2 = even;
+    const float gampl = fmaf(mu, odd, even), gammi = fmaf(-mu, odd, even);  // 1/Γ(1 ± μ)
+    float ff = fact * (gam1 * cosh_e + gam2 * fact2 * d);
+    float sum = ff;
+    float p = 0.5f * ee / gampl;
+    float q = 0.5f / (ee * gammi);
+    float c = 1.0f;
+    const float dd = 0.25f * x * x;
+    float sum1 = p;
+    for (float i = 1.0f; i <= 40.0f; i += 1.0f) {
+        ff = (i * ff + p + q) / (i * i - mu * mu);
+        c *= dd / i;
+        p /= i - mu;
+        q /= i + mu;
+        const float del = c * ff;
+        sum += del;
+        sum1 += c * (p - i * ff);
+        if (fabsf(del) < fabsf(sum) * 1e-8f) break;
+    }
+    kmu = sum;
+    lmu1 = sum1;
+}
+
+// K_mu(x) and (x/2) K_{mu+1}(x), |mu| <= 1/2, TEMME32_X_MAX < x < RHO_DEBYE32: the trapezoidal
+// rule with step 1/4 on e^x K_nu(x) = int_0^inf exp(-x (cosh t - 1)) cosh(nu t) dt; it stops
+// once a node's terms are below e^-20 (before t = 5 for x > 1/2).
+__device__ void k_trapezoid32(float mu, float x, float &kmu, float &lmu1) {
+    float s0 = 0.5f, s1 = 0.5f;
+    const float grow = fabsf(mu) + 1.0f;
+    for (int k = 0; k < SK_TRAPEZOID32_NODES; ++k) {
+        const float t = 0.25f * static_cast<float>(k + 1);
+        const float ex = -x * SK_TRAPEZOID32_COSH_M1[k];
+        if (fmaf(grow, t, ex) < -20.0f) break;
+        const float a = expf(fmaf(mu, t, ex)), b = expf(fmaf(-mu, t, ex));
+        s0 += 0.5f * (a + b);
+        s1 += 0.5f * fmaf(a, SK_TRAPEZOID32_EXP[k], b * SK_TRAPEZOID32_EXP_NEG[k]);
+    }
+    const float scale = 0.25f * expf(-x);
+    kmu = s0 * scale;
+    lmu1 = 0.5f * x * (s1 * scale);
+}
+
+// log K_v(x) for rho < RHO_DEBYE32 inside the box: K at mu = v − round(v) (|mu| <= 1/2), then
+// forward recurrence to v (at most 12 steps).
+__device__ float log_k_small32(float v, float x) {
+    const float nl = floorf(v + 0.5f);
+    const float mu = v - nl;  // exact: |v − nl| <= 1/2 and v < 12
+    float k0, l1;
+    if (mu == -0.5f) {
+        k0 = sqrtf(PI_OVER_2_F / x) * expf(-x);  // K_{±1/2}, exactly
+        l1 = 0.5f * (x * k0);
+    } else if (x <= TEMME32_X_MAX) {
+        temme_series32(mu, x, k0, l1);
+    } else {
+        k_trapezoid32(mu, x, k0, l1);
+    }
+    float order = mu, a = k0;
+    if (x <= TEMME32_X_MAX) {
+        // L_n = K_{mu+n} (x/2)^n: L_{n+1} = (mu+n) L_n + (x/2)² L_{n-1}, L_0 = k0, L_1 = l1.
+        const float q = 0.25f * x * x;
+        float b = l1;
+        for (float i = 0.0f; i < nl; i += 1.0f) {
+            const float next = fmaf(order + 1.0f, b, q * a);
+            a = b;
+            b = next;
+            order += 1.0f;
+        }
+        return logf(a) + nl * (LN_2_F - logf(x));
+    }
+    const float two_over_x = 2.0f / x;
+    float b = l1 * two_over_x;
+    for (float i = 0.0f; i < nl; i += 1.0f) {
+        const float next = fmaf((order + 1.0f) * two_over_x, b, a);
+        a = b;
+        b = next;
+        order += 1.0f;
+    }
+    return logf(a);
+}
+
+// 1/Γ(1+v), 0 <= v < 12, in f32: 1/Γ(1+f) (Taylor, |f| <= 1/2) over (1+f)…(n+f), v = n + f.
+__device__ float rgamma1p32(float v) {
+    const float n = floorf(v + 0.5f);
+    const float f = v - n;  // exact
+    float poly = 0.0f;
+#pragma unroll
+    for (int k = SK_RGAMMA32_TERMS - 1; k >= 0; --k) poly = fmaf(poly, f, SK_RGAMMA32_TAYLOR[k]);
+    float prod = 1.0f;
+    for (float k = 1.0f; k <= n; k += 1.0f) prod *= k + f;
+    return poly / prod;
+}
+
+// log I_v(x) for x <= 2 (rho < RHO_DEBYE32) in f32: v log(x/2) − log Γ(v+1) + log1p(tail), tail
+// the power series less its first term (positive terms, at most 9 of them). The first two terms
+// are <= 0 but for −log Γ(v+1) <= 0.13 at v < 1, and log1p(tail) <= 0.82: the sum loses at most
+// a factor 2.7 (near v = x = 2), about 6u of max(1, |log I|) in all.
+__device__ float log_i_series32(float v, float x) {
+    const float q = 0.25f * x * x;
+    float term = 1.0f, tail = 0.0f;
+    for (float k = 1.0f; k <= 30.0f; k += 1.0f) {
+        term *= q / (k * (k + v));
+        tail += term;
+        if (term <= 1e-8f * (1.0f + tail)) break;
+    }
+    const float c = log1pf(tail);
+    if (v == 0.0f) return c;
+    return fmaf(v, logf(0.5f * x), logf(rgamma1p32(v))) + c;
+}
+
+// log I_v(x) in the f32 scheme; false (nothing written) where the f64 function must answer.
+__device__ bool log_i_f32(float v, float x, float &out) {
+    if (!in_f32_box(v, x)) return false;
+    const float rho = sqrtf(fmaf(v, v, x * x));
+    if (rho >= RHO_DEBYE32) out = log_debye32(v, x, rho, true);
+    else if (x <= 2.0f) out = log_i_series32(v, x);
+    else out = static_cast<float>(log_i_small(static_cast<double>(v), static_cast<double>(x)));
+    return true;
+}
+
+// log K_v(x) in the f32 scheme; false (nothing written) where the f64 function must answer.
+__device__ bool log_k_f32(float v, float x, float &out) {
+    v = fabsf(v);  // K_{-v} = K_v
+    if (!in_f32_box(v, x)) return false;
+    const float rho = sqrtf(fmaf(v, v, x * x));
+    out = rho >= RHO_DEBYE32 ? log_debye32(v, x, rho, false) : log_k_small32(v, x);
+    return true;
+}
+
+// The region of an f32 log I / log K element for the warp sort (keys as region_key's; 7: the f64
+// functions).
+template <uint32_t F>
+__device__ __forceinline__ int region_key32(float order, float x) {
+    if (isnan(order) || isnan(x) || x <= 0.0f || isinf(x) || isinf(order)) return 0;
+    const float v = F == SK_BESSEL_LOG_K ? fabsf(order) : order;
+    if (!in_f32_box(v, x)) return 7;
+    const float rho = sqrtf(fmaf(v, v, x * x));
+    if (rho >= RHO_DEBYE32) return (x >= 0.1f * v && x <= 3.0f * v) ? 2 : 1;
+    if constexpr (F == SK_BESSEL_LOG_K) {
+        if (v - floorf(v + 0.5f) == -0.5f) return 3;
+        if (x <= TEMME32_X_MAX) return 4;
+        return x <= 3.0f ? 5 : 6;
+    } else {
+        return x <= 2.0f ? 4 : (x <= 6.0f ? 5 : 6);
+    }
+}
+
+// Whether the f32 kernel of F takes the scheme above.
+template <class T, uint32_t F>
+__device__ __forceinline__ constexpr bool f32_scheme() {
+    return std::is_same<T, float>::value && (F == SK_BESSEL_LOG_I || F == SK_BESSEL_LOG_K);
+}
+
 // ---- region-sorted evaluation (every function but κ̂) ---------------------------------------------
 // On a batch mixed over the (v, x) plane nearly every warp holds elements of several regions, and
 // a warp runs every branch its lanes take: on an H200, sorting the inputs by region made log I
@@ -573,6 +828,31 @@ __device__ __forceinline__ int region_key(double order, double x) {
     }
 }
 
+// The key and the value of element (order, x) of the T kernel of F: the f32 scheme where it
+// applies (an order f32 holds exactly), else the f64 functions.
+template <class T, uint32_t F>
+__device__ __forceinline__ int region_key_as(double order, T x) {
+    if constexpr (f32_scheme<T, F>()) {
+        if (static_cast<double>(static_cast<float>(order)) == order) return region_key32<F>(static_cast<float>(order), x);
+        return 7;
+    } else {
+        return region_key<F>(order, static_cast<double>(x));
+    }
+}
+
+template <class T, uint32_t F>
+__device__ __forceinline__ T evaluate_as(double order, T x) {
+    if constexpr (f32_scheme<T, F>()) {
+        const float order32 = static_cast<float>(order);
+        float r;
+        if (static_cast<double>(order32) == order &&
+            (F == SK_BESSEL_LOG_I ? log_i_f32(order32, x, r) : log_k_f32(order32, x, r))) {
+            return r;
+        }
+    }
+    return static_cast<T>(evaluate<F>(order, static_cast<double>(x)));
+}
+
 template <class T, uint32_t F>
 __device__ void elementwise_sorted(const sk_bessel_params &p) {
     constexpr int BATCH = static_cast<int>(SK_BESSEL_WARP_BATCH);
@@ -599,7 +879,7 @@ __device__ void elementwise_sorted(const sk_bessel_params &p) {
 #pragma unroll
         for (int r = 0; r < ROUNDS; ++r) {
             const uint64_t i = base + static_cast<uint64_t>(r) * 32 + lane;
-            const int key = i < p.n ? region_key<F>(order_at(i), static_cast<double>(x[i])) : 0;
+            const int key = i < p.n ? region_key_as<T, F>(order_at(i), x[i]) : 0;
             keys |= static_cast<uint32_t>(key) << (KEY_BITS * r);
         }
         // Counting sort: offsets by key, then by position (stable).
@@ -618,7 +898,7 @@ __device__ void elementwise_sorted(const sk_bessel_params &p) {
 #pragma unroll 1
         for (int r = 0; r < ROUNDS; ++r) {
             const uint64_t i = base + mine[r * 32 + lane];
-            if (i < p.n) out[i] = static_cast<T>(evaluate<F>(order_at(i), static_cast<double>(x[i])));
+            if (i < p.n) out[i] = evaluate_as<T, F>(order_at(i), x[i]);
         }
         __syncwarp();  // every lane has read its offsets before the next batch rewrites them
     }

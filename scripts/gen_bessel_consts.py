@@ -15,6 +15,11 @@ Tables:
 - LGAMMA_STIRLING: B_2k / (2k (2k-1)), the Stirling series of log Gamma.
 - TRAPEZOID_COSH_M1, TRAPEZOID_EXP, TRAPEZOID_EXP_NEG: cosh(t_k) - 1, e^(t_k), e^(-t_k) at the
   nodes t_k = k/6 (k = 1..TRAPEZOID_NODES) of the trapezoidal rule for K_mu(x), 1 < x <= 8.
+
+The f32 kernels of log I and log K (kernels/bessel.cu, section "f32 evaluation") have their own
+tables, in float, for a 2^-24 target: DEBYE32 (U_1..U_DEBYE32_TERMS and the rho from which
+fewer terms suffice, truncation below 1e-8), RGAMMA32 (the first terms of 1/Gamma(1+z), enough
+for |z| <= 1/2) and TRAPEZOID32 (nodes t_k = k/4).
 """
 from fractions import Fraction as F
 import mpmath as mp
@@ -26,6 +31,10 @@ ETA_TERMS = 56
 RGAMMA_TERMS = 28
 STIRLING_TERMS = 12
 TRAPEZOID_NODES = 28  # t up to 4.67: the rule stops before t = 4.5 for x > 1
+# f32 tables (see the docstring).
+DEBYE32_TERMS = 8      # 8 terms leave < 1e-8 (5% margin on rho) from rho = 11.6: region rho >= 12
+RGAMMA32_TERMS = 14    # c_0..c_13: the rest is below 1e-10 for |z| <= 1/2
+TRAPEZOID32_NODES = 20 # t up to 5: for x > 1/2 the f32 rule stops before, once terms are < e^-20
 
 def debye_polys(n):
     def deriv(p): return [i * c for i, c in enumerate(p)][1:] or [F(0)]
@@ -85,6 +94,11 @@ debye_rho_min = []
 for K in range(3, DEBYE_TERMS + 1):
     m = max_abs_poly(debye[K], 2001)
     debye_rho_min.append(float((m / mp.mpf("2e-17")) ** (mp.mpf(1) / (K + 1)) * mp.mpf("1.05")))
+debye32_rho_min = []
+for K in range(2, DEBYE32_TERMS + 1):
+    m = max_abs_poly(debye[K], 2001)
+    debye32_rho_min.append(float((m / mp.mpf("1e-8")) ** (mp.mpf(1) / (K + 1)) * mp.mpf("1.05")))
+assert debye32_rho_min[-1] <= 12.0, debye32_rho_min
 debye = debye[:DEBYE_TERMS]
 
 # Window check: the Taylor remainder at |delta| = 0.3 must be below 1e-18 relative to eta's slope.
@@ -92,6 +106,8 @@ rem = max(abs(eta_coeffs[k]) * mp.mpf("0.3") ** k for k in range(ETA_TERMS - 3, 
 assert rem < mp.mpf("1e-18"), rem
 
 z0hi, z0lo = dd(z0)
+rgamma32_rest = sum(abs(rg[k]) * mp.mpf("0.5") ** k for k in range(RGAMMA32_TERMS, RGAMMA_TERMS + 1))
+assert rgamma32_rest < mp.mpf("1e-10"), rgamma32_rest
 
 def rust_array(name, vals, doc):
     body = ",\n".join("    " + v for v in vals)
@@ -134,6 +150,29 @@ cu.append("// Start of U_k in SK_DEBYE_U.\n__device__ __constant__ const int SK_
 cu.append("// Smallest rho at which K = 3.. Debye terms are accurate to 2e-17 (index K - 3).\n__device__ __constant__ const double SK_DEBYE_RHO_MIN[%d] = {%s};\n" % (len(debye_rho_min), ", ".join(repr(round(r, 1)) for r in debye_rho_min)))
 for name, vals, doc in tables:
     cu.append(cuda_array("SK_" + name, vals, doc))
+
+def f32(x):
+    """An mpf or Fraction as a C float literal (nearest double, then rounded by the compiler)."""
+    v = f64(x)
+    return v + "f" if ("." in v or "e" in v) else v + ".0f"
+
+def cuda_float_array(name, vals, doc):
+    body = ",\n".join("    " + v for v in vals)
+    return f"// {doc}\n__device__ __constant__ const float {name}[{len(vals)}] = {{\n{body},\n}};\n"
+
+cu.append(f"// ---- f32 tables ----\n#define SK_DEBYE32_TERMS {DEBYE32_TERMS}\n#define SK_RGAMMA32_TERMS {RGAMMA32_TERMS}\n#define SK_TRAPEZOID32_NODES {TRAPEZOID32_NODES}\n")
+cu.append("// Smallest rho at which K = 2.. Debye terms are accurate to 1e-8 (index K - 2).\n__device__ __constant__ const float SK_DEBYE32_RHO_MIN[%d] = {%s};\n" % (len(debye32_rho_min), ", ".join(repr(round(r, 1)) + "f" for r in debye32_rho_min)))
+debye32_flat = []
+for coeffs in debye[:DEBYE32_TERMS]:
+    debye32_flat += [f32(c) for c in coeffs]
+for name, vals, doc in [
+    ("DEBYE32_U", debye32_flat, f"SK_DEBYE_U's U_1..U_{DEBYE32_TERMS} in float (same offsets)."),
+    ("RGAMMA32_TAYLOR", [f32(c) for c in rg[:RGAMMA32_TERMS]], f"1/Gamma(1+z) = sum_k c_k z^k, k = 0..{RGAMMA32_TERMS - 1}, in float."),
+    ("TRAPEZOID32_COSH_M1", [f32(mp.cosh(mp.mpf(k) / 4) - 1) for k in range(1, TRAPEZOID32_NODES + 1)], "cosh(t_k) - 1 at the f32 trapezoid nodes t_k = k/4, k = 1.."),
+    ("TRAPEZOID32_EXP", [f32(mp.exp(mp.mpf(k) / 4)) for k in range(1, TRAPEZOID32_NODES + 1)], "e^(t_k) at the f32 trapezoid nodes t_k = k/4, k = 1.."),
+    ("TRAPEZOID32_EXP_NEG", [f32(mp.exp(-mp.mpf(k) / 4)) for k in range(1, TRAPEZOID32_NODES + 1)], "e^(-t_k) at the f32 trapezoid nodes t_k = k/4, k = 1.."),
+]:
+    cu.append(cuda_float_array("SK_" + name, vals, doc))
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 with open(os.path.join(root, "src/bessel/consts.rs"), "w") as f:

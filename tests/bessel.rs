@@ -555,6 +555,162 @@ fn kernels_match_the_reference(t: &impl Target) {
     }
 }
 
+/// Points for the f32 log I and log K kernels, which compute in f32 where f32 meets the target
+/// (kernels/bessel.cu, "f32 evaluation"): every golden point, a log grid over the box, both
+/// sides of every boundary of the f32 scheme (rho = 12, x = 1/2, the band 0.1 v <= x <= 3 v,
+/// half-integer orders, the f32 box), the curves log I = 0 and log K = 0 (where the metric is
+/// absolute and cancellation would show), and random points of the benchmark's mix.
+fn f32_scheme_points(rng: &mut common::Rng) -> (Vec<f64>, Vec<f64>) {
+    let (mut v, mut x) = (Vec::new(), Vec::new());
+    let mut push = |a: f64, b: f64| {
+        v.push(a);
+        x.push(b);
+    };
+    for g in bessel_files() {
+        for r in &g.rows {
+            push(r[g.col("v")], r[g.col("x")]);
+        }
+    }
+    let orders: Vec<f64> = std::iter::once(0.0)
+        .chain(log_spaced(1e-3, 1e7, 61))
+        .collect();
+    for &a in &orders {
+        for b in log_spaced(1e-12, 1e9, 81) {
+            push(a, b);
+        }
+    }
+    let near = |c: f64| [1.0 - 1e-3, 1.0 - 1e-6, 1.0, 1.0 + 1e-6, 1.0 + 1e-3].map(|f| c * f);
+    for k in 0..=40 {
+        let theta = std::f64::consts::FRAC_PI_2 * f64::from(k) / 40.0;
+        for r in near(12.0) {
+            push(r * theta.cos(), r * theta.sin());
+        }
+    }
+    for a in log_spaced(1e-3, 11.9, 25)
+        .into_iter()
+        .chain((0..12).map(|n| f64::from(n) + 0.5))
+    {
+        for b in near(0.5).into_iter().chain(log_spaced(1e-30, 11.9, 30)) {
+            push(a, b);
+        }
+    }
+    for a in log_spaced(4.0, 1e7, 40) {
+        for b in near(0.1 * a).into_iter().chain(near(3.0 * a)) {
+            push(a, b);
+        }
+        for b in near(0.662_743_419_349_181_6 * a) {
+            push(a, b);
+        }
+    }
+    // The zero curves, by bisection on the f64 reference (log I rises in x, log K falls).
+    let zero = |f: &dyn Fn(f64) -> f64, rising: bool| {
+        let (mut lo, mut hi) = (1e-30f64, 1e18f64);
+        for _ in 0..200 {
+            let mid = (lo * hi).sqrt();
+            if (f(mid) < 0.0) == rising {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    };
+    for a in log_spaced(1e-3, 1e7, 50) {
+        let xi = zero(&|b| cpu::log_i(a, b), true);
+        let xk = zero(&|b| cpu::log_k(a, b), false);
+        for b in near(xi).into_iter().chain(near(xk)) {
+            push(a, b);
+        }
+    }
+    for _ in 0..20_000 {
+        let a = 10f64.powf(rng.uniform(-3.0, 7.0));
+        let b = 10f64.powf(rng.uniform(-10.0, 8.0));
+        push(a, b);
+    }
+    // Outside the f32 box (the f64 functions answer), and negative orders.
+    for (a, b) in [
+        (3.0, 1e-35),
+        (0.2, 1e-44),
+        (1e20, 1.0),
+        (5.0, 1e20),
+        (1e19, 1e19),
+        (1e30, 1e-8),
+        (1e-40, 2.0),
+        (-3.5, 2.0),
+        (-7.0, 30.0),
+        (-2.25, 0.7),
+        (-20.5, 40.0),
+    ] {
+        push(a, b);
+    }
+    (v, x)
+}
+
+/// The f32 log I and log K kernels against the f64 reference at the same (f32) inputs: within
+/// 1e-6 in |err| / max(1, |exact|) everywhere, and the same non-finite values.
+fn f32_log_kernels_hold_the_target(t: &impl Target) {
+    let mut rng = common::Rng::new();
+    let (v, x) = f32_scheme_points(&mut rng);
+    let v32: Vec<f32> = v.iter().map(|&a| a as f32).collect();
+    let x32: Vec<f32> = x.iter().map(|&a| a as f32).collect();
+    for f in [Function::LogI, Function::LogK] {
+        let got = t.run(f, Orders::Each(&v32), &x32);
+        let mut s = Stats::default();
+        for k in 0..x32.len() {
+            let (a, b) = (f64::from(v32[k]), f64::from(x32[k]));
+            let want = f.eval(a, b);
+            let (g, want32) = (f64::from(got[k]), want as f32 as f64);
+            let err = if want.is_nan() || g.is_nan() || want32.is_infinite() {
+                if g.to_bits() == want32.to_bits() || (g.is_nan() && want.is_nan()) {
+                    0.0
+                } else {
+                    f64::INFINITY
+                }
+            } else {
+                mixed(g, want)
+            };
+            s.add(err, a, b);
+        }
+        let (worst, _) = report(&format!("{} (f32 kernel)", f.name()), s);
+        assert!(
+            worst <= 1e-6,
+            "{f:?} f32 kernel: worst {worst:e} (seed {})",
+            rng.seed
+        );
+        // A broadcast order, exact in f32 and not (0.1 is not an f32: the f64 functions answer).
+        for order in [7.25f64, 0.1, 250.0] {
+            let got = t.run(f, Orders::All(order as f32), &x32[..2000]);
+            let got64 = t.run(f, Orders::Each(&vec![order; 2000]), &x[..2000]);
+            for k in 0..2000 {
+                let want = f.eval(f64::from(order as f32), f64::from(x32[k]));
+                let g = f64::from(got[k]);
+                assert!(
+                    g.to_bits() == (want as f32 as f64).to_bits()
+                        || mixed(g, want) <= 1e-6
+                        || (g.is_nan() && want.is_nan()),
+                    "{f:?} broadcast {order} at x = {}: {g:e} vs {want:e}",
+                    x32[k]
+                );
+                assert!(got64[k].is_nan() || mixed(got64[k], f.eval(order, x[k])) <= 1e-14);
+            }
+        }
+    }
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emulated_f32_log_kernels_hold_the_target() {
+    f32_log_kernels_hold_the_target(&Emu(spherekit::emulator::Emulator::new(2)));
+}
+
+#[test]
+fn gpu_f32_log_kernels_hold_the_target() {
+    let Some((gpu, stream)) = common::gpu("gpu_f32_log_kernels_hold_the_target") else {
+        return;
+    };
+    f32_log_kernels_hold_the_target(&Device(gpu, stream));
+}
+
 #[cfg(feature = "emulator")]
 #[test]
 fn emulated_kernels_match_the_reference() {

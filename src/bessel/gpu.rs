@@ -1,5 +1,8 @@
 //! The log-Bessel family on the GPU: one element-wise kernel per [`Function`] and storage type
-//! (kernels/bessel.cu, computing in f64), launched on the caller's stream.
+//! (kernels/bessel.cu), launched on the caller's stream. The f64 kernels compute in f64, as do the
+//! f32 kernels of every function but log I and log K; those two compute in f32 where f32 rounding
+//! meets their target (|err| / max(1, |exact|) <= 1e-6, tested at 35 000 points covering every
+//! boundary of the scheme) and in f64 elsewhere (kernels/bessel.cu, "f32 evaluation").
 
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -82,8 +85,10 @@ pub(crate) fn plan<T: Real>(
     }))
 }
 
-/// Evaluates `f` element-wise on `stream`: `out[i] = f(order_i, x[i])`, computing in f64 whatever
-/// the storage type. Enqueued without a host synchronization; an empty batch is a no-op.
+/// Evaluates `f` element-wise on `stream`: `out[i] = f(order_i, x[i])`, in f64, or for f32 storage
+/// within the f32 targets (log I and log K partly in f32 arithmetic, see the module documentation;
+/// a broadcast order that f32 does not hold exactly is used as given, in f64). Enqueued without a
+/// host synchronization; an empty batch is a no-op.
 ///
 /// Errors: `out` or per-element orders of another length than `x`, buffers or stream of another
 /// context. Invalid elements (NaN, x < 0, …) give NaN in their place only.
