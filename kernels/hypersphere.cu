@@ -811,7 +811,7 @@ template <class A, int TPS, int VEC, int CH, class T, class HS, class US, class 
           class Sink>
 __device__ bool lerp_bwd_finish(Team<TPS> &team, const sk_lerp_params &p, const HS &hs,
                                 const US &us, const GS &dys, const AS &alphas, T *dh, T *du,
-                                Sink &sink) {
+                                Sink &sink, double *coef = nullptr) {
     const bool renorm = (p.flags & SK_LERP_RENORM_H) != 0;
     const A eps = A(p.eps);
     LerpNorms<A> n;
@@ -880,6 +880,14 @@ __device__ bool lerp_bwd_finish(Team<TPS> &team, const sk_lerp_params &p, const 
         store_vec<T, VEC, A>(du + col, ou);
         store_vec<T, VEC, A>(dh + col, oh);
     });
+    if (coef != nullptr && team.lane == 0) {
+        // For the dp column pass (lerp_dp_columns): everything it needs to redo sink.add's term.
+        coef[0] = static_cast<double>(rh);
+        coef[1] = static_cast<double>(ru);
+        coef[2] = static_cast<double>(cz.r);
+        coef[3] = static_cast<double>(cz.c);
+        coef[4] = sizeof(A) == 8 ? 1.0 : 0.0;
+    }
     return true;
 }
 
@@ -972,8 +980,9 @@ __device__ void lerp_bwd_stream(const sk_lerp_params &p) {
         T *du = static_cast<T *>(p.out_u) + row * p.out_u_stride;
         // The sink changes only in the last phase, after every check, so a failed f32 attempt
         // leaves nothing behind for the f64 one.
-        if (!lerp_bwd_finish<float, TPS, VEC, 0>(team, p, h, u, dy, alphas, dh, du, sink)) {
-            lerp_bwd_finish<double, TPS, VEC, 0>(team, p, h, u, dy, alphas, dh, du, sink);
+        double *coef = p.row_coef ? p.row_coef + row * SK_LERP_COEFS : nullptr;
+        if (!lerp_bwd_finish<float, TPS, VEC, 0>(team, p, h, u, dy, alphas, dh, du, sink, coef)) {
+            lerp_bwd_finish<double, TPS, VEC, 0>(team, p, h, u, dy, alphas, dh, du, sink, coef);
         }
         sink.first = false;
     }
@@ -985,6 +994,89 @@ __device__ void lerp_bwd_stream(const sk_lerp_params &p) {
         for (uint32_t col = static_cast<uint32_t>(team.lane); col < p.cols; col += TPS)
             sink.part[col] = 0.0;
     }
+}
+
+// ============================================================================================
+// lerp backward, dp column pass (streaming tier, p per channel)
+// ============================================================================================
+// dp_j = sum over rows of gz_j (b_j - a_j) dalpha_j/dp_j. The row pass (lerp_bwd_stream with
+// row_coef) writes dh, du and each row's r_h, r_u, r_z, c_z; this pass re-reads h, u, dy by
+// columns and forms the same terms, in the precision the row used, with the same operations
+// as sink.add in lerp_bwd_finish. Block chunk * slabs + slab owns SK_LERP_DP_THREADS * VEC
+// columns and chunk_rows rows: each thread sums its columns over the chunk's rows in order, in f64, and
+// writes partial[chunk][col] once; sk_colsum then adds the chunks in a fixed order.
+// Why: per-worker partial rows, read and written for every row (16 bytes per element, more
+// than the op's own traffic), confined long rows to as many workers as 32 MiB of partials
+// hold (32 at D = 131072). This pass costs one more read of the three inputs, with every SM.
+// One channel's term of a row, in A (alpha as AlphaMem forms it, from p: fewer registers than
+// keeping alpha).
+template <class A>
+__device__ __forceinline__ double lerp_dp_term(const sk_lerp_params &p, const double *cf,
+                                               float pv, float h, float u, float dy) {
+    const bool absolute = (p.flags & SK_LERP_ABS_ALPHA) != 0;
+    GradCoef<A> cz;
+    cz.r = static_cast<A>(cf[2]);
+    cz.c = static_cast<A>(cf[3]);
+    const AlphaParts ap = alpha_parts(pv, p.c, absolute);
+    float al, dal;
+    alpha_of(ap.cp, p.c, absolute, al, dal);
+    const LerpGrad<A> q = lerp_grad(A(h), A(u), A(dy), A(al), A(ap.om), static_cast<A>(cf[0]),
+                                    static_cast<A>(cf[1]), cz);
+    return static_cast<double>(q.gz * (q.b - q.a) * A(dal));
+}
+
+template <class T, int VEC>
+__device__ void lerp_dp_columns(const sk_lerp_params &p) {
+    SK_EXPECT(blockDim.x == SK_LERP_DP_THREADS);
+    constexpr uint32_t SLAB = SK_LERP_DP_THREADS * VEC;
+    const uint32_t slabs = (p.cols + SLAB - 1) / SLAB;
+    const uint32_t chunk = blockIdx.x / slabs;  // blocks: chunk-major, slabs of a chunk adjacent
+    const uint32_t col = (blockIdx.x % slabs) * SLAB + threadIdx.x * VEC;
+    if (col >= p.cols) return;  // the host makes VEC divide cols
+    float pv[VEC];
+    load_vec<T, VEC>(static_cast<const T *>(p.p) + col, pv);  // p per channel (p_len = cols)
+    double acc[VEC];
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) acc[e] = 0.0;
+    const uint64_t first = static_cast<uint64_t>(chunk) * p.chunk_rows;
+    const uint64_t end = first + p.chunk_rows < p.rows ? first + p.chunk_rows : p.rows;
+    const T *h = static_cast<const T *>(p.h) + col;
+    const T *u = static_cast<const T *>(p.u) + col;
+    const T *dy = static_cast<const T *>(p.dy) + col;
+    // Whether a row was computed in f64, one row ahead (the branch waits for it).
+    double wide_next = first < end ? p.row_coef[first * SK_LERP_COEFS + 4] : 0.0;
+#pragma unroll 1
+    for (uint64_t row = first; row < end; ++row) {
+        const double *cf = p.row_coef + row * SK_LERP_COEFS;  // the same for the whole block
+        const double wide = wide_next;
+        if (row + 1 < end) wide_next = cf[SK_LERP_COEFS + 4];
+        const T *hr = h + row * p.h_stride, *ur = u + row * p.u_stride;
+        const T *dyr = dy + row * p.dy_stride;
+        if (wide == 0.0) {
+            float hv[VEC], uv[VEC], dyv[VEC];
+            load_vec<T, VEC>(hr, hv);
+            load_vec<T, VEC>(ur, uv);
+            load_vec<T, VEC>(dyr, dyv);
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) acc[e] += lerp_dp_term<float>(p, cf, pv[e], hv[e], uv[e], dyv[e]);
+        } else {
+            // Rows beyond f32's range (rare): one channel at a time, so that the f64 terms
+            // need no more registers than the f32 ones.
+#pragma unroll 1
+            for (int e = 0; e < VEC; ++e) {
+                float pe = 0.0f;
+#pragma unroll
+                for (int k = 0; k < VEC; ++k) pe = k == e ? pv[k] : pe;
+                const double t = lerp_dp_term<double>(p, cf, pe, Elem<T>::to_f32(hr[e]),
+                                                      Elem<T>::to_f32(ur[e]), Elem<T>::to_f32(dyr[e]));
+#pragma unroll
+                for (int k = 0; k < VEC; ++k) acc[k] += k == e ? t : 0.0;
+            }
+        }
+    }
+    double *out = p.partial + static_cast<uint64_t>(chunk) * p.cols + col;
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) out[e] = acc[e];
 }
 
 // ============================================================================================
@@ -1184,6 +1276,12 @@ __device__ void project(const sk_project_params &p) {
 #define SK_STREAM_BLOCKS_lerp_fwd SK_STREAM_BLOCKS_LERP_FWD
 #define SK_STREAM_BLOCKS_lerp_bwd SK_STREAM_BLOCKS_LERP_BWD
 
+// The dp column pass: blocks per SM at which ptxas fits each storage type without spilling
+// (f16's widening takes the registers of a fourth and a third block).
+#define SK_LERP_DP_BLOCKS_f32 4
+#define SK_LERP_DP_BLOCKS_bf16 3
+#define SK_LERP_DP_BLOCKS_f16 2
+
 #define SK_HS_TILE(op, Params, DT, T, V, VECN, TPS)                                       \
     SK_KERNEL(sk_##op##_##DT##_##V##TPS, Params, sk::Team<TPS>::BLOCK,                    \
               SK_MIN_BLOCKS(sk::Team<TPS>::BLOCK, SK_REGS_##op),                          \
@@ -1219,6 +1317,10 @@ __device__ void project(const sk_project_params &p) {
     SK_HS_TIERS(norm_bwd, sk_normalize_params, DT, T)                         \
     SK_HS_TIERS(lerp_fwd, sk_lerp_params, DT, T)                              \
     SK_HS_TIERS_TO_256(lerp_bwd, sk_lerp_params, DT, T)                       \
+    SK_KERNEL(sk_lerp_dp_##DT##_v, sk_lerp_params, SK_LERP_DP_THREADS, SK_LERP_DP_BLOCKS_##DT,   \
+              (sk::hs::lerp_dp_columns<T, sk::Elem<T>::VEC>(p)))                                 \
+    SK_KERNEL(sk_lerp_dp_##DT##_s, sk_lerp_params, SK_LERP_DP_THREADS, SK_LERP_DP_BLOCKS_##DT,   \
+              (sk::hs::lerp_dp_columns<T, 1>(p)))                                                \
     SK_KERNEL(sk_colsum_##DT, sk_colsum_params, 1024, 1, sk::hs::colsum<T>(p))                   \
     SK_KERNEL(sk_project_##DT, sk_project_params, SK_PROJECT_THREADS, 1, sk::hs::project<T>(p))
 

@@ -77,7 +77,11 @@ typedef struct sk_lerp_params {
     const void *p;     /* [p_len]                                                         */
     void *out;         /* forward: y; backward: dh                                        */
     void *out_u;       /* backward: du; forward: NULL                                     */
-    double *partial;   /* backward with dp: [workers, p_len] partial sums, else NULL       */
+    double *partial;   /* backward with dp: [workers, p_len] partial sums (register tiers, or
+                          a scalar p), or the dp column pass's [chunks, cols] sums; else NULL */
+    double *row_coef;  /* backward, streaming tier with dp per channel: [rows, SK_LERP_COEFS]
+                          (r_h, r_u, r_z, c_z, 1 if the row was computed in f64) of each row,
+                          written by the row pass for the dp column pass; else NULL         */
     uint64_t rows;
     uint64_t h_stride;
     uint64_t u_stride;
@@ -91,8 +95,13 @@ typedef struct sk_lerp_params {
     float c;
     uint32_t flags;    /* SK_LERP_*                                                       */
     uint32_t stage;    /* streaming tier: leading elements of each input staged in shared memory */
-    uint32_t reserved;
+    uint32_t chunk_rows; /* dp column pass: rows per chunk; else 0                        */
 } sk_lerp_params;
+
+/* The dp column pass of lerp backward (streaming tier, p per channel): one block per column slab
+ * (SK_LERP_DP_THREADS * vector width columns) and chunk of chunk_rows rows, chunk-major. */
+#define SK_LERP_COEFS 5u
+#define SK_LERP_DP_THREADS 256u
 
 /* Deterministic column sums of backward partials, in two launches when the workers are many.
  * Channel ch = j * group + c sums partial[w * group + c] over the workers w = j + m *

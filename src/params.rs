@@ -18,6 +18,8 @@ pub const SK_LERP_FWD_ELEMS: u32 = 16;
 pub const SK_LERP_BWD_ELEMS: u32 = 8;
 pub const SK_LERP_RENORM_H: u32 = 1;
 pub const SK_LERP_ABS_ALPHA: u32 = 2;
+pub const SK_LERP_COEFS: u32 = 5;
+pub const SK_LERP_DP_THREADS: u32 = 256;
 pub const SK_COLSUM_SLICES: u32 = 0;
 pub const SK_COLSUM_TOTAL: u32 = 1;
 pub const SK_AXIS_ROWS: u32 = 0;
@@ -155,6 +157,7 @@ pub struct sk_lerp_params {
     pub out: *mut ::core::ffi::c_void,
     pub out_u: *mut ::core::ffi::c_void,
     pub partial: *mut f64,
+    pub row_coef: *mut f64,
     pub rows: u64,
     pub h_stride: u64,
     pub u_stride: u64,
@@ -168,11 +171,11 @@ pub struct sk_lerp_params {
     pub c: f32,
     pub flags: u32,
     pub stage: u32,
-    pub reserved: u32,
+    pub chunk_rows: u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of sk_lerp_params"][::core::mem::size_of::<sk_lerp_params>() - 136usize];
+    ["Size of sk_lerp_params"][::core::mem::size_of::<sk_lerp_params>() - 144usize];
     ["Alignment of sk_lerp_params"][::core::mem::align_of::<sk_lerp_params>() - 8usize];
     ["Offset of field: sk_lerp_params::h"][::core::mem::offset_of!(sk_lerp_params, h) - 0usize];
     ["Offset of field: sk_lerp_params::u"][::core::mem::offset_of!(sk_lerp_params, u) - 8usize];
@@ -184,33 +187,35 @@ const _: () = {
         [::core::mem::offset_of!(sk_lerp_params, out_u) - 40usize];
     ["Offset of field: sk_lerp_params::partial"]
         [::core::mem::offset_of!(sk_lerp_params, partial) - 48usize];
+    ["Offset of field: sk_lerp_params::row_coef"]
+        [::core::mem::offset_of!(sk_lerp_params, row_coef) - 56usize];
     ["Offset of field: sk_lerp_params::rows"]
-        [::core::mem::offset_of!(sk_lerp_params, rows) - 56usize];
+        [::core::mem::offset_of!(sk_lerp_params, rows) - 64usize];
     ["Offset of field: sk_lerp_params::h_stride"]
-        [::core::mem::offset_of!(sk_lerp_params, h_stride) - 64usize];
+        [::core::mem::offset_of!(sk_lerp_params, h_stride) - 72usize];
     ["Offset of field: sk_lerp_params::u_stride"]
-        [::core::mem::offset_of!(sk_lerp_params, u_stride) - 72usize];
+        [::core::mem::offset_of!(sk_lerp_params, u_stride) - 80usize];
     ["Offset of field: sk_lerp_params::dy_stride"]
-        [::core::mem::offset_of!(sk_lerp_params, dy_stride) - 80usize];
+        [::core::mem::offset_of!(sk_lerp_params, dy_stride) - 88usize];
     ["Offset of field: sk_lerp_params::out_stride"]
-        [::core::mem::offset_of!(sk_lerp_params, out_stride) - 88usize];
+        [::core::mem::offset_of!(sk_lerp_params, out_stride) - 96usize];
     ["Offset of field: sk_lerp_params::out_u_stride"]
-        [::core::mem::offset_of!(sk_lerp_params, out_u_stride) - 96usize];
+        [::core::mem::offset_of!(sk_lerp_params, out_u_stride) - 104usize];
     ["Offset of field: sk_lerp_params::cols"]
-        [::core::mem::offset_of!(sk_lerp_params, cols) - 104usize];
+        [::core::mem::offset_of!(sk_lerp_params, cols) - 112usize];
     ["Offset of field: sk_lerp_params::p_len"]
-        [::core::mem::offset_of!(sk_lerp_params, p_len) - 108usize];
+        [::core::mem::offset_of!(sk_lerp_params, p_len) - 116usize];
     ["Offset of field: sk_lerp_params::eps_mode"]
-        [::core::mem::offset_of!(sk_lerp_params, eps_mode) - 112usize];
+        [::core::mem::offset_of!(sk_lerp_params, eps_mode) - 120usize];
     ["Offset of field: sk_lerp_params::eps"]
-        [::core::mem::offset_of!(sk_lerp_params, eps) - 116usize];
-    ["Offset of field: sk_lerp_params::c"][::core::mem::offset_of!(sk_lerp_params, c) - 120usize];
+        [::core::mem::offset_of!(sk_lerp_params, eps) - 124usize];
+    ["Offset of field: sk_lerp_params::c"][::core::mem::offset_of!(sk_lerp_params, c) - 128usize];
     ["Offset of field: sk_lerp_params::flags"]
-        [::core::mem::offset_of!(sk_lerp_params, flags) - 124usize];
+        [::core::mem::offset_of!(sk_lerp_params, flags) - 132usize];
     ["Offset of field: sk_lerp_params::stage"]
-        [::core::mem::offset_of!(sk_lerp_params, stage) - 128usize];
-    ["Offset of field: sk_lerp_params::reserved"]
-        [::core::mem::offset_of!(sk_lerp_params, reserved) - 132usize];
+        [::core::mem::offset_of!(sk_lerp_params, stage) - 136usize];
+    ["Offset of field: sk_lerp_params::chunk_rows"]
+        [::core::mem::offset_of!(sk_lerp_params, chunk_rows) - 140usize];
 };
 impl Default for sk_lerp_params {
     fn default() -> Self {

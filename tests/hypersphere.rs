@@ -745,10 +745,28 @@ fn lerp_case<T: Element, B: Backend>(
         return;
     }
     let dy: Mat<T> = random_mat(rng, rows, cols, pad, offset);
+    lerp_bwd_check(b, rng, op, &h, &u, &p, &dy, &what);
+}
+
+/// Runs lerp backward on `b` (outputs poisoned, with padding and the inputs' offset) and checks
+/// dh, du and dp against the f64 reference.
+#[allow(clippy::too_many_arguments)]
+fn lerp_bwd_check<T: Element, B: Backend>(
+    b: &B,
+    rng: &mut Rng,
+    op: &LerpNormalize,
+    h: &Mat<T>,
+    u: &Mat<T>,
+    p: &[T],
+    dy: &Mat<T>,
+    what: &str,
+) {
+    let (rows, cols, pad, offset) = (h.rows, h.cols, h.stride - h.cols, h.offset);
+    let (hf, uf, pf) = (h.to_f64(), u.to_f64(), widened(p));
     let mut dh = Mat::<T>::poisoned(rows, cols, cols + pad, offset);
     let mut du = Mat::<T>::poisoned(rows, cols, cols, offset);
     let mut dp: Vec<T> = vec![T::from_f64(f64::NAN); p.len()];
-    b.lerp_bwd(op, &h, &u, &p, &dy, &mut dh, &mut du, Some(&mut dp))
+    b.lerp_bwd(op, h, u, p, dy, &mut dh, &mut du, Some(&mut dp))
         .unwrap_or_else(|e| panic!("{what} backward: {e}"));
     assert!(
         dh.padding_untouched() && du.padding_untouched(),
@@ -1110,6 +1128,38 @@ mod emulator_only {
                 lerp_case::<bf16, _>(b, &mut rng, &lerp, 3, 1600, 0, 0, i == 1, false);
                 lerp_case::<f32, _>(b, &mut rng, &lerp, 3, 1203, 0, 0, i == 2, true);
             }
+        }
+    }
+
+    #[test]
+    fn lerp_dp_column_pass_covers_chunks_slabs_and_f64_rows() {
+        // On the streaming tier dp per channel comes from a column pass (lerp_dp_columns): rows
+        // in chunks (the last one short), columns in slabs of 256 threads (the last one
+        // partial), vector and scalar access, and rows whose f32 sums leave f32's range (h
+        // scaled by 1e30, so the row pass retries them in f64 and the column pass takes its f64
+        // branch) between ordinary rows. Their dy is scaled too, so that their terms dominate
+        // dp and the check sees them.
+        let mut rng = Rng::new();
+        let b = &Emu(Emulator::new(3));
+        for (i, (rows, cols)) in [(97, 2056), (40, 1031), (61, 3 * 8 * 100)]
+            .into_iter()
+            .enumerate()
+        {
+            let op = lerp_ops(Tier::Stream, i);
+            lerp_case::<f32, _>(b, &mut rng, &op, rows, cols, 0, 0, false, true);
+            lerp_case::<bf16, _>(b, &mut rng, &op, rows, cols, 8, 0, false, true);
+            lerp_case::<f16, _>(b, &mut rng, &op, rows, cols, 0, 0, false, true);
+            let h0: Mat<f32> = random_mat(&mut rng, rows, cols, 0, 0);
+            let u: Mat<f32> = random_mat(&mut rng, rows, cols, 0, 0);
+            let dy0: Mat<f32> = random_mat(&mut rng, rows, cols, 0, 0);
+            let big = |r: usize| if r % 5 == 2 { 1e30 } else { 1.0 };
+            let hf = h0.to_f64();
+            let dyf = dy0.to_f64();
+            let h = Mat::<f32>::from_fn(rows, cols, cols, 0, |r, c| hf[r * cols + c] * big(r));
+            let dy = Mat::<f32>::from_fn(rows, cols, cols, 0, |r, c| dyf[r * cols + c] * big(r));
+            let p: Vec<f32> = random_vec(&mut rng, cols, -1.5, 1.5);
+            let what = format!("lerp dp column pass, f64 rows, {rows}x{cols} {op:?}");
+            lerp_bwd_check::<f32, _>(b, &mut rng, &op, &h, &u, &p, &dy, &what);
         }
     }
 

@@ -195,6 +195,9 @@ pub(crate) fn kernel_names() -> Vec<String> {
             }
         }
         names.push(format!("sk_colsum_{}", dtype.name()));
+        for access in ["v", "s"] {
+            names.push(format!("sk_lerp_dp_{}_{access}", dtype.name()));
+        }
         names.push(format!("sk_project_{}", dtype.name()));
     }
     names
@@ -348,6 +351,17 @@ pub(crate) struct Plan<P> {
     pub main: Launch<P>,
     pub workspace: usize,
     pub finish: Option<ColumnSums>,
+    /// Lerp backward on the streaming tier with p per channel: the dp column pass, which reads
+    /// the row coefficients the main launch writes (`coef_len` f64 at the start of the
+    /// workspace) and writes the partials that `finish` reduces (after them).
+    pub columns: Option<ColumnPass<P>>,
+}
+
+/// The dp column pass of a plan (kernels/hypersphere.cu, lerp_dp_columns).
+#[derive(Debug)]
+pub(crate) struct ColumnPass<P> {
+    launch: Launch<P>,
+    coef_len: usize,
 }
 
 /// The deterministic reduction of a backward pass's per-worker column partial sums (kernels/
@@ -421,9 +435,12 @@ impl ColumnSums {
     }
 }
 
-/// Parameter structs with a workspace pointer for column partial sums.
+/// Parameter structs with a workspace pointer for column partial sums (and, for the lerp, one
+/// for the row coefficients of the dp column pass).
 pub(crate) trait HasPartial {
     fn set_partial(&mut self, addr: u64);
+    /// Only lerp plans have a column pass; the default is never called.
+    fn set_row_coef(&mut self, _addr: u64) {}
 }
 impl HasPartial for sk_normalize_params {
     fn set_partial(&mut self, addr: u64) {
@@ -434,24 +451,43 @@ impl HasPartial for sk_lerp_params {
     fn set_partial(&mut self, addr: u64) {
         self.partial = addr as *mut f64;
     }
+    fn set_row_coef(&mut self, addr: u64) {
+        self.row_coef = addr as *mut f64;
+    }
 }
 
 impl<P: KernelParams + HasPartial> Plan<P> {
     /// Launches the plan with its workspace at `workspace_addr` (ignored when none is needed).
     pub(crate) fn run(mut self, l: &impl Launcher, workspace_addr: u64) -> Result<()> {
         if let Some(f) = self.finish.as_mut() {
-            self.main.params.set_partial(workspace_addr);
+            // Workspace: [row coefficients (column pass only)][partials][slices' sums].
+            let partial_addr = match self.columns.as_mut() {
+                Some(c) => {
+                    let partial_addr = workspace_addr + 8 * c.coef_len as u64;
+                    self.main.params.set_row_coef(workspace_addr);
+                    c.launch.params.set_row_coef(workspace_addr);
+                    c.launch.params.set_partial(partial_addr);
+                    partial_addr
+                }
+                None => {
+                    self.main.params.set_partial(workspace_addr);
+                    workspace_addr
+                }
+            };
             // The slices' sums follow the partials in the workspace (only with two launches).
             let sums = match f.total {
-                Some(_) => (workspace_addr + 8 * f.partial_len as u64) as *mut f64,
+                Some(_) => (partial_addr + 8 * f.partial_len as u64) as *mut f64,
                 None => std::ptr::null_mut(),
             };
             for launch in std::iter::once(&mut f.slices).chain(f.total.as_mut()) {
-                launch.params.partial = workspace_addr as *const f64;
+                launch.params.partial = partial_addr as *const f64;
                 launch.params.sums = sums;
             }
         }
         l.launch(&self.main)?;
+        if let Some(c) = &self.columns {
+            l.launch(&c.launch)?;
+        }
         if let Some(f) = &self.finish {
             l.launch(&f.slices)?;
             if let Some(total) = &f.total {
@@ -572,6 +608,7 @@ pub(crate) fn plan_normalize_backward<T: Element>(
             main,
             workspace: 0,
             finish: None,
+            columns: None,
         },
         Some(d) => {
             let (workspace, sums) =
@@ -580,6 +617,7 @@ pub(crate) fn plan_normalize_backward<T: Element>(
                 main,
                 workspace,
                 finish: Some(sums),
+                columns: None,
             }
         }
     })
@@ -634,6 +672,7 @@ pub(crate) fn plan_lerp_forward<T: Element>(
             out: ptr_mut(y.addr),
             out_u: std::ptr::null_mut(),
             partial: std::ptr::null_mut(),
+            row_coef: std::ptr::null_mut(),
             rows: h.rows as u64,
             h_stride: h.stride as u64,
             u_stride: u.stride as u64,
@@ -647,7 +686,7 @@ pub(crate) fn plan_lerp_forward<T: Element>(
             c: op.c,
             flags: lerp_flags(op),
             stage,
-            reserved: 0,
+            chunk_rows: 0,
         },
     })
 }
@@ -686,7 +725,10 @@ pub(crate) fn plan_lerp_backward<T: Element>(
     let p_vec = (a.p.len == cols).then_some(a.p);
     let vector = vector_ok::<T>(cols, &[a.h, a.u, a.dy, a.dh, a.du], &[p_vec]);
     let k = choose(RowOp::LerpBwd, T::DTYPE, cols, vector, op.tier)?;
-    let partial_len = a.dp.map(|_| a.p.len as u64);
+    // The streaming tier sums dp per channel in a column pass (kernels/hypersphere.cu,
+    // lerp_dp_columns), not in per-worker partial rows; a scalar p keeps one f64 per worker.
+    let column_pass = a.dp.is_some() && k.tps.is_none() && a.p.len == cols && cols > 1;
+    let partial_len = a.dp.filter(|_| !column_pass).map(|_| a.p.len as u64);
     let grid = worker_grid(&k, a.h.rows as u64, 1, l.sm_count(), partial_len);
     let workers = u64::from(grid) * k.teams_per_block();
     let (stage, shared_mem_bytes) = staging(&k, cols, 3, l.stream_smem_budget());
@@ -704,6 +746,7 @@ pub(crate) fn plan_lerp_backward<T: Element>(
             out: ptr_mut(a.dh.addr),
             out_u: ptr_mut(a.du.addr),
             partial: std::ptr::null_mut(),
+            row_coef: std::ptr::null_mut(),
             rows: a.h.rows as u64,
             h_stride: a.h.stride as u64,
             u_stride: a.u.stride as u64,
@@ -717,7 +760,7 @@ pub(crate) fn plan_lerp_backward<T: Element>(
             c: op.c,
             flags: lerp_flags(op),
             stage,
-            reserved: 0,
+            chunk_rows: 0,
         },
     };
     Ok(match a.dp {
@@ -725,7 +768,47 @@ pub(crate) fn plan_lerp_backward<T: Element>(
             main,
             workspace: 0,
             finish: None,
+            columns: None,
         },
+        Some(dp) if column_pass => {
+            let rows = a.h.rows as u64;
+            let slab = u64::from(SK_LERP_DP_THREADS) * k.vec();
+            let slabs = (cols as u64).div_ceil(slab);
+            // About two waves of 8 blocks per SM; chunks of at most 2^32 - 1 rows.
+            let target = 16 * u64::from(l.sm_count());
+            let chunks = target
+                .div_ceil(slabs)
+                .max(rows.div_ceil(u64::from(u32::MAX)))
+                .clamp(1, rows.max(1));
+            let chunk_rows = rows.div_ceil(chunks).max(1);
+            let chunks = rows.div_ceil(chunk_rows).max(1);
+            let (sums_len, sums) =
+                ColumnSums::plan(T::DTYPE, chunks, cols as u64, 1, dp.addr, l.sm_count());
+            let coef_len = a.h.rows * SK_LERP_COEFS as usize;
+            let launch = Launch {
+                kernel: format!(
+                    "sk_lerp_dp_{}_{}",
+                    T::DTYPE.name(),
+                    if vector { "v" } else { "s" }
+                ),
+                grid: u32::try_from(slabs * chunks).map_err(|_| {
+                    Error::TooLarge(format!("{slabs} x {chunks} blocks for the dp column pass"))
+                })?,
+                block: SK_LERP_DP_THREADS,
+                shared_mem_bytes: 0,
+                params: sk_lerp_params {
+                    stage: 0,
+                    chunk_rows: chunk_rows as u32,
+                    ..main.params
+                },
+            };
+            Plan {
+                main,
+                workspace: coef_len + sums_len,
+                finish: Some(sums),
+                columns: Some(ColumnPass { launch, coef_len }),
+            }
+        }
         Some(dp) => {
             let (workspace, sums) =
                 ColumnSums::plan(T::DTYPE, workers, a.p.len as u64, 1, dp.addr, l.sm_count());
@@ -733,6 +816,7 @@ pub(crate) fn plan_lerp_backward<T: Element>(
                 main,
                 workspace,
                 finish: Some(sums),
+                columns: None,
             }
         }
     })
@@ -914,7 +998,9 @@ impl LerpNormalize {
     }
 
     /// dh, du and (when asked) dp of the lerp given dy; dp is overwritten with the sum over rows
-    /// (and over channels for a scalar p) in a fixed order.
+    /// (and over channels for a scalar p) in a fixed order. With rows too long for the register
+    /// tiers and p per channel, dp is summed by a second pass over h, u and dy by columns (each
+    /// row's normalization coefficients kept in `workspace`, 40 bytes per row).
     ///
     /// Errors as [`LerpNormalize::forward`].
     #[allow(clippy::too_many_arguments)]
