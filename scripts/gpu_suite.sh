@@ -26,12 +26,14 @@
 #      or prints no torch RESULT line with a time (skipped when bench-gram dumped nothing);
 #      bench-simplex: benches/simplex --bench (feature map and FAVOR+, into bench.log; fails
 #      without a spherekit RESULT line); torch-simplex: simplex.py into torch_simplex.log
-#   e. report: ./gpu-bundle/spherekit report; example-<name>: every example (into report.log)
+#   e. report: ./gpu-bundle/spherekit report; example-<name>: every example (into report.log);
+#      tiers (optional, with 60 s to spare): the hypersphere tier sweep into tiers.log
 #   f. summary: gpu_summary.py, a short table (hypersphere, then log-Bessel, then Gram
 #      iteration), printed last
 #
-# Logs go to ${OUT:-/tmp/sk-out} (11 files: suite.log tests.log sanitizer.log bench.log torch.log
-# torch_bessel.log torch_gram.log torch_simplex.log report.log summary.txt summary.md). The whole run keeps within
+# Logs go to ${OUT:-/tmp/sk-out} (up to 12 files: suite.log tests.log sanitizer.log bench.log
+# torch.log torch_bessel.log torch_gram.log torch_simplex.log report.log tiers.log summary.txt
+# summary.md). The whole run keeps within
 # SK_SUITE_BUDGET seconds (default 480). Exit status: 0 when every step passed, 1 otherwise.
 #
 # Environment: OUT, SK_SUITE_BUDGET, SK_BUNDLE (bundle folder; default: this script's folder, or
@@ -108,6 +110,7 @@ skip() {
 : >"$out/torch_bessel.log"
 : >"$out/torch_gram.log"
 : >"$out/torch_simplex.log"
+rm -f "$out/tiers.log"
 cat "$suite_log"
 
 # ---- a. GPU ----------------------------------------------------------------------------------------
@@ -467,6 +470,25 @@ for ex in "${examples[@]}"; do
     say "example $(basename "$ex"): rc=$rc"
     record "example-$(basename "$ex")" "$rc" $((SECONDS - t0))
 done
+
+# ---- e3. tier sweep (optional, with time to spare) ---------------------------------------------
+# Every tier of every hypersphere benchmark shape, the data behind the automatic tier choice
+# (results/2026-11-28-h200/tiers-*.md); kernels that changed since the last sweep may have moved
+# the best tier.
+if [[ -x "$bench_bin" ]]; then
+    t=$(allow 120 35)
+    if ((t < 60)); then
+        skip tiers "not enough time left (${t}s)" optional
+    else
+        t0=$SECONDS
+        SPHEREKIT_BENCH_TIERS=1 timeout -k 5 "$t" "$bench_bin" --bench >"$out/tiers.log" 2>&1
+        rc=$?
+        say "tiers: $(grep -c 'RESULT ' "$out/tiers.log") RESULT lines"
+        # A sweep cut short by the clock still has its lines: only a failure of its own counts.
+        ((rc == 124 || rc == 137)) && rc=0
+        record tiers "$rc" $((SECONDS - t0))
+    fi
+fi
 
 # ---- f. summary (printed last) -------------------------------------------------------------------
 echo
