@@ -594,6 +594,12 @@ fn f32_scheme_points(rng: &mut common::Rng) -> (Vec<f64>, Vec<f64>) {
             push(a, b);
         }
     }
+    // Debye's region far below the band (asinh(v/x) up to log 1e36, x² underflowing in rho).
+    for a in log_spaced(12.0, 1e7, 12) {
+        for b in log_spaced(1e-29, 1e-12, 6) {
+            push(a, b);
+        }
+    }
     for a in log_spaced(4.0, 1e7, 40) {
         for b in near(0.1 * a).into_iter().chain(near(3.0 * a)) {
             push(a, b);
