@@ -525,8 +525,8 @@ __device__ void elementwise(const sk_bessel_params &p) {
 //   log I = vη − ½ log(2πρ) + log1p(S) and log K = −vη + ½ log(π/2ρ) + log1p(S) do not cancel:
 //   below the band vη <= −2v (asinh(v/x) >= 3) and ½ log ρ is logarithmic in v; above it
 //   vη >= 0.9ρ while ½ log(2πρ) <= 0.2 vη from rho = 12 on. vη = ρ − v asinh(v/x) itself loses
-//   at most a factor 1.5 there (asinh(v/x) >= 3 below the band, <= 1/3 above), so the f32 value
-//   is within about 6u of max(1, |log|). Inside the band (which holds the window around z₀
+//   at most a factor 2 there ((ρ + v asinh) / |vη| is 2.0 at x = 0.1 v and 1.25 at x = 3 v), so
+//   the f32 value is within about 6u of max(1, |log|). Inside the band (which holds the window around z₀
 //   where vη's two terms cancel, and the curve log I = 0 at large v, where vη and ½ log ρ are
 //   both large) vη and log ρ come from f64: two f64 logs for the few elements there.
 // - log K below rho = 12 (v, x < 12): Temme's series for x <= 1/2 (where its leading
