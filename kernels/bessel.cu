@@ -552,6 +552,9 @@ __device__ __forceinline__ bool in_f32_box(float v, float x) {
     return x > 1e-30f && x < 1e18f && v >= 0.0f && v < 1e18f && v < 1e36f * x;
 }
 
+// The band 0.1 v <= x <= 3 v of Debye's region where vη and log ρ come from f64 (see above).
+__device__ __forceinline__ bool in_f64_band(float v, float x) { return x >= 0.1f * v && x <= 3.0f * v; }
+
 // Debye terms needed at rho >= RHO_DEBYE32 for f32 (8 at the region boundary).
 __device__ __forceinline__ int debye32_terms(float rho) {
     int k = SK_DEBYE32_TERMS;
@@ -582,9 +585,9 @@ __device__ float debye_sum32(float p, float s, float sigma, int terms) {
 __device__ float log_debye32(float v, float x, float rho, bool is_i) {
     const float p = 1.0f / rho, t = v * p;
     const float log1p_s = log1pf(debye_sum32(p, t * t, is_i ? 1.0f : -1.0f, debye32_terms(rho)));
-    if (x >= 0.1f * v && x <= 3.0f * v) {
+    if (in_f64_band(v, x)) {
         const double vd = v, xd = x;
-        const double rhod = sqrt(fma(vd, vd, xd * xd));  // v, x < 1e18: no overflow
+        const double rhod = rho_of(vd, xd);
         const double ve = v_eta(vd, xd, rhod);
         const double r = is_i ? ve - 0.5 * (LN_2PI + log(rhod)) : -ve + 0.5 * (LN_PI_OVER_2 - log(rhod));
         return static_cast<float>(r + static_cast<double>(log1p_s));
@@ -763,7 +766,7 @@ __device__ __forceinline__ int region_key32(float order, float x) {
     const float v = F == SK_BESSEL_LOG_K ? fabsf(order) : order;
     if (!in_f32_box(v, x)) return 7;
     const float rho = sqrtf(fmaf(v, v, x * x));
-    if (rho >= RHO_DEBYE32) return (x >= 0.1f * v && x <= 3.0f * v) ? 2 : 1;
+    if (rho >= RHO_DEBYE32) return in_f64_band(v, x) ? 2 : 1;
     if constexpr (F == SK_BESSEL_LOG_K) {
         if (v - floorf(v + 0.5f) == -0.5f) return 3;
         if (x <= TEMME32_X_MAX) return 4;
@@ -837,13 +840,19 @@ __device__ __forceinline__ int region_key(double order, double x) {
     }
 }
 
+// Whether f32 holds the order exactly (a broadcast order is an f64), and the f32 order.
+__device__ __forceinline__ bool order_in_f32(double order, float &order32) {
+    order32 = static_cast<float>(order);
+    return static_cast<double>(order32) == order;
+}
+
 // The key and the value of element (order, x) of the T kernel of F: the f32 scheme where it
 // applies (an order f32 holds exactly), else the f64 functions.
 template <class T, uint32_t F>
 __device__ __forceinline__ int region_key_as(double order, T x) {
     if constexpr (f32_scheme<T, F>()) {
-        if (static_cast<double>(static_cast<float>(order)) == order) return region_key32<F>(static_cast<float>(order), x);
-        return 7;
+        float order32;
+        return order_in_f32(order, order32) ? region_key32<F>(order32, x) : 7;
     } else {
         return region_key<F>(order, static_cast<double>(x));
     }
@@ -852,9 +861,8 @@ __device__ __forceinline__ int region_key_as(double order, T x) {
 template <class T, uint32_t F>
 __device__ __forceinline__ T evaluate_as(double order, T x) {
     if constexpr (f32_scheme<T, F>()) {
-        const float order32 = static_cast<float>(order);
-        float r;
-        if (static_cast<double>(order32) == order &&
+        float order32, r;
+        if (order_in_f32(order, order32) &&
             (F == SK_BESSEL_LOG_I ? log_i_f32(order32, x, r) : log_k_f32(order32, x, r))) {
             return r;
         }

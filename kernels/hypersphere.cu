@@ -799,6 +799,13 @@ struct LerpGrad {
     A a, b, alpha, om, gz;
 };
 
+// A channel's term of dp: d alpha (b - a) gz, d alpha = d alpha / d p (the fused backward and
+// the dp column pass both add this, so their terms are the same).
+template <class A>
+__device__ __forceinline__ double lerp_dp_of(const LerpGrad<A> &q, A dalpha_dp) {
+    return static_cast<double>(q.gz * (q.b - q.a) * dalpha_dp);
+}
+
 template <class A>
 __device__ __forceinline__ LerpGrad<A> lerp_grad(A h, A u, A dy, A alpha, A om, A rh, A ru,
                                                  GradCoef<A> cz) {
@@ -875,7 +882,7 @@ __device__ bool lerp_bwd_finish(Team<TPS> &team, const sk_lerp_params &p, const 
             const A gb = q.alpha * q.gz, ga = q.om * q.gz;
             ou[e] = cu.r * (gb - cu.c * (A(u[e]) * cu.r));
             oh[e] = renorm ? ch.r * (ga - ch.c * (A(h[e]) * ch.r)) : ga;
-            sink.add(k, col, e, static_cast<double>(q.gz * (q.b - q.a) * A(al.dal[e])));
+            sink.add(k, col, e, lerp_dp_of(q, A(al.dal[e])));
         }
         store_vec<T, VEC, A>(du + col, ou);
         store_vec<T, VEC, A>(dh + col, oh);
@@ -1022,7 +1029,7 @@ __device__ __forceinline__ double lerp_dp_term(const sk_lerp_params &p, const do
     alpha_of(ap.cp, p.c, absolute, al, dal);
     const LerpGrad<A> q = lerp_grad(A(h), A(u), A(dy), A(al), A(ap.om), static_cast<A>(cf[0]),
                                     static_cast<A>(cf[1]), cz);
-    return static_cast<double>(q.gz * (q.b - q.a) * A(dal));
+    return lerp_dp_of(q, A(dal));
 }
 
 template <class T, int VEC>

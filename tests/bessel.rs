@@ -683,10 +683,10 @@ fn f32_log_kernels_hold_the_target(t: &impl Target) {
             "{f:?} f32 kernel: worst {worst:e} (seed {})",
             rng.seed
         );
-        // A broadcast order, exact in f32 and not (0.1 is not an f32: the f64 functions answer).
+        // A broadcast order (one f32 for the batch) takes the same f32 scheme. (An f64 order
+        // that f32 does not hold is reachable only through the device API: see the GPU test.)
         for order in [7.25f64, 0.1, 250.0] {
             let got = t.run(f, Orders::All(order as f32), &x32[..2000]);
-            let got64 = t.run(f, Orders::Each(&vec![order; 2000]), &x[..2000]);
             for k in 0..2000 {
                 let want = f.eval(f64::from(order as f32), f64::from(x32[k]));
                 let g = f64::from(got[k]);
@@ -697,7 +697,6 @@ fn f32_log_kernels_hold_the_target(t: &impl Target) {
                     "{f:?} broadcast {order} at x = {}: {g:e} vs {want:e}",
                     x32[k]
                 );
-                assert!(got64[k].is_nan() || mixed(got64[k], f.eval(order, x[k])) <= 1e-14);
             }
         }
     }
