@@ -175,11 +175,13 @@ struct GramTeam {
 };
 
 // ---- the matrices: dense storage, or DFT blocks of a convolution kernel ---------------------
-// A source says what X is (l x k) and loads its entries scaled by 2^-s. `scan` returns the
-// largest |raw entry| and whether any is NaN; `dft_error` bounds ||X_computed - X_exact||_F in
-// scaled units (certified mode).
+// A source says what X is (l x k) and loads its entries scaled by 2^-s. `raw` reads the
+// entries the prescale is taken from; `dft_error` bounds ||X_computed - X_exact||_F in scaled
+// units (certified mode). DIRECT: the raw entries are X's own (at(row, c)), so a matrix that fits
+// in the buffer is read from memory once (see load_whole).
 template <class T, class F>
 struct DenseSource {
+    static constexpr bool DIRECT = true;
     const T *w;
     T *grad;  // d upper / d W at the same offset, or NULL
     int rows, cols;
@@ -215,8 +217,13 @@ struct DenseSource {
         return transposed ? static_cast<uint64_t>(c) * cols + row
                           : static_cast<uint64_t>(row) * cols + c;
     }
+    __device__ double raw_at(int row, int c) const { return widen<T>(w[at(row, c)]); }
+    // X 2^-s, rounded once to the arithmetic type (load_whole computes the same from raw_at).
+    __device__ static typename F::elem scaled(double raw, int s) {
+        return F::from(ldexp(raw, -s));
+    }
     __device__ typename F::elem load(int row, int c, int s) const {
-        return F::from(ldexp(widen<T>(w[at(row, c)]), -s));
+        return scaled(raw_at(row, c), s);
     }
     // G = d upper / dX at (row, c), times factor: real, so d/dW at W's entry.
     __device__ void store_grad(int row, int c, typename F::elem g, double factor) const {
@@ -232,6 +239,7 @@ struct DenseSource {
 // exactly in integers before the angle.
 template <class T, class F>
 struct ConvSource {
+    static constexpr bool DIRECT = false;  // X is formed from the kernel taps
     using R = typename F::real;
     const T *w;
     T *grad;  // d upper / d kernel at the same offset, or NULL
@@ -607,6 +615,54 @@ __device__ double certified_frobenius(double trace, int k, int l) {
 }
 
 // ---- one matrix, one team ---------------------------------------------------------------------
+// Step 1's input in one pass over memory, for a DIRECT source whose X (l x k_pad) fits in the
+// buffer. The on-chip tiers are latency-bound, and reading W once for the prescale and again for
+// the panel made two dependent chains of global loads per matrix; here each thread issues
+// LOAD_BATCH loads before it uses any, keeps the entries unscaled in the buffer (exact: the
+// arithmetic type holds every storage value) and returns the largest |entry| of its own and
+// whether any is NaN. rescale_whole then scales the same entries, each by the thread that
+// stored it, so no barrier comes between the two.
+constexpr int LOAD_BATCH = 8;
+
+template <class F, int NT, class Src>
+__device__ void load_whole(const GramTeam<NT> &team, const Src &src, typename F::elem *buf,
+                           int ld, int k_pad, double &amax, double &nan) {
+    const int total = src.l * k_pad;
+    constexpr int B = LOAD_BATCH;
+    for (int e0 = team.rank; e0 < total; e0 += B * NT) {
+        typename F::real v[B];  // exact: the arithmetic type holds every storage value
+        int slot[B];
+#pragma unroll
+        for (int b = 0; b < B; ++b) {
+            const int e = e0 + b * NT;
+            int r = 0, c = k_pad;
+            if (e < total) src.panel_index(e, src.l, k_pad, r, c);
+            slot[b] = e < total ? r * ld + c : -1;
+            v[b] = static_cast<typename F::real>(e < total && c < src.k ? src.raw_at(r, c) : 0.0);
+        }
+#pragma unroll
+        for (int b = 0; b < B; ++b) {
+            if (slot[b] < 0) continue;
+            const double a = fabs(static_cast<double>(v[b]));
+            if (a != a) nan = 1.0;
+            amax = fmax(amax, a);
+            buf[slot[b]] = v[b];
+        }
+    }
+}
+
+template <class F, int NT, class Src>
+__device__ void rescale_whole(const GramTeam<NT> &team, const Src &src, typename F::elem *buf,
+                              int ld, int k_pad, int s) {
+    const int total = src.l * k_pad;
+    for (int e = team.rank; e < total; e += NT) {
+        int r, c;
+        src.panel_index(e, src.l, k_pad, r, c);
+        typename F::elem &x = buf[r * ld + c];
+        x = Src::scaled(F::re(x), s);
+    }
+}
+
 // The gradient pass: G = factor * A P (P = the identity when pbuf is NULL), streaming panels of
 // A through `buf` again and writing G in W's layout through the source.
 template <class F, int NT, class Src>
@@ -674,12 +730,24 @@ __device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
         return;
     }
 
-    // Pass 1: the largest |entry|, and whether any is NaN.
+    const int k_pad = (k + TS - 1) / TS * TS;
+    const int ld = k_pad + TS;  // row stride: keeps rows TS-aligned, shifts banks per row
+    const int chunk = capacity / ld;
+    // (Not for the combined kernel's block tier, MAXT > 1: its registers would spill.)
+    bool whole = false;
+    if constexpr (Src::DIRECT && (NT == 32 || MAXT == 1)) whole = l <= chunk;
+
+    // Pass 1: the largest |entry|, and whether any is NaN (with `whole`, also step 1's panel).
     double amax = 0.0, nan = 0.0;
-    for (uint64_t e = team.rank; e < src.raw_len(); e += NT) {
-        const double v = fabs(src.raw(e));
-        if (v != v) nan = 1.0;
-        amax = fmax(amax, v);
+    if constexpr (Src::DIRECT) {
+        if (whole) load_whole<F>(team, src, buf, ld, k_pad, amax, nan);
+    }
+    if (!whole) {
+        for (uint64_t e = team.rank; e < src.raw_len(); e += NT) {
+            const double v = fabs(src.raw(e));
+            if (v != v) nan = 1.0;
+            amax = fmax(amax, v);
+        }
     }
     team.max2(amax, nan);
     if (nan != 0.0 || amax > DBL_MAX) {
@@ -696,20 +764,21 @@ __device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
     const int s = ilogb(amax);  // the entries of X 2^-s are below 2 in magnitude
     src.prepare(team, s);
 
-    // Step 1: M_1 = A^H A, streaming panels of X through the buffer.
-    const int k_pad = (k + TS - 1) / TS * TS;
-    const int ld = k_pad + TS;  // row stride: keeps rows TS-aligned, shifts banks per row
-    const int chunk = capacity / ld;
+    // Step 1: M_1 = A^H A, streaming panels of X through the buffer (or the one in it).
     const Tiles<TS, MAXT> tiles(team.rank, NT, k_pad / TS);
     E acc[MAXT][TS][TS];
     zero<F>(acc);
-    for (int l0 = 0; l0 < l; l0 += chunk) {
+    for (int l0 = 0; l0 < l; l0 += chunk) {  // (one panel when `whole`: l <= chunk)
         const int n = chunk < l - l0 ? chunk : l - l0;
-        team.sync();  // the previous panel has been read
-        for (int e = team.rank; e < n * k_pad; e += NT) {
-            int r, c;
-            src.panel_index(e, n, k_pad, r, c);
-            buf[r * ld + c] = c < k ? src.load(l0 + r, c, s) : F::zero();
+        if (whole) {
+            if constexpr (Src::DIRECT) rescale_whole<F>(team, src, buf, ld, k_pad, s);
+        } else {
+            team.sync();  // the previous panel has been read
+            for (int e = team.rank; e < n * k_pad; e += NT) {
+                int r, c;
+                src.panel_index(e, n, k_pad, r, c);
+                buf[r * ld + c] = c < k ? src.load(l0 + r, c, s) : F::zero();
+            }
         }
         team.sync();
         gram_accumulate<F, TS, MAXT>(buf, buf, ld, n, tiles, acc);
@@ -803,45 +872,61 @@ __host__ __device__ constexpr int max_tiles(int k_max, int ts, int nt) {
     return ((k_max / ts) * (k_max / ts + 1) / 2 + nt - 1) / nt;
 }
 
+// The teams a kernel has: warps for sides <= WARP_K and then blocks for sides <= BLOCK_K, or
+// one of the two. The one-tier kernels exist for the dense sides that dominate batches of
+// small matrices (sk_gram_dense_small_*, warps for sides <= SK_GRAM_SMALL_K; sk_gram_dense_mid_*,
+// blocks for sides <= SK_GRAM_MID_K): without the other tier's registers, and with the tiles
+// per thread and buffers of their sides only, more of their blocks fit on an SM, which is what
+// these latency-bound kernels need (each step's barriers and reductions stall a team).
+enum class Tiers { BOTH, WARPS_ONLY, BLOCKS_ONLY };
+
 // Serves the launch's items: warps of the first warp_blocks blocks take one small item each,
-// every later block one large item. With GRAD each team has a second buffer (see params.h).
-template <class F, int BLOCK_K, bool GRAD, class MakeSource>
+// every later block one large item (after the block_first an earlier launch served). With GRAD
+// each team has a second buffer (see params.h).
+template <class F, int WARP_K, int BLOCK_K, bool GRAD, Tiers TIERS, class MakeSource>
 __device__ void serve(const sk_gram_params &p, MakeSource make) {
     using E = typename F::elem;
     constexpr int WARPS = static_cast<int>(SK_GRAM_THREADS) / 32;
     constexpr int WTS = static_cast<int>(SK_GRAM_WARP_TILE);
     constexpr int BTS = static_cast<int>(SK_GRAM_BLOCK_TILE);
-    constexpr int WARP_K = static_cast<int>(SK_GRAM_WARP_K);
     constexpr int WARP_BUF = WARP_K * (WARP_K + WTS);  // elements per warp
     constexpr int NT = static_cast<int>(SK_GRAM_THREADS);
     __shared__ History history[WARPS];
     __shared__ Cplx<typename F::real> twiddles[WARPS][2 * SK_GRAM_MAX_TAPS];
     E *smem = reinterpret_cast<E *>(SK_DYNAMIC_SMEM());
     const uint32_t block = blockIdx.x;
-    if (block < p.warp_blocks) {
-        const int warp = static_cast<int>(threadIdx.x) / 32;
-        const uint32_t slot = block * WARPS + warp;
-        if (slot >= p.warp_matrices) return;  // whole warps leave; no block barrier follows
-        const uint32_t index = p.order[slot];
-        auto src = make(index, twiddles[warp]);
-        E *buf = smem + (GRAD ? 2 : 1) * warp * WARP_BUF;
-        bound_one<F, 32, WTS, max_tiles(WARP_K, WTS, 32), GRAD>(
-            p, src, p.out + index, buf, WARP_BUF, history[warp], buf + WARP_BUF);
-    } else {
-        const uint32_t slot = p.warp_matrices + (block - p.warp_blocks);
+    if constexpr (TIERS != Tiers::BLOCKS_ONLY) {
+        if (TIERS == Tiers::WARPS_ONLY || block < p.warp_blocks) {
+            const int warp = static_cast<int>(threadIdx.x) / 32;
+            const uint32_t slot = block * WARPS + warp;
+            if (slot >= p.warp_matrices) return;  // whole warps leave; no block barrier follows
+            const uint32_t index = p.order[slot];
+            auto src = make(index, twiddles[warp]);
+            SK_EXPECT(src.k <= WARP_K);
+            E *buf = smem + (GRAD ? 2 : 1) * warp * WARP_BUF;
+            bound_one<F, 32, WTS, max_tiles(WARP_K, WTS, 32), GRAD>(
+                p, src, p.out + index, buf, WARP_BUF, history[warp], buf + WARP_BUF);
+            return;
+        }
+    }
+    if constexpr (TIERS != Tiers::WARPS_ONLY) {
+        const uint32_t slot = p.warp_matrices + p.block_first + (block - p.warp_blocks);
         SK_EXPECT(slot < p.count);
         const uint32_t index = p.order[slot];
         auto src = make(index, twiddles[0]);
+        SK_EXPECT(src.k <= BLOCK_K);
         bound_one<F, NT, BTS, max_tiles(BLOCK_K, BTS, NT), GRAD>(
             p, src, p.out + index, smem, static_cast<int>(p.block_capacity), history[0],
             smem + p.block_capacity);
     }
 }
 
-template <class T, class R>
+constexpr int WARP_K = static_cast<int>(SK_GRAM_WARP_K);
+
+template <class T, class R, Tiers TIERS, int WARP_SIDE, int BLOCK_SIDE>
 __device__ void dense(const sk_gram_params &p) {
     using F = RealField<R>;
-    serve<F, static_cast<int>(SK_GRAM_MAX_K), false>(p, [&](uint32_t index, Cplx<R> *) {
+    serve<F, WARP_SIDE, BLOCK_SIDE, false, TIERS>(p, [&](uint32_t index, Cplx<R> *) {
         return DenseSource<T, F>(p, index);
     });
 }
@@ -851,7 +936,7 @@ __device__ void dense_grad(const sk_gram_params &p) {
     using F = RealField<R>;
     constexpr int BLOCK_K =
         sizeof(R) == 8 ? static_cast<int>(SK_GRAM_MAX_K_GRAD64) : static_cast<int>(SK_GRAM_MAX_K);
-    serve<F, BLOCK_K, true>(p, [&](uint32_t index, Cplx<R> *) {
+    serve<F, WARP_K, BLOCK_K, true, Tiers::BOTH>(p, [&](uint32_t index, Cplx<R> *) {
         return DenseSource<T, F>(p, index);
     });
 }
@@ -867,7 +952,7 @@ __device__ void conv(const sk_gram_params &p) {
     constexpr int BLOCK_K =
         sizeof(R) == 8 ? static_cast<int>(SK_GRAM_MAX_K_COMPLEX64) : static_cast<int>(SK_GRAM_MAX_K);
     if (p.step == SK_GRAM_CONV_ITEMS) {
-        serve<F, BLOCK_K, false>(p, [&](uint32_t index, Cplx<R> *tw) {
+        serve<F, WARP_K, BLOCK_K, false, Tiers::BOTH>(p, [&](uint32_t index, Cplx<R> *tw) {
             return ConvSource<T, F>(p, index, tw);
         });
         return;
@@ -1578,7 +1663,7 @@ __device__ void large_conv(const sk_gram_params &p) {
 template <class T, class R>
 __device__ void conv_grad(const sk_gram_params &p) {
     using F = ComplexField<R>;
-    serve<F, static_cast<int>(SK_GRAM_MAX_K_CONV_GRAD), true>(
+    serve<F, WARP_K, static_cast<int>(SK_GRAM_MAX_K_CONV_GRAD), true, Tiers::BOTH>(
         p, [&](uint32_t layer, Cplx<R> *tw) {
             return ConvSource<T, F>(p, p.layer_argmax[layer], tw);
         });
@@ -1593,27 +1678,39 @@ __device__ void conv_grad(const sk_gram_params &p) {
 // Older targets spill at 128, so they keep 1.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
 #define SK_GRAM_F32_BLOCKS 1
+#define SK_GRAM_MID_F32_BLOCKS 3
 #else
 #define SK_GRAM_F32_BLOCKS 2
+#define SK_GRAM_MID_F32_BLOCKS 4
 #endif
-#define SK_GRAM_KERNELS(ST, T, RT, R, BLOCKS)                                              \
-    SK_KERNEL(sk_gram_dense_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, BLOCKS,           \
-              sk::gram::dense<T, R>(p))                                                     \
-    SK_KERNEL(sk_gram_conv_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,                 \
-              sk::gram::conv<T, R>(p))                                                      \
-    SK_KERNEL(sk_gram_dense_grad_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,           \
-              sk::gram::dense_grad<T, R>(p))                                                \
-    SK_KERNEL(sk_gram_conv_grad_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,            \
-              sk::gram::conv_grad<T, R>(p))                                                 \
-    SK_KERNEL(sk_gram_large_dense_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,          \
-              sk::gram::large_dense<T, R>(p))                                               \
-    SK_KERNEL(sk_gram_large_conv_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,           \
+// The one-tier dense kernels (see Tiers), blocks per SM (ptxas, sm_80..sm_90, no spills):
+// small-side 3 in either arithmetic (74-80 registers; at 64 it spills); mid-side in f32
+// arithmetic 4 on sm_90 (64 registers; older targets spill there and keep 3), in f64 2 (about
+// 110; at 80 it spills).
+#define SK_GRAM_SMALL_BLOCKS 3
+#define SK_GRAM_KERNELS(ST, T, RT, R, BLOCKS, MID_BLOCKS)                                       \
+    SK_KERNEL(sk_gram_dense_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, BLOCKS,               \
+              (sk::gram::dense<T, R, sk::gram::Tiers::BOTH, SK_GRAM_WARP_K, SK_GRAM_MAX_K>(p))) \
+    SK_KERNEL(sk_gram_dense_small_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS,                 \
+              SK_GRAM_SMALL_BLOCKS,                                                             \
+              (sk::gram::dense<T, R, sk::gram::Tiers::WARPS_ONLY, SK_GRAM_SMALL_K, 0>(p)))      \
+    SK_KERNEL(sk_gram_dense_mid_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, MID_BLOCKS,       \
+              (sk::gram::dense<T, R, sk::gram::Tiers::BLOCKS_ONLY, 0, SK_GRAM_MID_K>(p)))       \
+    SK_KERNEL(sk_gram_conv_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,                     \
+              sk::gram::conv<T, R>(p))                                                          \
+    SK_KERNEL(sk_gram_dense_grad_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,               \
+              sk::gram::dense_grad<T, R>(p))                                                    \
+    SK_KERNEL(sk_gram_conv_grad_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,                \
+              sk::gram::conv_grad<T, R>(p))                                                     \
+    SK_KERNEL(sk_gram_large_dense_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,              \
+              sk::gram::large_dense<T, R>(p))                                                   \
+    SK_KERNEL(sk_gram_large_conv_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,               \
               sk::gram::large_conv<T, R>(p))
 
-SK_GRAM_KERNELS(f32, float, f32, float, SK_GRAM_F32_BLOCKS)
-SK_GRAM_KERNELS(f32, float, f64, double, 1)
-SK_GRAM_KERNELS(f16, __half, f32, float, SK_GRAM_F32_BLOCKS)
-SK_GRAM_KERNELS(f16, __half, f64, double, 1)
-SK_GRAM_KERNELS(bf16, __nv_bfloat16, f32, float, SK_GRAM_F32_BLOCKS)
-SK_GRAM_KERNELS(bf16, __nv_bfloat16, f64, double, 1)
-SK_GRAM_KERNELS(f64, double, f64, double, 1)
+SK_GRAM_KERNELS(f32, float, f32, float, SK_GRAM_F32_BLOCKS, SK_GRAM_MID_F32_BLOCKS)
+SK_GRAM_KERNELS(f32, float, f64, double, 1, 2)
+SK_GRAM_KERNELS(f16, __half, f32, float, SK_GRAM_F32_BLOCKS, SK_GRAM_MID_F32_BLOCKS)
+SK_GRAM_KERNELS(f16, __half, f64, double, 1, 2)
+SK_GRAM_KERNELS(bf16, __nv_bfloat16, f32, float, SK_GRAM_F32_BLOCKS, SK_GRAM_MID_F32_BLOCKS)
+SK_GRAM_KERNELS(bf16, __nv_bfloat16, f64, double, 1, 2)
+SK_GRAM_KERNELS(f64, double, f64, double, 1, 2)

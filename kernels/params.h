@@ -182,7 +182,11 @@ typedef struct sk_bessel_params {
  * in shared memory for every step. Items with k <= SK_GRAM_WARP_K are served one per warp,
  * SK_GRAM_THREADS / 32 to a block; larger ones one per block. `order` lists the warp tier's
  * items first: block b < warp_blocks serves order[b * 8 + warp], block warp_blocks + j serves
- * order[warp_matrices + j].
+ * order[warp_matrices + block_first + j]. Dense bounds serve the leading warp items of side
+ * <= SK_GRAM_SMALL_K and the leading block items of side <= SK_GRAM_MID_K with kernels of their
+ * own (sk_gram_dense_small_*: warps only, sk_gram_dense_mid_*: blocks only; fewer registers,
+ * more blocks per SM), each launch getting `order` from its first item, the last one's
+ * block_first skipping the block items the mid kernel served.
  *
  * Dense items (sk_gram_matrix): matrix i is row-major rows x cols at element `offset` of `w`,
  * result to out[i]; the gradient kernels also write d upper / d W at the same offset of `grad`
@@ -195,6 +199,8 @@ typedef struct sk_bessel_params {
  * max over a layer's frequencies into layer_out. */
 #define SK_GRAM_THREADS 256u
 #define SK_GRAM_WARP_K 32u
+#define SK_GRAM_SMALL_K 16u        /* dense items of side <= this: sk_gram_dense_small_* */
+#define SK_GRAM_MID_K 64u          /* dense block-tier items of side <= this: sk_gram_dense_mid_* */
 #define SK_GRAM_MAX_K 128u         /* real, and complex f32 */
 #define SK_GRAM_MAX_K_COMPLEX64 64u /* complex f64 */
 #define SK_GRAM_MAX_K_GRAD64 64u    /* dense gradients in f64 arithmetic */
@@ -299,10 +305,12 @@ typedef struct sk_gram_params {
     uint32_t iterations;      /* T, or the most iterations when adaptive             */
     uint32_t certified;       /* 1: rigorous upper bound (f64 arithmetic kernels)    */
     uint32_t block_capacity;  /* block tier: shared-memory elements for the Gram      */
+    uint32_t block_first;     /* block tier: its items served by an earlier launch     */
     uint32_t layers;          /* convolutions                                         */
     uint32_t step;            /* SK_GRAM_CONV_* (convolutions) or SK_GRAM_LARGE_*       */
     uint32_t t;               /* large tier: the GRAM or STATS step                   */
     uint32_t large_count;     /* large tier: entries of `large`                       */
+    uint32_t reserved;        /* 0 (keeps the pointers below 8-byte aligned, no padding) */
     const sk_gram_large_item *large; /* large tier: the items served, ascending k     */
     double *work;             /* large tier: f64 workspace                            */
     void *work_elems;         /* large tier: Gram matrices (and convolution blocks)   */

@@ -43,6 +43,8 @@ pub const SK_BESSEL_THREADS: u32 = 256;
 pub const SK_BESSEL_WARP_BATCH: u32 = 256;
 pub const SK_GRAM_THREADS: u32 = 256;
 pub const SK_GRAM_WARP_K: u32 = 32;
+pub const SK_GRAM_SMALL_K: u32 = 16;
+pub const SK_GRAM_MID_K: u32 = 64;
 pub const SK_GRAM_MAX_K: u32 = 128;
 pub const SK_GRAM_MAX_K_COMPLEX64: u32 = 64;
 pub const SK_GRAM_MAX_K_GRAD64: u32 = 64;
@@ -497,10 +499,12 @@ pub struct sk_gram_params {
     pub iterations: u32,
     pub certified: u32,
     pub block_capacity: u32,
+    pub block_first: u32,
     pub layers: u32,
     pub step: u32,
     pub t: u32,
     pub large_count: u32,
+    pub reserved: u32,
     pub large: *const sk_gram_large_item,
     pub work: *mut f64,
     pub work_elems: *mut ::core::ffi::c_void,
@@ -509,7 +513,7 @@ pub struct sk_gram_params {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of sk_gram_params"][::core::mem::size_of::<sk_gram_params>() - 144usize];
+    ["Size of sk_gram_params"][::core::mem::size_of::<sk_gram_params>() - 152usize];
     ["Alignment of sk_gram_params"][::core::mem::align_of::<sk_gram_params>() - 8usize];
     ["Offset of field: sk_gram_params::w"][::core::mem::offset_of!(sk_gram_params, w) - 0usize];
     ["Offset of field: sk_gram_params::items"]
@@ -538,23 +542,27 @@ const _: () = {
         [::core::mem::offset_of!(sk_gram_params, certified) - 80usize];
     ["Offset of field: sk_gram_params::block_capacity"]
         [::core::mem::offset_of!(sk_gram_params, block_capacity) - 84usize];
+    ["Offset of field: sk_gram_params::block_first"]
+        [::core::mem::offset_of!(sk_gram_params, block_first) - 88usize];
     ["Offset of field: sk_gram_params::layers"]
-        [::core::mem::offset_of!(sk_gram_params, layers) - 88usize];
+        [::core::mem::offset_of!(sk_gram_params, layers) - 92usize];
     ["Offset of field: sk_gram_params::step"]
-        [::core::mem::offset_of!(sk_gram_params, step) - 92usize];
-    ["Offset of field: sk_gram_params::t"][::core::mem::offset_of!(sk_gram_params, t) - 96usize];
+        [::core::mem::offset_of!(sk_gram_params, step) - 96usize];
+    ["Offset of field: sk_gram_params::t"][::core::mem::offset_of!(sk_gram_params, t) - 100usize];
     ["Offset of field: sk_gram_params::large_count"]
-        [::core::mem::offset_of!(sk_gram_params, large_count) - 100usize];
+        [::core::mem::offset_of!(sk_gram_params, large_count) - 104usize];
+    ["Offset of field: sk_gram_params::reserved"]
+        [::core::mem::offset_of!(sk_gram_params, reserved) - 108usize];
     ["Offset of field: sk_gram_params::large"]
-        [::core::mem::offset_of!(sk_gram_params, large) - 104usize];
+        [::core::mem::offset_of!(sk_gram_params, large) - 112usize];
     ["Offset of field: sk_gram_params::work"]
-        [::core::mem::offset_of!(sk_gram_params, work) - 112usize];
+        [::core::mem::offset_of!(sk_gram_params, work) - 120usize];
     ["Offset of field: sk_gram_params::work_elems"]
-        [::core::mem::offset_of!(sk_gram_params, work_elems) - 120usize];
+        [::core::mem::offset_of!(sk_gram_params, work_elems) - 128usize];
     ["Offset of field: sk_gram_params::layer_argmax"]
-        [::core::mem::offset_of!(sk_gram_params, layer_argmax) - 128usize];
+        [::core::mem::offset_of!(sk_gram_params, layer_argmax) - 136usize];
     ["Offset of field: sk_gram_params::work_grad"]
-        [::core::mem::offset_of!(sk_gram_params, work_grad) - 136usize];
+        [::core::mem::offset_of!(sk_gram_params, work_grad) - 144usize];
 };
 impl Default for sk_gram_params {
     fn default() -> Self {

@@ -773,8 +773,14 @@ fn random_batch(rng: &mut Rng, shapes: &[(usize, usize)]) -> (DenseBatch, Vec<f6
     (batch, w)
 }
 
-/// Shapes of both tiers (warp: min side <= 32; block: above), interleaved, tall and wide.
-const SHAPES: [(usize, usize); 12] = [
+/// Shapes of both tiers (warp: min side <= 32, of which dense bounds give those <= 16 a kernel
+/// of their own; block: above, those <= 64 likewise), interleaved, tall and wide, with matrices
+/// whose step-1 input fits the team's buffer whole (one read) and tall ones that stream through
+/// it in panels ((16, 17), (7, 90), (20, 300), (50, 300)).
+const SHAPES: [(usize, usize); 15] = [
+    (16, 17),
+    (20, 300),
+    (50, 300),
     (1, 1),
     (40, 64),
     (5, 3),

@@ -1,5 +1,6 @@
 //! Gram iteration on the GPU (kernels/gram.cu), on the caller's stream, without a host
-//! synchronization: [`dense_bounds`] bounds every matrix of a [`DenseBatch`] in one launch;
+//! synchronization: [`dense_bounds`] bounds every on-chip matrix of a [`DenseBatch`] in one
+//! launch per kind of side it holds (≤ 16, 33..=64 and the rest have kernels of their own);
 //! [`conv_bounds`] every layer of a [`ConvBatch`] in two (all frequency blocks, then each
 //! layer's max).
 
@@ -19,9 +20,9 @@ use crate::params::{
     SK_GRAM_BLOCK_TILE, SK_GRAM_CONV_ITEMS, SK_GRAM_CONV_REDUCE, SK_GRAM_LARGE_CHUNKS,
     SK_GRAM_LARGE_FINISH, SK_GRAM_LARGE_FORM, SK_GRAM_LARGE_GRADX, SK_GRAM_LARGE_GRAM,
     SK_GRAM_LARGE_PGRAM, SK_GRAM_LARGE_SCAN, SK_GRAM_LARGE_STATS, SK_GRAM_MAX_K,
-    SK_GRAM_MAX_K_COMPLEX64, SK_GRAM_MAX_K_CONV_GRAD, SK_GRAM_MAX_K_GRAD64, SK_GRAM_THREADS,
-    SK_GRAM_WARP_K, SK_GRAM_WARP_TILE, sk_gram_conv_item, sk_gram_large_item, sk_gram_matrix,
-    sk_gram_params,
+    SK_GRAM_MAX_K_COMPLEX64, SK_GRAM_MAX_K_CONV_GRAD, SK_GRAM_MAX_K_GRAD64, SK_GRAM_MID_K,
+    SK_GRAM_SMALL_K, SK_GRAM_THREADS, SK_GRAM_WARP_K, SK_GRAM_WARP_TILE, sk_gram_conv_item,
+    sk_gram_large_item, sk_gram_matrix, sk_gram_params,
 };
 
 // SAFETY: sk_gram_matrix and sk_gram_conv_item are repr(C) structs of kernels/params.h holding
@@ -47,6 +48,7 @@ const KERNEL_TYPES: [&str; 7] = [
 pub(crate) fn kernel_names() -> Vec<String> {
     [
         "dense",
+        "dense_small",
         "dense_grad",
         "conv",
         "conv_grad",
@@ -278,22 +280,45 @@ fn large_launches(
     Ok(())
 }
 
-/// The launch of the on-chip kernel `kernel` over `schedule`'s items of side ≤ `max_k`, each
-/// team with `buffers` Gram-sized buffers of `size`-byte elements; None when it serves nothing.
+/// The on-chip items one launch serves: warp items `warps` (positions in the schedule's warp
+/// tier) and block items `blocks` (positions in its block tier, ascending side), with the side
+/// its kernel sizes a warp's buffer for.
+struct Served {
+    warps: std::ops::Range<u32>,
+    blocks: std::ops::Range<u32>,
+    warp_k: u32,
+}
+
+/// The launch of the on-chip kernel `kernel` over the `served` items of `schedule`, each team
+/// with `buffers` Gram-sized buffers of `size`-byte elements; None when it serves nothing.
 #[allow(clippy::too_many_arguments)]
 fn on_chip_launch(
     l: &impl Launcher,
     kernel: String,
     schedule: &Schedule,
-    max_k: u32,
+    served: Served,
     buffers: u32,
     size: u32,
     params: sk_gram_params,
     arithmetic: &str,
 ) -> Result<Option<Launch<sk_gram_params>>> {
-    let (block_items, kp) = schedule.on_chip(max_k);
-    let warp_k = SK_GRAM_WARP_K;
-    let warp_smem = if schedule.warp_items > 0 {
+    let Served {
+        warps,
+        blocks,
+        warp_k,
+    } = served;
+    let warp_items = warps.len() as u32;
+    let block_items = blocks.len() as u32;
+    let warp_blocks = warp_items.div_ceil(SK_GRAM_THREADS / 32);
+    let kp = if block_items > 0 {
+        schedule
+            .block_side(blocks.end - 1)
+            .div_ceil(SK_GRAM_BLOCK_TILE)
+            * SK_GRAM_BLOCK_TILE
+    } else {
+        0
+    };
+    let warp_smem = if warp_items > 0 {
         buffers * (SK_GRAM_THREADS / 32) * warp_k * (warp_k + SK_GRAM_WARP_TILE) * size
     } else {
         0
@@ -316,19 +341,24 @@ fn on_chip_launch(
     } else {
         0
     };
-    let grid = schedule.warp_blocks() + block_items;
+    let grid = warp_blocks + block_items;
     if grid == 0 {
         return Ok(None);
     }
+    // The kernel reads warp item w at order[w] and block item j at order[warp_matrices +
+    // block_first + j], from the table's suffix at the first warp item served.
+    let first = warps.start;
     Ok(Some(Launch {
         kernel,
         grid,
         block: SK_GRAM_THREADS,
         shared_mem_bytes: warp_smem.max(block_smem),
         params: sk_gram_params {
-            count: schedule.len() as u32,
-            warp_matrices: schedule.warp_items,
-            warp_blocks: schedule.warp_blocks(),
+            order: params.order.wrapping_add(first as usize),
+            count: schedule.len() as u32 - first,
+            warp_matrices: warp_items,
+            warp_blocks,
+            block_first: schedule.warp_items - warps.end + blocks.start,
             block_capacity: (block_smem - extra.min(block_smem)) / size,
             ..params
         },
@@ -381,11 +411,13 @@ pub(crate) fn plan<T: Storage>(
         iterations: steps,
         certified: u32::from(precision == Precision::Certified),
         block_capacity: 0,
+        block_first: 0,
         layers: layers as u32,
         grad: tables.grad as *mut c_void,
         step: SK_GRAM_CONV_ITEMS,
         t: 0,
         large_count: 0,
+        reserved: 0,
         large: std::ptr::null(),
         work: std::ptr::null_mut(),
         work_elems: std::ptr::null_mut(),
@@ -404,16 +436,58 @@ pub(crate) fn plan<T: Storage>(
         },
         ..params
     };
-    launches.extend(on_chip_launch(
-        l,
-        kernel.clone(),
-        schedule,
-        shape.on_chip_k,
-        buffers,
-        size,
-        item_params,
-        name,
-    )?);
+    let on_chip = schedule.block_items_up_to(shape.on_chip_k);
+    if kind == Kind::Dense {
+        // The sides that dominate batches of small matrices get one-tier kernels (more blocks
+        // per SM than the kernel holding both tiers allows): warps for sides <= SK_GRAM_SMALL_K,
+        // blocks for sides <= SK_GRAM_MID_K; the kernel of both tiers serves the rest.
+        let small = schedule.small_items;
+        let mid = schedule.block_items_up_to(SK_GRAM_MID_K).min(on_chip);
+        let parts = [
+            ("dense_small", 0..small, 0..0, SK_GRAM_SMALL_K),
+            ("dense_mid", 0..0, 0..mid, SK_GRAM_WARP_K),
+            (
+                "dense",
+                small..schedule.warp_items,
+                mid..on_chip,
+                SK_GRAM_WARP_K,
+            ),
+        ];
+        for (prefix, warps, blocks, warp_k) in parts {
+            let served = Served {
+                warps,
+                blocks,
+                warp_k,
+            };
+            let kernel = format!("sk_gram_{prefix}_{}_{name}", T::NAME);
+            launches.extend(on_chip_launch(
+                l,
+                kernel,
+                schedule,
+                served,
+                buffers,
+                size,
+                item_params,
+                name,
+            )?);
+        }
+    } else {
+        let served = Served {
+            warps: 0..schedule.warp_items,
+            blocks: 0..on_chip,
+            warp_k: SK_GRAM_WARP_K,
+        };
+        launches.extend(on_chip_launch(
+            l,
+            kernel.clone(),
+            schedule,
+            served,
+            buffers,
+            size,
+            item_params,
+            name,
+        )?);
+    }
     let large_kernel = format!(
         "sk_gram_large_{}_{}_{name}",
         if conv { "conv" } else { "dense" },
@@ -483,11 +557,13 @@ pub(crate) fn plan_conv_grad<T: Storage>(
         iterations: steps,
         certified: u32::from(precision == Precision::Certified),
         block_capacity: 0,
+        block_first: 0,
         layers: batch.len() as u32,
         grad: tables.grad as *mut c_void,
         step: SK_GRAM_CONV_ITEMS,
         t: 0,
         large_count: 0,
+        reserved: 0,
         large: std::ptr::null(),
         work: std::ptr::null_mut(),
         work_elems: std::ptr::null_mut(),
@@ -498,7 +574,11 @@ pub(crate) fn plan_conv_grad<T: Storage>(
         l,
         format!("sk_gram_conv_grad_{}_{name}", T::NAME),
         schedule,
-        SK_GRAM_MAX_K_CONV_GRAD,
+        Served {
+            warps: 0..schedule.warp_items,
+            blocks: 0..schedule.block_items_up_to(SK_GRAM_MAX_K_CONV_GRAD),
+            warp_k: SK_GRAM_WARP_K,
+        },
         2,
         2 * real_size,
         params,
@@ -1026,4 +1106,141 @@ pub(crate) fn check_conv_grad(batch: &ConvBatch, grad: &VecArg, w: &VecArg) -> R
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::launch::KernelParams;
+
+    /// A launcher that only plans (the limits of an H100/H200).
+    struct Planner;
+    impl Launcher for Planner {
+        fn sm_count(&self) -> u32 {
+            132
+        }
+        fn stream_smem_budget(&self) -> u32 {
+            227 * 1024
+        }
+        fn gram_smem_budget(&self) -> u32 {
+            227 * 1024
+        }
+        fn launch<P: KernelParams>(&self, _: &Launch<P>) -> Result<()> {
+            unreachable!("planning only")
+        }
+    }
+
+    fn dense_plan(
+        kind: Kind,
+        shapes: &[(usize, usize)],
+    ) -> (DenseBatch, Vec<Launch<sk_gram_params>>) {
+        let batch = DenseBatch::packed(shapes).unwrap();
+        let w = VecArg {
+            addr: 0x1000,
+            len: batch.span(),
+        };
+        let tables = Tables {
+            order: 0x2000,
+            grad: 0x3000,
+            ..Tables::none()
+        };
+        let launches = plan::<f32>(
+            &Planner,
+            kind,
+            &batch.schedule,
+            &batch.large,
+            batch.span(),
+            0,
+            tables,
+            &w,
+            Precision::Fast,
+            Iterations::Fixed(6),
+        )
+        .unwrap();
+        (batch, launches)
+    }
+
+    /// Dense bounds: the items of side <= 16 lead the order table and get the small-side kernel,
+    /// the block items of side <= 64 the mid-side kernel; the kernel of both tiers serves the
+    /// rest, each kernel finding its items through `order`, `warp_matrices` and `block_first`.
+    #[test]
+    fn small_and_mid_sides_get_their_own_kernels() {
+        // Sides 3, 20, 16, 64, 1, 17, 80: three small, two more for warps, one mid, one block.
+        let shapes = [
+            (3, 9),
+            (20, 20),
+            (40, 16),
+            (64, 64),
+            (1, 1),
+            (17, 30),
+            (100, 80),
+        ];
+        let (batch, launches) = dense_plan(Kind::Dense, &shapes);
+        let order = &batch.schedule.order;
+        let side = |i: u32| shapes[i as usize].0.min(shapes[i as usize].1);
+        assert_eq!(
+            (batch.schedule.small_items, batch.schedule.warp_items),
+            (3, 5)
+        );
+        assert!(order[..3].iter().all(|&i| side(i) <= 16));
+        assert!(order[3..5].iter().all(|&i| (17..=32).contains(&side(i))));
+        assert_eq!((side(order[5]), side(order[6])), (64, 80));
+
+        // Which items a launch's teams take, as the kernel finds them (params.h).
+        let items = |launch: &Launch<sk_gram_params>| -> Vec<usize> {
+            let p = &launch.params;
+            let base = (p.order as usize - 0x2000) / 4;
+            let warps = (0..p.warp_matrices).map(|w| base + w as usize);
+            let blocks = (0..launch.grid - p.warp_blocks)
+                .map(|j| base + (p.warp_matrices + p.block_first + j) as usize);
+            warps.chain(blocks).map(|slot| side(order[slot])).collect()
+        };
+        let kernels: Vec<&str> = launches.iter().map(|l| l.kernel.as_str()).collect();
+        assert_eq!(
+            kernels,
+            [
+                "sk_gram_dense_small_f32_f32",
+                "sk_gram_dense_mid_f32_f32",
+                "sk_gram_dense_f32_f32"
+            ]
+        );
+        let mut sides: Vec<Vec<usize>> = launches.iter().map(items).collect();
+        sides[0].sort_unstable();
+        sides[2][..2].sort_unstable();
+        assert_eq!(sides, [vec![1, 3, 16], vec![64], vec![17, 20, 80]]);
+        for l in &launches {
+            // Every slot a team reads is inside the table.
+            assert!(
+                l.params.count as usize + (l.params.order as usize - 0x2000) / 4 == order.len()
+            );
+        }
+        assert_eq!(launches[0].grid, 1);
+        assert_eq!(launches[0].shared_mem_bytes, 8 * 16 * 18 * 4);
+        assert_eq!((launches[1].grid, launches[1].params.warp_blocks), (1, 0));
+        assert_eq!((launches[2].grid, launches[2].params.warp_blocks), (2, 1));
+    }
+
+    /// Only small sides: one launch; no small or mid sides, or gradients: the kernel of both
+    /// tiers serves every on-chip item from the start of the table.
+    #[test]
+    fn one_launch_when_the_batch_has_one_kind_of_side() {
+        let (_, launches) = dense_plan(Kind::Dense, &[(4, 4), (16, 50)]);
+        assert_eq!(launches.len(), 1);
+        assert_eq!(launches[0].kernel, "sk_gram_dense_small_f32_f32");
+        assert_eq!(launches[0].params.count, 2);
+        let dense: &[(usize, usize)] = &[(20, 20), (100, 100)];
+        let grad: &[(usize, usize)] = &[(4, 4), (20, 20), (64, 64), (100, 100)];
+        let cases = [
+            (Kind::Dense, "sk_gram_dense_f32_f32", dense),
+            (Kind::DenseGrad, "sk_gram_dense_grad_f32_f32", grad),
+        ];
+        for (kind, name, shapes) in cases {
+            let (_, launches) = dense_plan(kind, shapes);
+            assert_eq!(launches.len(), 1);
+            assert_eq!(launches[0].kernel, name);
+            let p = &launches[0].params;
+            assert_eq!((p.order as usize, p.block_first), (0x2000, 0));
+            assert_eq!(p.count as usize, shapes.len());
+        }
+    }
 }

@@ -24,7 +24,9 @@
 //! network). Three tiers, chosen per matrix from its smaller side k:
 //! - k ≤ 32: one warp per matrix, eight to a block;
 //! - k ≤ [`MAX_ON_CHIP_K`]: one block per matrix; in both on-chip tiers the Gram power stays in
-//!   shared memory for all T steps (one launch for everything);
+//!   shared memory for all T steps (one launch for all on-chip matrices; for dense bounds, the
+//!   sides k ≤ 16 (warps) and 32 < k ≤ 64 (blocks) get kernels of one tier each, which fit more
+//!   blocks on an SM, so a batch mixing sides takes up to three launches);
 //! - larger: the large tier keeps M_t in a device workspace (two k × k matrices per matrix,
 //!   allocated by the device batch at the first call that needs it) and runs each step as one
 //!   launch over all large matrices, one 256-thread block per upper tile (128 wide in f32
@@ -54,10 +56,10 @@ mod emulated;
 
 use crate::error::{Error, Result};
 use crate::params::{
-    SK_GRAM_BLOCK_TILE, SK_GRAM_CERTIFIED, SK_GRAM_CONVERGED, SK_GRAM_LARGE_CHUNKS,
-    SK_GRAM_LARGE_STATE_DOUBLES, SK_GRAM_LARGE_TILE, SK_GRAM_LARGE_TILE_WIDE, SK_GRAM_MAX_K,
-    SK_GRAM_MAX_K_COMPLEX64, SK_GRAM_MAX_K_GRAD64, SK_GRAM_MAX_TAPS, SK_GRAM_THREADS,
-    SK_GRAM_WARP_K, sk_gram_bound, sk_gram_conv_item, sk_gram_large_item, sk_gram_matrix,
+    SK_GRAM_CERTIFIED, SK_GRAM_CONVERGED, SK_GRAM_LARGE_CHUNKS, SK_GRAM_LARGE_STATE_DOUBLES,
+    SK_GRAM_LARGE_TILE, SK_GRAM_LARGE_TILE_WIDE, SK_GRAM_MAX_K, SK_GRAM_MAX_K_COMPLEX64,
+    SK_GRAM_MAX_K_GRAD64, SK_GRAM_MAX_TAPS, SK_GRAM_SMALL_K, SK_GRAM_WARP_K, sk_gram_bound,
+    sk_gram_conv_item, sk_gram_large_item, sk_gram_matrix,
 };
 
 /// A two-sided enclosure of the spectral norm σ₁ from Gram iteration.
@@ -254,12 +256,16 @@ impl Storage for half::bf16 {
 }
 
 /// How one launch serves its items: the warp tier's item indices first (smaller side ≤ 32, one
-/// warp each), then the block tier's (one block each) in ascending side, so the items that fit
-/// on chip at a given limit are a prefix and the large tier takes the rest.
+/// warp each; those of side ≤ 16 leading), then the block tier's (one block each) in ascending
+/// side, so the items that fit on chip at a given limit are a prefix and the large tier takes
+/// the rest.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Schedule {
     pub order: Vec<u32>,
     pub warp_items: u32,
+    /// The leading warp items of side ≤ `SK_GRAM_SMALL_K`: dense bounds serve them with the
+    /// small-side kernel, which fits more warps on an SM.
+    pub small_items: u32,
     /// The block tier's sides, ascending (parallel to `order[warp_items..]`).
     block_k: Vec<u32>,
 }
@@ -272,20 +278,25 @@ impl Schedule {
 
     /// From (item index, smaller side) pairs; `warps`: whether small items get a warp each.
     fn of(items: impl Iterator<Item = (u32, usize)>, warps: bool) -> Self {
-        let (mut warp, mut block) = (Vec::new(), Vec::new());
+        let (mut warp, mut warp_rest, mut block) = (Vec::new(), Vec::new(), Vec::new());
         for (i, k) in items {
-            if warps && k <= SK_GRAM_WARP_K as usize {
+            if warps && k <= SK_GRAM_SMALL_K as usize {
                 warp.push(i);
+            } else if warps && k <= SK_GRAM_WARP_K as usize {
+                warp_rest.push(i);
             } else {
                 block.push((k as u32, i));
             }
         }
         block.sort_unstable();
+        let small_items = warp.len() as u32;
+        warp.extend(warp_rest);
         let warp_items = warp.len() as u32;
         warp.extend(block.iter().map(|b| b.1));
         Schedule {
             order: warp,
             warp_items,
+            small_items,
             block_k: block.iter().map(|b| b.0).collect(),
         }
     }
@@ -294,22 +305,15 @@ impl Schedule {
         self.order.len()
     }
 
-    /// Blocks serving the warp tier (one warp per item).
-    pub(crate) fn warp_blocks(&self) -> u32 {
-        self.warp_items.div_ceil(SK_GRAM_THREADS / 32)
+    /// The number of block-tier items with side ≤ `max_k` (a prefix: the tier is ascending),
+    /// e.g. those on chip at the limit `max_k` (the large tier takes the rest).
+    pub(crate) fn block_items_up_to(&self, max_k: u32) -> u32 {
+        self.block_k.partition_point(|&k| k <= max_k) as u32
     }
 
-    /// The block-tier items with k ≤ `max_k` (a prefix), and their largest side padded to the
-    /// block tile.
-    pub(crate) fn on_chip(&self, max_k: u32) -> (u32, u32) {
-        let n = self.block_k.partition_point(|&k| k <= max_k);
-        let tile = SK_GRAM_BLOCK_TILE;
-        let k_pad = if n > 0 {
-            self.block_k[n - 1].div_ceil(tile) * tile
-        } else {
-            0
-        };
-        (n as u32, k_pad)
+    /// The side of block-tier item `j`.
+    pub(crate) fn block_side(&self, j: u32) -> u32 {
+        self.block_k[j as usize]
     }
 }
 
