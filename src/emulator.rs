@@ -90,6 +90,19 @@ impl Launcher for Emulator {
     }
 
     fn launch<P: KernelParams>(&self, launch: &Launch<P>) -> Result<()> {
+        // A GPU loads only the kernels `crate::kernel_names` lists (device.rs) and fails a
+        // launch by any other name: so does the emulator, whose runtime knows every kernel.
+        static LOADED: std::sync::OnceLock<std::collections::HashSet<String>> =
+            std::sync::OnceLock::new();
+        if !LOADED
+            .get_or_init(|| crate::kernel_names().into_iter().collect())
+            .contains(&launch.kernel)
+        {
+            return Err(Error::Emulator(format!(
+                "kernel {} is not in crate::kernel_names (a GPU would not have loaded it)",
+                launch.kernel
+            )));
+        }
         let name = CString::new(launch.kernel.as_str())
             .map_err(|_| Error::Emulator(format!("bad kernel name {:?}", launch.kernel)))?;
         let grid = [launch.grid, 1, 1];

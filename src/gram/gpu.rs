@@ -49,6 +49,7 @@ pub(crate) fn kernel_names() -> Vec<String> {
     [
         "dense",
         "dense_small",
+        "dense_mid",
         "dense_grad",
         "conv",
         "conv_grad",
