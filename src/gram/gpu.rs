@@ -438,49 +438,40 @@ pub(crate) fn plan<T: Storage>(
         ..params
     };
     let on_chip = schedule.block_items_up_to(shape.on_chip_k);
-    if kind == Kind::Dense {
+    let parts = if kind == Kind::Dense {
         // The sides that dominate batches of small matrices get one-tier kernels (more blocks
         // per SM than the kernel holding both tiers allows): warps for sides <= SK_GRAM_SMALL_K,
         // blocks for sides <= SK_GRAM_MID_K; the kernel of both tiers serves the rest.
         let small = schedule.small_items;
         let mid = schedule.block_items_up_to(SK_GRAM_MID_K).min(on_chip);
-        let parts = [
-            ("dense_small", 0..small, 0..0, SK_GRAM_SMALL_K),
-            ("dense_mid", 0..0, 0..mid, SK_GRAM_WARP_K),
+        let kernel_of = |prefix: &str| format!("sk_gram_{prefix}_{}_{name}", T::NAME);
+        vec![
+            (kernel_of("dense_small"), 0..small, 0..0, SK_GRAM_SMALL_K),
+            (kernel_of("dense_mid"), 0..0, 0..mid, SK_GRAM_WARP_K),
             (
-                "dense",
+                kernel.clone(),
                 small..schedule.warp_items,
                 mid..on_chip,
                 SK_GRAM_WARP_K,
             ),
-        ];
-        for (prefix, warps, blocks, warp_k) in parts {
-            let served = Served {
-                warps,
-                blocks,
-                warp_k,
-            };
-            let kernel = format!("sk_gram_{prefix}_{}_{name}", T::NAME);
-            launches.extend(on_chip_launch(
-                l,
-                kernel,
-                schedule,
-                served,
-                buffers,
-                size,
-                item_params,
-                name,
-            )?);
-        }
+        ]
     } else {
+        vec![(
+            kernel.clone(),
+            0..schedule.warp_items,
+            0..on_chip,
+            SK_GRAM_WARP_K,
+        )]
+    };
+    for (kernel, warps, blocks, warp_k) in parts {
         let served = Served {
-            warps: 0..schedule.warp_items,
-            blocks: 0..on_chip,
-            warp_k: SK_GRAM_WARP_K,
+            warps,
+            blocks,
+            warp_k,
         };
         launches.extend(on_chip_launch(
             l,
-            kernel.clone(),
+            kernel,
             schedule,
             served,
             buffers,
