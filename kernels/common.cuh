@@ -426,6 +426,44 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
 #endif
 }
 
+// ---- asynchronous copies, global to shared (cp.async, sm_80 and later) --------------------------
+// copy_async16 starts a copy of 16 bytes (both addresses 16-byte aligned) into shared memory that
+// bypasses the registers; with `valid` false it writes 16 zero bytes and reads nothing (src must
+// still be a valid address). copy_async_commit closes the group of the copies issued since the
+// last commit; copy_async_wait<N>() returns once at most the N newest groups are in flight. A
+// thread waits for its own copies only: a barrier must follow before other threads read them.
+// The emulator lands each thread's copies exactly at its wait, so a read that would race the copy
+// on a GPU sees stale data in the tests.
+__device__ __forceinline__ void copy_async16(void *dst, const void *src, bool valid) {
+#if defined(__CUDA_ARCH__)
+    const uint32_t shared = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared), "l"(src),
+                 "r"(valid ? 16 : 0)
+                 : "memory");
+#elif defined(SK_EMULATOR)
+    ::sk_emu::detail::async_copy(dst, src, 16, valid ? 16 : 0, __FILE__, __LINE__);
+#else
+    (void)dst, (void)src, (void)valid;
+#endif
+}
+
+__device__ __forceinline__ void copy_async_commit() {
+#if defined(__CUDA_ARCH__)
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#elif defined(SK_EMULATOR)
+    ::sk_emu::detail::async_commit();
+#endif
+}
+
+template <int N>
+__device__ __forceinline__ void copy_async_wait() {
+#if defined(__CUDA_ARCH__)
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#elif defined(SK_EMULATOR)
+    ::sk_emu::detail::async_wait(N);
+#endif
+}
+
 }  // namespace sk
 
 // A contract between the host launch code and a kernel (grid shape, divisibility). Checked

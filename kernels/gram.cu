@@ -1159,6 +1159,24 @@ __device__ __forceinline__ void upper_tile(int q, int nb, int &bi, int &bj) {
     bj = r + q;
 }
 
+// N consecutive field elements from shared memory as 16-byte words, into out[0..N). The large
+// tier reads its operand runs this way: left to itself the compiler issued 8-byte loads (it
+// cannot prove the alignment), twice the load instructions per FMA, and with the runs of one
+// warp 16 bytes apart, two-way bank conflicts on each (sm_90 PTX of 2026-12-07: 8 ld.shared.v2
+// per 64 FMA). The layout makes every run 16-byte aligned: panels start at 16-byte boundaries,
+// rows are TB entries, runs start at multiples of H entries (checked under the emulator, where
+// a misaligned vector access would not fault as it does on the GPU).
+template <int N, class E>
+__device__ __forceinline__ void load_run16(const E *src, E *out) {
+    static_assert(N * sizeof(E) % 16 == 0, "whole 16-byte words");
+    SK_EXPECT(reinterpret_cast<uintptr_t>(src) % 16 == 0);
+#pragma unroll
+    for (int w = 0; w < N * static_cast<int>(sizeof(E)) / 16; ++w) {
+        const uint4 word = reinterpret_cast<const uint4 *>(src)[w];
+        memcpy(reinterpret_cast<unsigned char *>(out) + 16 * w, &word, 16);
+    }
+}
+
 // acc = sum over rows p < rows of conj(A[p][i0 + row]) B[p][j0 + col], with load_a(p, c) and
 // load_b(p, c) giving A[p][c] and B[p][c] (zero outside the matrices); `same`: A = B (a
 // diagonal tile then loads one panel). Panels go through registers (the next one is fetched
@@ -1219,12 +1237,11 @@ __device__ void large_tile_product(const LoadA &load_a, const LoadB &load_b, boo
         if (p0 + LARGE_DEPTH < rows) fetch(p0 + LARGE_DEPTH);
 #pragma unroll 4
         for (int pp = 0; pp < LARGE_DEPTH; ++pp) {
-            E a[MT], b[MT];
-#pragma unroll
-            for (int u = 0; u < MT; ++u) {
-                a[u] = sa[pp * TB + S::at(ty, u)];
-                b[u] = pb[pp * TB + S::at(tx, u)];
-            }
+            E a[MT], b[MT];  // the entries S::at(ty, u) and S::at(tx, u), u < MT
+            load_run16<S::H>(sa + pp * TB + S::at(ty, 0), a);
+            load_run16<S::H>(sa + pp * TB + S::at(ty, S::H), a + S::H);
+            load_run16<S::H>(pb + pp * TB + S::at(tx, 0), b);
+            load_run16<S::H>(pb + pp * TB + S::at(tx, S::H), b + S::H);
 #pragma unroll
             for (int u = 0; u < MT; ++u)
 #pragma unroll
@@ -1233,41 +1250,137 @@ __device__ void large_tile_product(const LoadA &load_a, const LoadB &load_b, boo
     }
 }
 
-// Shared memory of a GRAM block: two panels, later reused for the column sums.
+// large_tile_product for operands stored row-major in the workspace (Gram powers, the products
+// P, convolution blocks X): A and B with row stride ld, columns i0.. and j0.. inside the
+// matrices, rows p >= rows read as zeros. The panels go from global to shared memory by
+// asynchronous copies, double-buffered: panel i + 1 is in flight while panel i is multiplied,
+// with one barrier per panel. Without the register staging of large_tile_product (and its
+// per-entry loads, bounds tests and stores) the products fit the 128 registers of two blocks per
+// SM. Panels are DIRECT_DEPTH rows deep, so the two stages take 4 DIRECT_DEPTH TB entries
+// (32 KiB in every field).
+template <class F>
+struct DirectPanels {
+    using E = typename F::elem;
+    static constexpr int TB = LargeShape<F>::TB;
+    static constexpr int DEPTH = sizeof(E) > 8 ? LARGE_DEPTH / 2 : LARGE_DEPTH;
+    static constexpr int PER_ROW = TB * static_cast<int>(sizeof(E)) / 16;  // 16-byte chunks
+    static constexpr int CHUNKS = DEPTH * PER_ROW / LARGE_NT;              // per thread, operand
+    static_assert(DEPTH * PER_ROW % LARGE_NT == 0, "whole chunks per thread");
+    static constexpr int BYTES = 4 * DEPTH * TB * static_cast<int>(sizeof(E));
+};
+
+template <class F>
+__device__ void large_tile_product_direct(const typename F::elem *a, const typename F::elem *b,
+                                          int ld, int rows, bool same, int i0, int j0,
+                                          typename F::elem *smem,
+                                          typename F::elem (&acc)[LargeShape<F>::MT][LargeShape<F>::MT]) {
+    using E = typename F::elem;
+    using S = LargeShape<F>;
+    using D = DirectPanels<F>;
+    constexpr int TB = S::TB, MT = S::MT, DEPTH = D::DEPTH, EPC = 16 / static_cast<int>(sizeof(E));
+    const int tid = static_cast<int>(threadIdx.x), tx = tid % 16, ty = tid / 16;
+    const bool one_panel = same && i0 == j0;
+    const int panels = (rows + DEPTH - 1) / DEPTH;
+    // Stage g holds panel i (g = i & 1): A's rows at smem + 2 g DEPTH TB, B's after them.
+    auto issue = [&](int i) {
+        E *sa = smem + (i & 1) * 2 * DEPTH * TB;
+#pragma unroll
+        for (int r = 0; r < D::CHUNKS; ++r) {
+            const int chunk = tid + r * LARGE_NT;
+            const int pp = chunk / D::PER_ROW, c = chunk % D::PER_ROW * EPC;
+            const int row = i * DEPTH + pp;
+            const bool in = row < rows;
+            const uint64_t at = static_cast<uint64_t>(in ? row : 0) * ld;
+            copy_async16(sa + pp * TB + c, a + at + i0 + c, in);
+            if (!one_panel) copy_async16(sa + DEPTH * TB + pp * TB + c, b + at + j0 + c, in);
+        }
+        copy_async_commit();
+    };
+#pragma unroll
+    for (int u = 0; u < MT; ++u)
+#pragma unroll
+        for (int v = 0; v < MT; ++v) acc[u][v] = F::zero();
+    issue(0);
+    for (int i = 0; i < panels; ++i) {
+        copy_async_wait<0>();
+        // Every thread's copies of panel i have landed, and every thread is done with panel
+        // i - 1, whose stage panel i + 1 takes.
+        __syncthreads();
+        if (i + 1 < panels) issue(i + 1);
+        const E *sa = smem + (i & 1) * 2 * DEPTH * TB;
+        const E *pb = one_panel ? sa : sa + DEPTH * TB;
+        // Not unrolled: an unrolled loop loads the next rows' operands early, and with those
+        // registers the 8 x 8 tiles spill at 128; the latency is hidden by the other block.
+#pragma unroll 1
+        for (int pp = 0; pp < DEPTH; ++pp) {
+            E x[MT], y[MT];  // the entries S::at(ty, u) and S::at(tx, u), u < MT
+            load_run16<S::H>(sa + pp * TB + S::at(ty, 0), x);
+            load_run16<S::H>(sa + pp * TB + S::at(ty, S::H), x + S::H);
+            load_run16<S::H>(pb + pp * TB + S::at(tx, 0), y);
+            load_run16<S::H>(pb + pp * TB + S::at(tx, S::H), y + S::H);
+#pragma unroll
+            for (int u = 0; u < MT; ++u)
+#pragma unroll
+                for (int v = 0; v < MT; ++v) F::acc_conj(acc[u][v], x[u], y[v]);
+        }
+    }
+}
+
+// Shared memory of a large-tier block: the panels (two, or DirectPanels' two stages), later
+// reused for the column sums.
 template <class F>
 __host__ __device__ constexpr int large_smem_bytes() {
     constexpr int TB = LargeShape<F>::TB;
     constexpr int panels = 2 * LARGE_DEPTH * TB * static_cast<int>(sizeof(typename F::elem));
+    constexpr int stages = DirectPanels<F>::BYTES;
     constexpr int sums = 2 * 16 * TB * static_cast<int>(sizeof(double));
-    return panels > sums ? panels : sums;
+    return panels > stages ? (panels > sums ? panels : sums) : (stages > sums ? stages : sums);
 }
 
-// One upper tile q of a Hermitian product, A^H B 2^-e with A^H B Hermitian: GRAM step t's
-// M_t = (M_{t-1} 2^-e)^2 (t >= 2) or X^H X (t = 1), or PGRAM's P_t = P_{t-1} M_t 2^-g (P and
-// M commute). Stored with its mirror to dst, the tile's sum of |entries|^2 (off-diagonal
-// entries twice) to *fpart and, when colpart is set, its column sums to colpart.
-template <class F, class Item, class LoadA, class LoadB>
-__device__ void large_hermitian_tile(const Item &it, int q, int rows, bool fastest,
-                                     const LoadA &load_a, const LoadB &load_b, bool same,
-                                     double scale, typename F::elem *dst, double *fpart,
-                                     double *colpart, unsigned char *smem) {
+// The origin (i0, j0) of upper tile q of an item's k_pad x k_pad matrix.
+template <class F, class Item>
+__device__ __forceinline__ void large_tile_origin(const Item &it, int q, int &i0, int &j0) {
+    int bi, bj;
+    upper_tile(q, it.nb, bi, bj);
+    i0 = bi * LargeShape<F>::TB;
+    j0 = bj * LargeShape<F>::TB;
+}
+
+// Stores upper tile q of a Hermitian product, acc = A^H B, times `scale` (a power of two): GRAM
+// step t's M_t = (M_{t-1} 2^-e)^2 (t >= 2) or X^H X (t = 1), or PGRAM's P_t = P_{t-1} M_t 2^-g
+// (P and M commute). The tile and its mirror go to dst, the tile's sum of |entries|^2
+// (off-diagonal entries twice) to *fpart and, when colpart is set, its column sums to colpart.
+// The panels in smem must be free (the caller's product is done with them; the first barrier
+// here orders the reuse).
+template <class F, class Item>
+__device__ void large_hermitian_store(const Item &it, int q,
+                                      const typename F::elem (&acc)[LargeShape<F>::MT][LargeShape<F>::MT],
+                                      double scale, typename F::elem *dst, double *fpart,
+                                      double *colpart, unsigned char *smem) {
     using E = typename F::elem;
     using R = typename F::real;
     using S = LargeShape<F>;
     constexpr int TB = S::TB, MT = S::MT;
-    E *sa = reinterpret_cast<E *>(smem);
-    E *sb = sa + LARGE_DEPTH * TB;
     int bi, bj;
     upper_tile(q, it.nb, bi, bj);
     const int i0 = bi * TB, j0 = bj * TB;
-    E acc[MT][MT];
-    large_tile_product<F>(load_a, load_b, same, rows, fastest, fastest, i0, j0, sa, sb, acc);
-
     const int tid = static_cast<int>(threadIdx.x), tx = tid % 16, ty = tid / 16;
     const int ld = it.k_pad;
-    double colacc[MT], rowacc[MT], fro = 0.0;
+    // Per thread, the sums over its rows of each of its columns (entries on or above the
+    // diagonal) and over its columns of each of its rows (entries strictly above: their
+    // mirrors' columns) go straight to shared memory, each slot owned by one thread: kept in
+    // registers beside the tile, those 2 MT doubles made the products kernel spill at 128.
+    double *col_red = reinterpret_cast<double *>(smem);  // [16 ty][TB]
+    double *row_red = col_red + 16 * TB;                 // [16 tx][TB]
+    if (colpart != nullptr) {
+        __syncthreads();  // the panels are free
 #pragma unroll
-    for (int u = 0; u < MT; ++u) colacc[u] = rowacc[u] = 0.0;
+        for (int u = 0; u < MT; ++u) {
+            col_red[ty * TB + S::at(tx, u)] = 0.0;
+            row_red[tx * TB + S::at(ty, u)] = 0.0;
+        }
+    }
+    double fro = 0.0;
 #pragma unroll
     for (int u = 0; u < MT; ++u)
 #pragma unroll
@@ -1278,26 +1391,19 @@ __device__ void large_hermitian_tile(const Item &it, int q, int rows, bool faste
             if (i == j) val = F::real_part(val);
             dst[static_cast<uint64_t>(i) * ld + j] = val;
             const double a2 = F::abs2(val);
-            colacc[v] += a2;
+            if (colpart != nullptr) col_red[ty * TB + S::at(tx, v)] += a2;
             if (i != j) {
                 dst[static_cast<uint64_t>(j) * ld + i] = F::conj(val);
-                rowacc[u] += a2;
+                if (colpart != nullptr) row_red[tx * TB + S::at(ty, u)] += a2;
                 fro += 2.0 * a2;
             } else {
                 fro += a2;
             }
         }
     GramTeam<LARGE_NT> team;
-    fro = team.sum(fro);  // (a barrier: the panels are free)
+    fro = team.sum(fro);  // (a barrier: without colpart, the panels are then free)
     if (tid == 0) *fpart = fro;
     if (colpart == nullptr) return;
-    double *col_red = reinterpret_cast<double *>(smem);  // [16 ty][TB]
-    double *row_red = col_red + 16 * TB;                 // [16 tx][TB]
-#pragma unroll
-    for (int u = 0; u < MT; ++u) {
-        col_red[ty * TB + S::at(tx, u)] = colacc[u];
-        row_red[tx * TB + S::at(ty, u)] = rowacc[u];
-    }
     __syncthreads();
     for (int c = tid; c < TB; c += LARGE_NT) {
         double sc = 0.0, sr = 0.0;
@@ -1519,17 +1625,31 @@ __device__ void large_gradient(const sk_gram_params &p, const Item &it, const Sr
     large_gradient_tile<F>(it, src, static_cast<int>(part), s, it.product(T), factor, smem);
 }
 
+// Whether a large-tier launch reads both operands of its products from the workspace (the
+// Gram powers, P, a convolution's X): those run in the products kernel. Dense step 1 reads W
+// through its source (prescaled, maybe transposed, converted from storage): the phase kernel.
+// src/gram/gpu.rs makes the same choice of kernel.
+__device__ __forceinline__ bool large_direct(uint32_t step, uint32_t t, bool conv) {
+    return step == SK_GRAM_LARGE_PGRAM || (step == SK_GRAM_LARGE_GRAM && (t >= 2 || conv));
+}
+
 // One phase of the large tier for every served item. `make(index, twiddles)` builds the
-// item's source (dense or convolution).
-template <class F, bool CONV, class MakeSource>
+// item's source (dense or convolution). The products that read the workspace (large_direct:
+// nearly all of the tier's arithmetic) have kernels of their own (PRODUCTS): without the other
+// phases' f64 code and the register-staged loads, ptxas keeps them within the 128 registers of
+// two blocks per SM (the combined kernel needed up to 203: one block), so one block's barriers
+// overlap the other's FMAs.
+template <class F, bool CONV, bool PRODUCTS, class MakeSource>
 __device__ void large(const sk_gram_params &p, MakeSource make) {
     using E = typename F::elem;
     using S = LargeShape<F>;
     __shared__ Cplx<typename F::real> twiddles[2 * SK_GRAM_MAX_TAPS];
-    __shared__ double smem_words[large_smem_bytes<F>() / 8];  // GRAM's panels, then sums
+    // The panels, then sums; 16-byte aligned for load_run16 and the asynchronous copies.
+    __shared__ __align__(16) double smem_words[large_smem_bytes<F>() / 8];
     unsigned char *smem = reinterpret_cast<unsigned char *>(smem_words);
     GramTeam<LARGE_NT> team;
     const uint32_t block = blockIdx.x;
+    SK_EXPECT(large_direct(p.step, p.t, CONV) == PRODUCTS);
     uint32_t entry, part = 0;
     switch (p.step) {
         case SK_GRAM_LARGE_SCAN:
@@ -1558,33 +1678,37 @@ __device__ void large(const sk_gram_params &p, MakeSource make) {
     auto src = make(rec.index, twiddles);
     const LargeItem<F> it(p, rec, src.k, src.l, CONV);
 
-    if (p.step == SK_GRAM_LARGE_SCAN) {
-        const uint64_t n = src.raw_len();
-        const uint64_t per = (n + LARGE_CHUNKS - 1) / LARGE_CHUNKS;
-        const uint64_t lo = per * part, hi = lo + per < n ? lo + per : n;
-        double amax = 0.0, nan = 0.0;
-        for (uint64_t e = lo + team.rank; e < hi; e += LARGE_NT) {
-            const double v = fabs(src.raw(e));
-            if (v != v) nan = 1.0;
-            amax = fmax(amax, v);
+    if constexpr (!PRODUCTS) {
+        if (p.step == SK_GRAM_LARGE_SCAN) {
+            const uint64_t n = src.raw_len();
+            const uint64_t per = (n + LARGE_CHUNKS - 1) / LARGE_CHUNKS;
+            const uint64_t lo = per * part, hi = lo + per < n ? lo + per : n;
+            double amax = 0.0, nan = 0.0;
+            for (uint64_t e = lo + team.rank; e < hi; e += LARGE_NT) {
+                const double v = fabs(src.raw(e));
+                if (v != v) nan = 1.0;
+                amax = fmax(amax, v);
+            }
+            amax = team.max(amax);
+            nan = team.max(nan);
+            if (team.rank == 0) {
+                it.scan[part] = amax;
+                it.scan[LARGE_CHUNKS + part] = nan;
+            }
+            return;
         }
-        amax = team.max(amax);
-        nan = team.max(nan);
-        if (team.rank == 0) {
-            it.scan[part] = amax;
-            it.scan[LARGE_CHUNKS + part] = nan;
+        if (p.step == SK_GRAM_LARGE_FINISH) {
+            large_finish<F>(p, it, src);
+            return;
         }
-        return;
-    }
-    if (p.step == SK_GRAM_LARGE_FINISH) {
-        large_finish<F>(p, it, src);
-        return;
     }
     // Convolution gradients rerun only each layer's maximizing block.
     if (p.layer_argmax != nullptr && p.layer_argmax[layer_of(p, rec.index)] != rec.index) return;
-    if (p.step == SK_GRAM_LARGE_GRADX) {
-        large_gradient<F>(p, it, src, part, smem);
-        return;
+    if constexpr (!PRODUCTS) {
+        if (p.step == SK_GRAM_LARGE_GRADX) {
+            large_gradient<F>(p, it, src, part, smem);
+            return;
+        }
     }
     int s;
     if (it.status(s) != ScanStatus::Ok) return;  // FINISH writes the degenerate results
@@ -1592,71 +1716,74 @@ __device__ void large(const sk_gram_params &p, MakeSource make) {
     const int done = it.state->done_at;
     if (p.t >= 2 && done > 0 && (p.step != SK_GRAM_LARGE_PGRAM || static_cast<int>(p.t) > done))
         return;
-    switch (p.step) {
-        case SK_GRAM_LARGE_FORM: {
-            if constexpr (CONV) {
-                src.prepare(team, s);
-                const uint64_t n = static_cast<uint64_t>(it.l) * it.k_pad;
-                const uint64_t per = (n + LARGE_CHUNKS - 1) / LARGE_CHUNKS;
-                const uint64_t lo = per * part, hi = lo + per < n ? lo + per : n;
-                for (uint64_t e = lo + team.rank; e < hi; e += LARGE_NT) {
-                    const int r = static_cast<int>(e / it.k_pad), c = static_cast<int>(e % it.k_pad);
-                    it.x[e] = c < it.k ? src.load(r, c, s) : F::zero();
-                }
-            }
-            return;
-        }
-        case SK_GRAM_LARGE_GRAM: {
-            const int q = static_cast<int>(part);
-            E *dst = it.gram(p.t);
-            double *fpart = it.fpart + (p.t & 1) * it.tiles + q;
-            if (p.t == 1) {
-                const int k = it.k;
-                const auto load = [&](int r, int c) {
-                    return c < k ? it.load_x(src, r, c, s) : F::zero();
-                };
-                large_hermitian_tile<F>(it, q, it.l, it.x_transposed(src), load, load, true, 1.0,
-                                        dst, fpart, it.colpart, smem);
-            } else {
-                const E *m = it.gram(p.t - 1);
-                const int ld = it.k_pad;
-                const int e = it.state->hist.exps[p.t - 1];
-                const auto load = [&](int r, int c) { return m[static_cast<uint64_t>(r) * ld + c]; };
-                large_hermitian_tile<F>(it, q, it.k_pad, false, load, load, true,
-                                        ldexp(1.0, -2 * e), dst, fpart, it.colpart, smem);
-            }
-            return;
-        }
-        case SK_GRAM_LARGE_PGRAM: {  // P_t = P_{t-1} M_t 2^-g (t >= 2)
-            const E *pp = it.product(p.t - 1), *m = it.gram(p.t);
-            const int ld = it.k_pad;
-            const int g = it.state->pexps[p.t - 1];
+    const int q = static_cast<int>(part);
+    E acc[S::MT][S::MT];
+    int i0, j0;
+    large_tile_origin<F>(it, q, i0, j0);
+    if constexpr (PRODUCTS) {
+        E *stages = reinterpret_cast<E *>(smem);
+        const int ld = it.k_pad;
+        if (p.step == SK_GRAM_LARGE_GRAM) {
+            // M_1 = X^H X from the formed block (convolutions), else (M_{t-1} 2^-e)^2.
+            const E *m = p.t == 1 ? it.x : it.gram(p.t - 1);
+            const double scale = p.t == 1 ? 1.0 : ldexp(1.0, -2 * it.state->hist.exps[p.t - 1]);
+            large_tile_product_direct<F>(m, m, ld, p.t == 1 ? it.l : it.k_pad, true, i0, j0,
+                                         stages, acc);
+            large_hermitian_store<F>(it, q, acc, scale, it.gram(p.t),
+                                     it.fpart + (p.t & 1) * it.tiles + q, it.colpart, smem);
+        } else {  // PGRAM: P_t = P_{t-1} M_t 2^-g (t >= 2)
             // conj(P[r][c]) = P[c][r]: the tile form's A^H B is P M.
-            const auto load_p = [&](int r, int c) { return pp[static_cast<uint64_t>(r) * ld + c]; };
-            const auto load_m = [&](int r, int c) { return m[static_cast<uint64_t>(r) * ld + c]; };
-            large_hermitian_tile<F>(it, static_cast<int>(part), it.k_pad, false, load_p, load_m,
-                                    false, ldexp(1.0, -g), it.product(p.t),
-                                    it.pfpart + part, nullptr, smem);
-            return;
+            large_tile_product_direct<F>(it.product(p.t - 1), it.gram(p.t), ld, it.k_pad, false,
+                                         i0, j0, stages, acc);
+            large_hermitian_store<F>(it, q, acc, ldexp(1.0, -it.state->pexps[p.t - 1]),
+                                     it.product(p.t), it.pfpart + part, nullptr, smem);
         }
-        case SK_GRAM_LARGE_STATS:
-            large_stats<F>(p, it);
-            return;
-        default:
-            SK_EXPECT(false);
+    } else {
+        switch (p.step) {
+            case SK_GRAM_LARGE_FORM: {
+                if constexpr (CONV) {
+                    src.prepare(team, s);
+                    const uint64_t n = static_cast<uint64_t>(it.l) * it.k_pad;
+                    const uint64_t per = (n + LARGE_CHUNKS - 1) / LARGE_CHUNKS;
+                    const uint64_t lo = per * part, hi = lo + per < n ? lo + per : n;
+                    for (uint64_t e = lo + team.rank; e < hi; e += LARGE_NT) {
+                        const int r = static_cast<int>(e / it.k_pad);
+                        const int c = static_cast<int>(e % it.k_pad);
+                        it.x[e] = c < it.k ? src.load(r, c, s) : F::zero();
+                    }
+                }
+                return;
+            }
+            case SK_GRAM_LARGE_GRAM: {  // dense step 1: M_1 = X^H X, X read through the source
+                const int k = it.k;
+                const auto load = [&](int r, int c) { return c < k ? src.load(r, c, s) : F::zero(); };
+                E *sa = reinterpret_cast<E *>(smem);
+                large_tile_product<F>(load, load, true, it.l, it.x_transposed(src),
+                                      it.x_transposed(src), i0, j0, sa, sa + LARGE_DEPTH * S::TB,
+                                      acc);
+                large_hermitian_store<F>(it, q, acc, 1.0, it.gram(1), it.fpart + it.tiles + q,
+                                         it.colpart, smem);
+                return;
+            }
+            case SK_GRAM_LARGE_STATS:
+                large_stats<F>(p, it);
+                return;
+            default:
+                SK_EXPECT(false);
+        }
     }
 }
 
-template <class T, class R>
+template <class T, class R, bool PRODUCTS>
 __device__ void large_dense(const sk_gram_params &p) {
     using F = RealField<R>;
-    large<F, false>(p, [&](uint32_t index, Cplx<R> *) { return DenseSource<T, F>(p, index); });
+    large<F, false, PRODUCTS>(p, [&](uint32_t index, Cplx<R> *) { return DenseSource<T, F>(p, index); });
 }
 
-template <class T, class R>
+template <class T, class R, bool PRODUCTS>
 __device__ void large_conv(const sk_gram_params &p) {
     using F = ComplexField<R>;
-    large<F, true>(p, [&](uint32_t index, Cplx<R> *tw) { return ConvSource<T, F>(p, index, tw); });
+    large<F, true, PRODUCTS>(p, [&](uint32_t index, Cplx<R> *tw) { return ConvSource<T, F>(p, index, tw); });
 }
 
 // Gradients: team `index` serves layer `index` by rerunning its maximizing block with P kept.
@@ -1688,6 +1815,9 @@ __device__ void conv_grad(const sk_gram_params &p) {
 // arithmetic 4 on sm_90 (64 registers; older targets spill there and keep 3), in f64 2 (about
 // 110; at 80 it spills).
 #define SK_GRAM_SMALL_BLOCKS 3
+// The large tier's products (GRAM, PGRAM): 2 blocks per SM, every storage and arithmetic type
+// (at most 128 registers; ptxas, sm_80..sm_90, no spills).
+#define SK_GRAM_PRODUCT_BLOCKS 2
 #define SK_GRAM_KERNELS(ST, T, RT, R, BLOCKS, MID_BLOCKS)                                       \
     SK_KERNEL(sk_gram_dense_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, BLOCKS,               \
               (sk::gram::dense<T, R, sk::gram::Tiers::BOTH, SK_GRAM_WARP_K, SK_GRAM_MAX_K>(p))) \
@@ -1703,9 +1833,13 @@ __device__ void conv_grad(const sk_gram_params &p) {
     SK_KERNEL(sk_gram_conv_grad_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,                \
               sk::gram::conv_grad<T, R>(p))                                                     \
     SK_KERNEL(sk_gram_large_dense_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,              \
-              sk::gram::large_dense<T, R>(p))                                                   \
+              (sk::gram::large_dense<T, R, false>(p)))                                          \
     SK_KERNEL(sk_gram_large_conv_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, 1,               \
-              sk::gram::large_conv<T, R>(p))
+              (sk::gram::large_conv<T, R, false>(p)))                                           \
+    SK_KERNEL(sk_gram_large_dense_product_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS,         \
+              SK_GRAM_PRODUCT_BLOCKS, (sk::gram::large_dense<T, R, true>(p)))                   \
+    SK_KERNEL(sk_gram_large_conv_product_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS,          \
+              SK_GRAM_PRODUCT_BLOCKS, (sk::gram::large_conv<T, R, true>(p)))
 
 SK_GRAM_KERNELS(f32, float, f32, float, SK_GRAM_F32_BLOCKS, SK_GRAM_MID_F32_BLOCKS)
 SK_GRAM_KERNELS(f32, float, f64, double, 1, 2)

@@ -254,6 +254,9 @@ typedef struct sk_gram_bound {
  *          needed (the last step, or every step when adaptive) the largest column and the
  *          Rayleigh quotient, and the adaptive test;
  *   FINISH (one block per item) the bounds, to out[index].
+ * The products that read both operands from the workspace (GRAM for t >= 2 or for convolutions,
+ * PGRAM) run in sk_gram_large_{dense,conv}_product_*, every other phase (dense GRAM t = 1 too)
+ * in sk_gram_large_{dense,conv}_*; the kernels check the choice under the emulator.
  * Tiles are SK_GRAM_LARGE_TILE_WIDE wide for real f32 arithmetic, SK_GRAM_LARGE_TILE otherwise;
  * k_pad = k rounded up to the tile. `large` lists the items in ascending k; a call passes the
  * suffix it serves, and workspace offsets count from that suffix's first entry.

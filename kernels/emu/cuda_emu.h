@@ -163,6 +163,15 @@ void yield(const char *file, int line);
 [[noreturn]] void trap(const char *file, int line);
 [[noreturn]] void assert_fail(const char *expr, const char *file, int line, const char *func);
 long long clock_tick();
+// cp.async: a copy of `bytes` (at most 16; both addresses multiples of it) of which the first
+// `src_bytes` come from src and the rest are zeros. Each thread's copies land in its shared
+// memory when it waits for their group, not before, so a read that a GPU could see racing the
+// copy reads stale data here.
+void async_copy(void *dst, const void *src, unsigned bytes, unsigned src_bytes, const char *file,
+                int line);
+void async_commit();
+// Waits until at most `newest_pending` committed groups of the calling thread are in flight.
+void async_wait(unsigned newest_pending);
 
 template <class T>
 struct identity {

@@ -178,6 +178,15 @@ std::vector<Kernel> &registry() {
 
 enum State : uint8_t { READY, RUNNING, WAIT_BAR, WAIT_WARP, DONE };
 
+// An asynchronous copy (cp.async) in flight: its bytes, read at issue, land at dst when the
+// issuing thread waits for its group (see async_wait).
+struct AsyncCopy {
+    void *dst;
+    unsigned bytes;
+    uint32_t group;
+    unsigned char data[16];
+};
+
 struct Fiber {
     Context ctx;
     char *stack_lo = nullptr;
@@ -195,6 +204,9 @@ struct Fiber {
     unsigned long long value = 0, result = 0;
     const char *file = "";
     int line = 0;
+    // cp.async: copies not yet landed, in issue order, and the number of the open group.
+    std::vector<AsyncCopy> async;
+    uint32_t async_open = 0;
 };
 
 struct Warp {
@@ -356,8 +368,25 @@ inline Emu &running(const char *what) {
     return *e;
 }
 
+// ---- asynchronous copies ---------------------------------------------------------------------------
+// Lands (in issue order) the copies of groups older than `before`, and forgets them.
+void land_async(Fiber *f, uint32_t before) {
+    size_t kept = 0;
+    for (size_t i = 0; i < f->async.size(); ++i) {
+        AsyncCopy &c = f->async[i];
+        if (c.group < before) {
+            memcpy(c.dst, c.data, c.bytes);
+        } else {
+            f->async[kept++] = c;
+        }
+    }
+    f->async.resize(kept);
+}
+
 // ---- thread lifecycle ----------------------------------------------------------------------------
 [[noreturn]] void thread_exit(Emu &e, Fiber *f) {
+    // Copies still in flight land, as they would on a GPU (the kernel should have waited).
+    land_async(f, UINT32_MAX);
     const uint32_t bit = 1u << f->lane;
     Warp &w = e.warps[f->warp];
     f->state = DONE;
@@ -656,6 +685,41 @@ void assert_fail(const char *expr, const char *file, int line, const char *func)
 
 long long clock_tick() { return g_clock.fetch_add(1, std::memory_order_relaxed) + 1; }
 
+void async_copy(void *dst, const void *src, unsigned bytes, unsigned src_bytes, const char *file,
+                int line) {
+    Emu &e = running("cp.async");
+    Fiber *f = e.cur;
+    if (bytes > sizeof(AsyncCopy::data) || src_bytes > bytes)
+        fail(e, SK_EMU_ERR_INVALID_ARG, "cp.async of %u bytes (%u from the source) at %s:%d",
+             bytes, src_bytes, file, line);
+    if (reinterpret_cast<uintptr_t>(dst) % bytes != 0 ||
+        (src_bytes > 0 && reinterpret_cast<uintptr_t>(src) % bytes != 0))
+        fail(e, SK_EMU_ERR_INVALID_ARG,
+             "misaligned cp.async of %u bytes at %s:%d (shared %p, global %p): both addresses "
+             "must be multiples of the size",
+             bytes, file, line, dst, src);
+    AsyncCopy c;
+    c.dst = dst;
+    c.bytes = bytes;
+    c.group = f->async_open;
+    memset(c.data, 0, sizeof(c.data));
+    if (src_bytes > 0) memcpy(c.data, src, src_bytes);
+    f->async.push_back(c);
+}
+
+void async_commit() {
+    Emu &e = running("cp.async.commit_group");
+    ++e.cur->async_open;
+}
+
+void async_wait(unsigned newest_pending) {
+    Emu &e = running("cp.async.wait_group");
+    Fiber *f = e.cur;
+    // Committed groups are 0 .. async_open - 1; all but the newest `newest_pending` land.
+    const uint32_t before = f->async_open > newest_pending ? f->async_open - newest_pending : 0;
+    land_async(f, before);
+}
+
 }  // namespace detail
 }  // namespace sk_emu
 
@@ -802,6 +866,8 @@ void run_block(Emu &e) {
         Fiber &f = e.fibers[i];
         f.state = READY;
         f.mask = 0;
+        f.async.clear();  // an earlier block's, abandoned by an error
+        f.async_open = 0;
 #ifdef SK_EMU_ASAN
         // Frames abandoned by an earlier error (or by fiber_main, which never returns) leave
         // poisoned redzones behind in the shadow memory.

@@ -1,6 +1,7 @@
 // Standalone self-test of the CPU emulator: small kernels exercising barriers, warp collectives
-// (including width < 32 and sub-warp masks), dynamic shared memory, multi-dimensional launches,
-// atomics and every error path, checked through the C API against CPU references.
+// (including width < 32 and sub-warp masks), dynamic shared memory, asynchronous copies,
+// multi-dimensional launches, atomics and every error path, checked through the C API against
+// CPU references.
 //
 //   I=<cuda>/include
 //   g++ -std=c++17 -O2 -Wall -Wextra -Wno-unknown-pragmas -fno-strict-aliasing -I$I -I$I/cccl
@@ -240,6 +241,43 @@ __device__ void dyn_body(const DynP &p) {
     p.out[b * n + t] = s[n - 1 - t];
 }
 TEST_KERNEL(st_dyn, DynP, 1024, dyn_body(p))
+
+// ---- kernels: asynchronous copies (cp.async) ------------------------------------------------------
+// Thread t copies in[t] (16 bytes) into shared memory in one group and zeros into a second slot
+// in a second group, recording what it reads before any wait, after waiting for all but the
+// newest group, and after waiting for all: the copies land exactly at the waits. Thread 0 then
+// waits for a copy issued by the last thread, which only lands when that thread exits, after the
+// barrier (it must not have landed at the barrier). `misalign` offsets the shared address by 4.
+struct AsyncP {
+    const uint32_t *in;  // 4 words per thread
+    uint32_t *out;       // 5 words per thread
+    int misalign;
+};
+__device__ void async_body(const AsyncP &p) {
+    uint32_t *s = static_cast<uint32_t *>(SK_EMU_DYNAMIC_SHARED());
+    const unsigned t = threadIdx.x, n = blockDim.x;
+    uint32_t *mine = s + 4 * t, *zeros = s + 4 * (n + t), *late = s + 8 * n;
+    for (int i = 0; i < 4; ++i) mine[i] = zeros[i] = 0xdeadbeefu;
+    if (t == 0) late[0] = 0xdeadbeefu;
+    __syncthreads();
+    ::sk_emu::detail::async_copy(mine + p.misalign, p.in + 4 * t, 16, 16, __FILE__, __LINE__);
+    ::sk_emu::detail::async_commit();
+    ::sk_emu::detail::async_copy(zeros, p.in + 4 * t, 16, 0, __FILE__, __LINE__);
+    ::sk_emu::detail::async_commit();
+    p.out[5 * t + 0] = mine[3];  // before any wait: not landed
+    ::sk_emu::detail::async_wait(1);
+    p.out[5 * t + 1] = mine[3];  // the older group landed
+    p.out[5 * t + 2] = zeros[0];  // the newest not yet
+    ::sk_emu::detail::async_wait(0);
+    p.out[5 * t + 3] = zeros[0] | zeros[3];  // zero-filled
+    if (t == n - 1) {
+        ::sk_emu::detail::async_copy(late, p.in, 16, 16, __FILE__, __LINE__);
+        ::sk_emu::detail::async_commit();
+    }
+    __syncthreads();
+    p.out[5 * t + 4] = late[0];  // thread n - 1 has not waited: still the old value
+}
+TEST_KERNEL(st_async, AsyncP, 1024, async_body(p))
 
 // ---- kernels: multi-dimensional grids and blocks ------------------------------------------------
 struct DimP {
@@ -676,6 +714,27 @@ static void test_dynamic_smem() {
     CHECK(misaligned == 0, "dynamic shared memory not 16-byte aligned");
 }
 
+static void test_async_copies() {
+    const unsigned threads = 64;
+    std::vector<uint32_t> in(4 * threads), out(5 * threads, 0);
+    for (unsigned i = 0; i < in.size(); ++i) in[i] = 1000 + i;
+    AsyncP p{in.data(), out.data(), 0};
+    const uint32_t smem = (8 * threads + 4) * sizeof(uint32_t);
+    Result r = launch("st_async", dim3(2), dim3(threads), p, smem);
+    CHECK(r.code == SK_EMU_OK, "%s", r.msg.c_str());
+    bool ok = true;
+    for (unsigned t = 0; t < threads; ++t) {
+        const uint32_t *o = &out[5 * t];
+        ok = ok && o[0] == 0xdeadbeefu && o[1] == in[4 * t + 3] && o[2] == 0xdeadbeefu &&
+             o[3] == 0 && o[4] == 0xdeadbeefu;
+    }
+    CHECK(ok, "copies land at the waits that cover their groups, zero-filled when empty");
+    p.misalign = 1;
+    r = launch("st_async", dim3(1), dim3(threads), p, smem);
+    CHECK(r.code == SK_EMU_ERR_INVALID_ARG && r.msg.find("misaligned cp.async") != std::string::npos,
+          "a misaligned copy is refused: %d %s", r.code, r.msg.c_str());
+}
+
 static void test_dims() {
     const dim3 grid(3, 2, 2), block(4, 4, 2);
     const unsigned tpb = 32, nb = 12;
@@ -898,6 +957,7 @@ int main() {
     test_votes();
     test_independent_scheduling();
     test_dynamic_smem();
+    test_async_copies();
     test_dims();
     test_atomics();
     test_order_and_determinism();

@@ -55,6 +55,8 @@ pub(crate) fn kernel_names() -> Vec<String> {
         "conv_grad",
         "large_dense",
         "large_conv",
+        "large_dense_product",
+        "large_conv_product",
     ]
     .iter()
     .flat_map(|kind| {
@@ -206,11 +208,22 @@ pub(crate) fn call_shape<T: Storage>(
     }
 }
 
+/// Whether a large-tier launch runs in the products kernel (`sk_gram_large_*_product_*`): the
+/// products whose operands both come from the workspace (GRAM for t >= 2 or for convolutions,
+/// PGRAM). Dense step 1 reads W through its source and stays in the phase kernel. The kernels
+/// check this choice (`large_direct` in kernels/gram.cu).
+fn large_direct(step: u32, t: u32, conv: bool) -> bool {
+    step == SK_GRAM_LARGE_PGRAM || (step == SK_GRAM_LARGE_GRAM && (t >= 2 || conv))
+}
+
 /// The large tier's launches for one pass (kernels/params.h): SCAN, FORM (convolutions), T
-/// steps of GRAM, STATS (and PGRAM with gradients), then FINISH (bounds) and/or GRADX.
+/// steps of GRAM, STATS (and PGRAM with gradients), then FINISH (bounds) and/or GRADX, each in
+/// the phase kernel `sk_gram_large_{dense,conv}_{types}` or the products kernel
+/// `sk_gram_large_{dense,conv}_product_{types}` (see [`large_direct`]); `types` is e.g.
+/// `f32_f32`.
 #[allow(clippy::too_many_arguments)]
 fn large_launches(
-    kernel: &str,
+    types: &str,
     pass: &LargePass,
     tables: &Tables,
     params: sk_gram_params,
@@ -249,8 +262,13 @@ fn large_launches(
         },
         ..params
     };
+    let family = if conv { "conv" } else { "dense" };
     let launch = |step: u32, t: u32, grid: u32| Launch {
-        kernel: kernel.to_string(),
+        kernel: if large_direct(step, t, conv) {
+            format!("sk_gram_large_{family}_product_{types}")
+        } else {
+            format!("sk_gram_large_{family}_{types}")
+        },
         grid,
         block: SK_GRAM_THREADS,
         shared_mem_bytes: 0,
@@ -480,13 +498,8 @@ pub(crate) fn plan<T: Storage>(
             name,
         )?);
     }
-    let large_kernel = format!(
-        "sk_gram_large_{}_{}_{name}",
-        if conv { "conv" } else { "dense" },
-        T::NAME
-    );
     large_launches(
-        &large_kernel,
+        &format!("{}_{name}", T::NAME),
         &shape.bounds,
         &tables,
         params,
@@ -582,7 +595,7 @@ pub(crate) fn plan_conv_grad<T: Storage>(
     let shape = call_shape::<T>(Kind::ConvGrad, &batch.large, precision);
     if let Some(pass) = shape.conv_grad {
         large_launches(
-            &format!("sk_gram_large_conv_{}_{name}", T::NAME),
+            &format!("{}_{name}", T::NAME),
             &pass,
             &tables,
             sk_gram_params {
