@@ -1147,6 +1147,11 @@ mod tests {
         let tables = Tables {
             order: 0x2000,
             grad: 0x3000,
+            large: 0x4000,
+            work: VecArg {
+                addr: 0x10_0000,
+                len: 1 << 40,
+            },
             ..Tables::none()
         };
         let launches = plan::<f32>(
@@ -1223,6 +1228,54 @@ mod tests {
         assert_eq!(launches[0].shared_mem_bytes, 8 * 16 * 18 * 4);
         assert_eq!((launches[1].grid, launches[1].params.warp_blocks), (1, 0));
         assert_eq!((launches[2].grid, launches[2].params.warp_blocks), (2, 1));
+    }
+
+    /// The large tier: the products that read the workspace (GRAM t >= 2, PGRAM; for
+    /// convolutions every GRAM) take the products kernel, every other phase (SCAN, dense GRAM
+    /// t = 1 read through the source, STATS, FINISH, GRADX) the phase kernel.
+    #[test]
+    fn large_products_run_in_their_own_kernels() {
+        // One large matrix (side 200 > 128), T = 6.
+        for kind in [Kind::Dense, Kind::DenseGrad] {
+            let (_, launches) = dense_plan(kind, &[(200, 210)]);
+            let mut steps = Vec::new();
+            for l in &launches {
+                let (step, t) = (l.params.step, l.params.t);
+                let product = if l.kernel == "sk_gram_large_dense_product_f32_f32" {
+                    true
+                } else {
+                    assert_eq!(
+                        l.kernel, "sk_gram_large_dense_f32_f32",
+                        "{kind:?} step {step}"
+                    );
+                    false
+                };
+                let expected =
+                    step == SK_GRAM_LARGE_PGRAM || (step == SK_GRAM_LARGE_GRAM && t >= 2);
+                assert_eq!(product, expected, "{kind:?} step {step} t {t}");
+                steps.push((step, t));
+            }
+            let grams: Vec<u32> = steps
+                .iter()
+                .filter(|s| s.0 == SK_GRAM_LARGE_GRAM)
+                .map(|s| s.1)
+                .collect();
+            assert_eq!(grams, [1, 2, 3, 4, 5, 6]);
+            let pgrams = steps.iter().filter(|s| s.0 == SK_GRAM_LARGE_PGRAM).count();
+            assert_eq!(pgrams, if kind == Kind::DenseGrad { 5 } else { 0 });
+        }
+        // Convolutions form X in the workspace first: every GRAM step is a direct product.
+        assert!(large_direct(SK_GRAM_LARGE_GRAM, 1, true));
+        assert!(!large_direct(SK_GRAM_LARGE_GRAM, 1, false));
+        for step in [
+            SK_GRAM_LARGE_SCAN,
+            SK_GRAM_LARGE_FORM,
+            SK_GRAM_LARGE_STATS,
+            SK_GRAM_LARGE_FINISH,
+            SK_GRAM_LARGE_GRADX,
+        ] {
+            assert!(!large_direct(step, 3, true) && !large_direct(step, 3, false));
+        }
     }
 
     /// Only small sides: one launch; no small or mid sides, or gradients: the kernel of both
