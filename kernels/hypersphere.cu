@@ -292,16 +292,36 @@ __device__ __forceinline__ void stage_in(int lane, uint32_t stage, const T *glob
     }
 }
 
-// Waits for the copies of this thread's stage_in calls.
+// Waits for the copies of this thread's stage_in and refill_chunk calls.
 __device__ __forceinline__ void stage_wait() {
     copy_async_commit();
     copy_async_wait<0>();
 }
 
+// Called by a finisher's last pass once a chunk's outputs are stored, so that its staged inputs
+// (col) have been read for the last time in this row. The register tiers pass NoRefill.
+struct NoRefill {
+    __device__ __forceinline__ void operator()(uint32_t) const {}
+};
+
 // Input i's staging area in the launch's dynamic shared memory.
 template <class T>
 __device__ __forceinline__ T *staging_area(int i, uint32_t stage) {
     return reinterpret_cast<T *>(SK_DYNAMIC_SMEM()) + static_cast<size_t>(i) * stage;
+}
+
+// The streaming tier's refill of staged input i: once chunk col of the current row has been
+// read for the last time, starts the copies of the next row's chunk col (segment `next`) into
+// the freed slot, so that the next row's loads overlap this row's last pass instead of following
+// it. Vector rows only; scalar rows (VEC = 1) are staged by stage_in after the row. The callers
+// form `next` where used from the row index (holding the next row's pointers through the passes
+// costs registers). Normalize backward does not refill: its 16-bit kernels then spill at the 80
+// registers of 3 blocks per SM, so it stages each row at the row's start.
+template <class T, int VEC>
+__device__ __forceinline__ void refill_chunk(int i, uint32_t stage, uint32_t col, const T *next) {
+    if constexpr (VEC > 1) {
+        if (col < stage) copy_async16(staging_area<T>(i, stage) + col, next + col, true);
+    }
 }
 
 // A per-channel scale in memory, or 1 where there is none.
@@ -349,9 +369,9 @@ struct MemSink {
 // normalize, forward: y = s * x * r
 // ============================================================================================
 
-template <class A, int TPS, int VEC, int CH, class T, class XS, class SS>
+template <class A, int TPS, int VEC, int CH, class T, class XS, class SS, class Refill = NoRefill>
 __device__ bool norm_fwd_finish(Team<TPS> &team, const sk_normalize_params &p, const XS &xs,
-                                const SS &scale, T *y) {
+                                const SS &scale, T *y, const Refill &refill = Refill{}) {
     A acc[VEC];
 #pragma unroll
     for (int e = 0; e < VEC; ++e) acc[e] = A(0);
@@ -372,6 +392,7 @@ __device__ bool norm_fwd_finish(Team<TPS> &team, const sk_normalize_params &p, c
 #pragma unroll
         for (int e = 0; e < VEC; ++e) out[e] = A(v[e]) * r * A(sv[e]);
         store_vec<T, VEC, A>(y + col, out);
+        refill(col);
     });
     return true;
 }
@@ -410,17 +431,26 @@ __device__ void norm_fwd_stream(const sk_normalize_params &p) {
     Team<TPS> team;
     const T *scale = static_cast<const T *>(p.scale);
     T *sx = staging_area<T>(0, p.stage);
+    SegCursor c(team.worker(), team.workers(), p.cols / p.group);
+    if (c.row < p.rows) stage_in<T, VEC>(team.lane, p.stage, c.in<T>(p.x, p.x_stride, p.group), sx);
 #pragma unroll 1
-    for (SegCursor c(team.worker(), team.workers(), p.cols / p.group); c.row < p.rows; c.next()) {
+    for (; c.row < p.rows; c.next()) {
         const T *xg = c.in<T>(p.x, p.x_stride, p.group);
-        stage_in<T, VEC>(team.lane, p.stage, xg, sx);
         stage_wait();
+        SegCursor n = c;
+        n.next();
+        const bool more = n.row < p.rows;
+        const auto refill = [&](uint32_t col) {
+            if (more) refill_chunk<T, VEC>(0, p.stage, col, n.in<T>(p.x, p.x_stride, p.group));
+        };
         const StagedSource<T, VEC> x{xg, sx, p.stage};
         T *y = c.out<T>(p.out, p.out_stride, p.group);
         const ScaleSource<T, VEC> s{scale ? scale + static_cast<uint64_t>(c.j) * p.group : nullptr};
-        if (!norm_fwd_finish<float, TPS, VEC, 0>(team, p, x, s, y)) {
-            norm_fwd_finish<double, TPS, VEC, 0>(team, p, x, s, y);
+        if (!norm_fwd_finish<float, TPS, VEC, 0>(team, p, x, s, y, refill)) {
+            norm_fwd_finish<double, TPS, VEC, 0>(team, p, x, s, y, refill);
         }
+        if (VEC == 1 && more)
+            stage_in<T, VEC>(team.lane, p.stage, n.in<T>(p.x, p.x_stride, p.group), sx);
     }
 }
 
@@ -712,9 +742,11 @@ __device__ __forceinline__ bool lerp_input_norms(Team<TPS> &team, const sk_lerp_
     return true;
 }
 
-template <class A, int TPS, int VEC, int CH, class T, class HS, class US, class AS>
+template <class A, int TPS, int VEC, int CH, class T, class HS, class US, class AS,
+          class Refill = NoRefill>
 __device__ bool lerp_fwd_finish(Team<TPS> &team, const sk_lerp_params &p, const HS &hs,
-                                const US &us, const AS &alphas, T *y) {
+                                const US &us, const AS &alphas, T *y,
+                                const Refill &refill = Refill{}) {
     const A eps = A(p.eps);
     LerpNorms<A> n;
     if (!lerp_input_norms<A, TPS, VEC, CH>(team, p, hs, us, n)) return false;
@@ -746,6 +778,7 @@ __device__ bool lerp_fwd_finish(Team<TPS> &team, const sk_lerp_params &p, const 
         for (int e = 0; e < VEC; ++e)
             out[e] = lerp_z(A(h[e]) * rh, A(u[e]) * ru, A(al.al[e]), A(al.om[e])) * rz;
         store_vec<T, VEC, A>(y + col, out);
+        refill(col);
     });
     return true;
 }
@@ -788,17 +821,30 @@ __device__ void lerp_fwd_stream(const sk_lerp_params &p) {
     Team<TPS> team;
     const AlphaMem<T, VEC> alphas{&p};
     T *sh = staging_area<T>(0, p.stage), *su = staging_area<T>(1, p.stage);
+    const uint64_t first = team.worker(), step = team.workers();
+    if (first < p.rows) {
+        stage_in<T, VEC>(team.lane, p.stage, static_cast<const T *>(p.h) + first * p.h_stride, sh);
+        stage_in<T, VEC>(team.lane, p.stage, static_cast<const T *>(p.u) + first * p.u_stride, su);
+    }
 #pragma unroll 1
-    for (uint64_t row = team.worker(); row < p.rows; row += team.workers()) {
+    for (uint64_t row = first; row < p.rows; row += step) {
         const T *hg = static_cast<const T *>(p.h) + row * p.h_stride;
         const T *ug = static_cast<const T *>(p.u) + row * p.u_stride;
-        stage_in<T, VEC>(team.lane, p.stage, hg, sh);
-        stage_in<T, VEC>(team.lane, p.stage, ug, su);
         stage_wait();
+        const bool more = row + step < p.rows;
+        const auto refill = [&](uint32_t col) {
+            if (!more) return;
+            refill_chunk<T, VEC>(0, p.stage, col, hg + step * p.h_stride);
+            refill_chunk<T, VEC>(1, p.stage, col, ug + step * p.u_stride);
+        };
         const StagedSource<T, VEC> h{hg, sh, p.stage}, u{ug, su, p.stage};
         T *y = static_cast<T *>(p.out) + row * p.out_stride;
-        if (!lerp_fwd_finish<float, TPS, VEC, 0>(team, p, h, u, alphas, y)) {
-            lerp_fwd_finish<double, TPS, VEC, 0>(team, p, h, u, alphas, y);
+        if (!lerp_fwd_finish<float, TPS, VEC, 0>(team, p, h, u, alphas, y, refill)) {
+            lerp_fwd_finish<double, TPS, VEC, 0>(team, p, h, u, alphas, y, refill);
+        }
+        if (VEC == 1 && more) {
+            stage_in<T, VEC>(team.lane, p.stage, hg + step * p.h_stride, sh);
+            stage_in<T, VEC>(team.lane, p.stage, ug + step * p.u_stride, su);
         }
     }
 }
@@ -830,10 +876,11 @@ __device__ __forceinline__ LerpGrad<A> lerp_grad(A h, A u, A dy, A alpha, A om, 
 }
 
 template <class A, int TPS, int VEC, int CH, class T, class HS, class US, class GS, class AS,
-          class Sink>
+          class Sink, class Refill = NoRefill>
 __device__ bool lerp_bwd_finish(Team<TPS> &team, const sk_lerp_params &p, const HS &hs,
                                 const US &us, const GS &dys, const AS &alphas, T *dh, T *du,
-                                Sink &sink, double *coef = nullptr) {
+                                Sink &sink, double *coef = nullptr,
+                                const Refill &refill = Refill{}) {
     const bool renorm = (p.flags & SK_LERP_RENORM_H) != 0;
     const A eps = A(p.eps);
     LerpNorms<A> n;
@@ -901,6 +948,7 @@ __device__ bool lerp_bwd_finish(Team<TPS> &team, const sk_lerp_params &p, const 
         }
         store_vec<T, VEC, A>(du + col, ou);
         store_vec<T, VEC, A>(dh + col, oh);
+        refill(col);
     });
     if (coef != nullptr && team.lane == 0) {
         // For the dp column pass (lerp_dp_columns): everything it needs to redo sink.add's term.
@@ -989,23 +1037,40 @@ __device__ void lerp_bwd_stream(const sk_lerp_params &p) {
                  p.p_len != 1, 0.0};
     T *sh = staging_area<T>(0, p.stage), *su = staging_area<T>(1, p.stage);
     T *sdy = staging_area<T>(2, p.stage);
+    const uint64_t step = team.workers();
+    if (w < p.rows) {
+        stage_in<T, VEC>(team.lane, p.stage, static_cast<const T *>(p.h) + w * p.h_stride, sh);
+        stage_in<T, VEC>(team.lane, p.stage, static_cast<const T *>(p.u) + w * p.u_stride, su);
+        stage_in<T, VEC>(team.lane, p.stage, static_cast<const T *>(p.dy) + w * p.dy_stride, sdy);
+    }
 #pragma unroll 1
-    for (uint64_t row = w; row < p.rows; row += team.workers()) {
+    for (uint64_t row = w; row < p.rows; row += step) {
         const T *hg = static_cast<const T *>(p.h) + row * p.h_stride;
         const T *ug = static_cast<const T *>(p.u) + row * p.u_stride;
         const T *dyg = static_cast<const T *>(p.dy) + row * p.dy_stride;
-        stage_in<T, VEC>(team.lane, p.stage, hg, sh);
-        stage_in<T, VEC>(team.lane, p.stage, ug, su);
-        stage_in<T, VEC>(team.lane, p.stage, dyg, sdy);
         stage_wait();
+        const bool more = row + step < p.rows;
+        const auto refill = [&](uint32_t col) {
+            if (!more) return;
+            refill_chunk<T, VEC>(0, p.stage, col, hg + step * p.h_stride);
+            refill_chunk<T, VEC>(1, p.stage, col, ug + step * p.u_stride);
+            refill_chunk<T, VEC>(2, p.stage, col, dyg + step * p.dy_stride);
+        };
         const StagedSource<T, VEC> h{hg, sh, p.stage}, u{ug, su, p.stage}, dy{dyg, sdy, p.stage};
         T *dh = static_cast<T *>(p.out) + row * p.out_stride;
         T *du = static_cast<T *>(p.out_u) + row * p.out_u_stride;
         // The sink changes only in the last phase, after every check, so a failed f32 attempt
         // leaves nothing behind for the f64 one.
         double *coef = p.row_coef ? p.row_coef + row * SK_LERP_COEFS : nullptr;
-        if (!lerp_bwd_finish<float, TPS, VEC, 0>(team, p, h, u, dy, alphas, dh, du, sink, coef)) {
-            lerp_bwd_finish<double, TPS, VEC, 0>(team, p, h, u, dy, alphas, dh, du, sink, coef);
+        if (!lerp_bwd_finish<float, TPS, VEC, 0>(team, p, h, u, dy, alphas, dh, du, sink, coef,
+                                                 refill)) {
+            lerp_bwd_finish<double, TPS, VEC, 0>(team, p, h, u, dy, alphas, dh, du, sink, coef,
+                                                 refill);
+        }
+        if (VEC == 1 && more) {
+            stage_in<T, VEC>(team.lane, p.stage, hg + step * p.h_stride, sh);
+            stage_in<T, VEC>(team.lane, p.stage, ug + step * p.u_stride, su);
+            stage_in<T, VEC>(team.lane, p.stage, dyg + step * p.dy_stride, sdy);
         }
         sink.first = false;
     }

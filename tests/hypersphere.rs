@@ -1132,6 +1132,33 @@ mod emulator_only {
     }
 
     #[test]
+    fn streaming_workers_loop_over_rows() {
+        // One emulated SM: a forward grid holds at most 8 waves of 8 blocks and a backward one
+        // (with column sums) one wave, so with these row counts workers take two rows or more,
+        // and the next row's staging, started during a row's last pass, is used. Rows staged
+        // whole and in part, vector and scalar rows, every op.
+        let mut rng = Rng::new();
+        for budget in [30_000, 227 * 1024] {
+            let b = &Emu(Emulator::new(1).with_stream_smem(budget));
+            for (i, backward) in [(0, false), (1, true), (2, false), (3, true)] {
+                let rows = if backward { 19 } else { 75 };
+                let lerp = lerp_ops(Tier::Stream, i);
+                lerp_case::<bf16, _>(b, &mut rng, &lerp, rows, 1600, 0, 0, i == 2, backward);
+                lerp_case::<f32, _>(b, &mut rng, &lerp, rows, 1203, 0, 0, i == 3, backward);
+                lerp_case::<f16, _>(b, &mut rng, &lerp, rows, 1024, 8, 0, i == 1, backward);
+                let op = Normalize::new(EPS_MODES[i]).with_tier(Tier::Stream);
+                if backward {
+                    normalize_bwd_case::<f16, _>(b, &mut rng, &op, rows, 1024, 8, 0, i == 1);
+                    normalize_bwd_case::<f32, _>(b, &mut rng, &op, rows, 1203, 0, 0, i == 3);
+                } else {
+                    normalize_case::<bf16, _>(b, &mut rng, &op, rows, 2000, 0, 0, i == 0);
+                    normalize_case::<f32, _>(b, &mut rng, &op, rows, 1203, 0, 0, i == 2);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn lerp_dp_column_pass_covers_chunks_slabs_and_f64_rows() {
         // On the streaming tier dp per channel comes from a column pass (lerp_dp_columns): rows
         // in chunks (the last one short), columns in slabs of 256 threads (the last one
