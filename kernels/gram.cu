@@ -1160,12 +1160,12 @@ __device__ __forceinline__ void upper_tile(int q, int nb, int &bi, int &bj) {
 }
 
 // N consecutive field elements from shared memory as 16-byte words, into out[0..N). The large
-// tier reads its operand runs this way: left to itself the compiler issued 8-byte loads (it
-// cannot prove the alignment), twice the load instructions per FMA, and with the runs of one
-// warp 16 bytes apart, two-way bank conflicts on each (sm_90 PTX of 2026-12-07: 8 ld.shared.v2
-// per 64 FMA). The layout makes every run 16-byte aligned: panels start at 16-byte boundaries,
-// rows are TB entries, runs start at multiples of H entries (checked under the emulator, where
-// a misaligned vector access would not fault as it does on the GPU).
+// tier reads its operand runs this way. Left to itself the front end emits 8-byte loads (it
+// cannot prove the alignment; sm_90 PTX of 2026-12-07: 8 ld.shared.v2 per 64 FMA), which ptxas
+// happened to merge into LDS.128 (scripts/sass_loops.py); this states the width instead of
+// relying on that. The layout makes every run 16-byte aligned: panels start at 16-byte
+// boundaries, rows are TB entries, runs start at multiples of H entries (checked under the
+// emulator, where a misaligned vector access would not fault as it does on the GPU).
 template <int N, class E>
 __device__ __forceinline__ void load_run16(const E *src, E *out) {
     static_assert(N * sizeof(E) % 16 == 0, "whole 16-byte words");
@@ -1256,8 +1256,8 @@ __device__ void large_tile_product(const LoadA &load_a, const LoadB &load_b, boo
 // asynchronous copies, double-buffered: panel i + 1 is in flight while panel i is multiplied,
 // with one barrier per panel. Without the register staging of large_tile_product (and its
 // per-entry loads, bounds tests and stores) the products fit the 128 registers of two blocks per
-// SM. Panels are DIRECT_DEPTH rows deep, so the two stages take 4 DIRECT_DEPTH TB entries
-// (32 KiB in every field).
+// SM. Panels are DEPTH rows deep (half LARGE_DEPTH for 16-byte complex f64 entries), so the two
+// stages take 4 DEPTH TB entries: 32 KiB in every field.
 template <class F>
 struct DirectPanels {
     using E = typename F::elem;
@@ -1716,11 +1716,13 @@ __device__ void large(const sk_gram_params &p, MakeSource make) {
     const int done = it.state->done_at;
     if (p.t >= 2 && done > 0 && (p.step != SK_GRAM_LARGE_PGRAM || static_cast<int>(p.t) > done))
         return;
+    // Products: upper tile q = part of the item's matrix, at (i0, j0). (Only there: for the
+    // other phases `part` is no tile number.)
     const int q = static_cast<int>(part);
     E acc[S::MT][S::MT];
     int i0, j0;
-    large_tile_origin<F>(it, q, i0, j0);
     if constexpr (PRODUCTS) {
+        large_tile_origin<F>(it, q, i0, j0);
         E *stages = reinterpret_cast<E *>(smem);
         const int ld = it.k_pad;
         if (p.step == SK_GRAM_LARGE_GRAM) {
@@ -1755,6 +1757,7 @@ __device__ void large(const sk_gram_params &p, MakeSource make) {
                 return;
             }
             case SK_GRAM_LARGE_GRAM: {  // dense step 1: M_1 = X^H X, X read through the source
+                large_tile_origin<F>(it, q, i0, j0);
                 const int k = it.k;
                 const auto load = [&](int r, int c) { return c < k ? src.load(r, c, s) : F::zero(); };
                 E *sa = reinterpret_cast<E *>(smem);
