@@ -1177,6 +1177,26 @@ __device__ __forceinline__ void load_run16(const E *src, E *out) {
     }
 }
 
+// One row of the panels into thread (tx, ty)'s tile: acc[u][v] += conj(a[S::at(ty, u)])
+// b[S::at(tx, v)], a and b the row of A's and of B's panel (TB entries each).
+template <class F>
+__device__ __forceinline__ void multiply_row(const typename F::elem *a, const typename F::elem *b,
+                                             int tx, int ty,
+                                             typename F::elem (&acc)[LargeShape<F>::MT]
+                                                                    [LargeShape<F>::MT]) {
+    using S = LargeShape<F>;
+    constexpr int MT = S::MT;
+    typename F::elem x[MT], y[MT];
+    load_run16<S::H>(a + S::at(ty, 0), x);
+    load_run16<S::H>(a + S::at(ty, S::H), x + S::H);
+    load_run16<S::H>(b + S::at(tx, 0), y);
+    load_run16<S::H>(b + S::at(tx, S::H), y + S::H);
+#pragma unroll
+    for (int u = 0; u < MT; ++u)
+#pragma unroll
+        for (int v = 0; v < MT; ++v) F::acc_conj(acc[u][v], x[u], y[v]);
+}
+
 // acc = sum over rows p < rows of conj(A[p][i0 + row]) B[p][j0 + col], with load_a(p, c) and
 // load_b(p, c) giving A[p][c] and B[p][c] (zero outside the matrices); `same`: A = B (a
 // diagonal tile then loads one panel). Panels go through registers (the next one is fetched
@@ -1237,15 +1257,7 @@ __device__ void large_tile_product(const LoadA &load_a, const LoadB &load_b, boo
         if (p0 + LARGE_DEPTH < rows) fetch(p0 + LARGE_DEPTH);
 #pragma unroll 4
         for (int pp = 0; pp < LARGE_DEPTH; ++pp) {
-            E a[MT], b[MT];  // the entries S::at(ty, u) and S::at(tx, u), u < MT
-            load_run16<S::H>(sa + pp * TB + S::at(ty, 0), a);
-            load_run16<S::H>(sa + pp * TB + S::at(ty, S::H), a + S::H);
-            load_run16<S::H>(pb + pp * TB + S::at(tx, 0), b);
-            load_run16<S::H>(pb + pp * TB + S::at(tx, S::H), b + S::H);
-#pragma unroll
-            for (int u = 0; u < MT; ++u)
-#pragma unroll
-                for (int v = 0; v < MT; ++v) F::acc_conj(acc[u][v], a[u], b[v]);
+            multiply_row<F>(sa + pp * TB, pb + pp * TB, tx, ty, acc);
         }
     }
 }
@@ -1313,15 +1325,7 @@ __device__ void large_tile_product_direct(const typename F::elem *a, const typen
         // registers the 8 x 8 tiles spill at 128; the latency is hidden by the other block.
 #pragma unroll 1
         for (int pp = 0; pp < DEPTH; ++pp) {
-            E x[MT], y[MT];  // the entries S::at(ty, u) and S::at(tx, u), u < MT
-            load_run16<S::H>(sa + pp * TB + S::at(ty, 0), x);
-            load_run16<S::H>(sa + pp * TB + S::at(ty, S::H), x + S::H);
-            load_run16<S::H>(pb + pp * TB + S::at(tx, 0), y);
-            load_run16<S::H>(pb + pp * TB + S::at(tx, S::H), y + S::H);
-#pragma unroll
-            for (int u = 0; u < MT; ++u)
-#pragma unroll
-                for (int v = 0; v < MT; ++v) F::acc_conj(acc[u][v], x[u], y[v]);
+            multiply_row<F>(sa + pp * TB, pb + pp * TB, tx, ty, acc);
         }
     }
 }

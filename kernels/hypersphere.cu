@@ -311,16 +311,19 @@ __device__ __forceinline__ T *staging_area(int i, uint32_t stage) {
 }
 
 // The streaming tier's refill of staged input i: once chunk col of the current row has been
-// read for the last time, starts the copies of the next row's chunk col (segment `next`) into
-// the freed slot, so that the next row's loads overlap this row's last pass instead of following
-// it. Vector rows only; scalar rows (VEC = 1) are staged by stage_in after the row. The callers
-// form `next` where used from the row index (holding the next row's pointers through the passes
-// costs registers). Normalize backward does not refill: its 16-bit kernels then spill at the 80
-// registers of 3 blocks per SM, so it stages each row at the row's start.
+// read for the last time, copies the next row's chunk col (segment `next`) into the freed slot,
+// so that the next row's loads overlap this row's last pass instead of following it (vector
+// chunks asynchronously; scalar ones directly). The callers form `next` where used from the row
+// index (holding the next row's pointers through the passes costs registers). Normalize
+// backward does not refill: its 16-bit kernels then spill at the 80 registers of 3 blocks per
+// SM, so it stages each row at the row's start.
 template <class T, int VEC>
 __device__ __forceinline__ void refill_chunk(int i, uint32_t stage, uint32_t col, const T *next) {
-    if constexpr (VEC > 1) {
-        if (col < stage) copy_async16(staging_area<T>(i, stage) + col, next + col, true);
+    if (col >= stage) return;
+    if constexpr (VEC == 1) {
+        staging_area<T>(i, stage)[col] = next[col];
+    } else {
+        copy_async16(staging_area<T>(i, stage) + col, next + col, true);
     }
 }
 
@@ -449,8 +452,6 @@ __device__ void norm_fwd_stream(const sk_normalize_params &p) {
         if (!norm_fwd_finish<float, TPS, VEC, 0>(team, p, x, s, y, refill)) {
             norm_fwd_finish<double, TPS, VEC, 0>(team, p, x, s, y, refill);
         }
-        if (VEC == 1 && more)
-            stage_in<T, VEC>(team.lane, p.stage, n.in<T>(p.x, p.x_stride, p.group), sx);
     }
 }
 
@@ -814,6 +815,34 @@ __device__ void lerp_fwd_tile(const sk_lerp_params &p) {
         });
 }
 
+// Input i of lerp row `row` (the streaming tier's staged inputs): h, u, then dy.
+template <class T>
+__device__ __forceinline__ const T *lerp_row(const sk_lerp_params &p, int i, uint64_t row) {
+    const void *base = i == 0 ? p.h : (i == 1 ? p.u : p.dy);
+    const uint64_t stride = i == 0 ? p.h_stride : (i == 1 ? p.u_stride : p.dy_stride);
+    return static_cast<const T *>(base) + row * stride;
+}
+
+// The streaming lerp kernels' staging of their N inputs: the whole of a worker's first row
+// before its loop (lerp_stage_first), then each next row chunk by chunk during the current
+// row's last pass (lerp_refill, through refill_chunk).
+template <class T, int VEC, int N>
+__device__ __forceinline__ void lerp_stage_first(int lane, const sk_lerp_params &p,
+                                                 uint64_t row) {
+    if (row >= p.rows) return;
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+        stage_in<T, VEC>(lane, p.stage, lerp_row<T>(p, i, row), staging_area<T>(i, p.stage));
+}
+
+template <class T, int VEC, int N>
+__device__ __forceinline__ void lerp_refill(const sk_lerp_params &p, uint64_t next,
+                                            uint32_t col) {
+    if (next >= p.rows) return;
+#pragma unroll
+    for (int i = 0; i < N; ++i) refill_chunk<T, VEC>(i, p.stage, col, lerp_row<T>(p, i, next));
+}
+
 template <class T, int VEC>
 __device__ void lerp_fwd_stream(const sk_lerp_params &p) {
     constexpr int TPS = SK_STREAM_THREADS;
@@ -821,30 +850,17 @@ __device__ void lerp_fwd_stream(const sk_lerp_params &p) {
     Team<TPS> team;
     const AlphaMem<T, VEC> alphas{&p};
     T *sh = staging_area<T>(0, p.stage), *su = staging_area<T>(1, p.stage);
-    const uint64_t first = team.worker(), step = team.workers();
-    if (first < p.rows) {
-        stage_in<T, VEC>(team.lane, p.stage, static_cast<const T *>(p.h) + first * p.h_stride, sh);
-        stage_in<T, VEC>(team.lane, p.stage, static_cast<const T *>(p.u) + first * p.u_stride, su);
-    }
+    const uint64_t step = team.workers();
+    lerp_stage_first<T, VEC, 2>(team.lane, p, team.worker());
 #pragma unroll 1
-    for (uint64_t row = first; row < p.rows; row += step) {
-        const T *hg = static_cast<const T *>(p.h) + row * p.h_stride;
-        const T *ug = static_cast<const T *>(p.u) + row * p.u_stride;
+    for (uint64_t row = team.worker(); row < p.rows; row += step) {
+        const T *hg = lerp_row<T>(p, 0, row), *ug = lerp_row<T>(p, 1, row);
         stage_wait();
-        const bool more = row + step < p.rows;
-        const auto refill = [&](uint32_t col) {
-            if (!more) return;
-            refill_chunk<T, VEC>(0, p.stage, col, hg + step * p.h_stride);
-            refill_chunk<T, VEC>(1, p.stage, col, ug + step * p.u_stride);
-        };
+        const auto refill = [&](uint32_t col) { lerp_refill<T, VEC, 2>(p, row + step, col); };
         const StagedSource<T, VEC> h{hg, sh, p.stage}, u{ug, su, p.stage};
         T *y = static_cast<T *>(p.out) + row * p.out_stride;
         if (!lerp_fwd_finish<float, TPS, VEC, 0>(team, p, h, u, alphas, y, refill)) {
             lerp_fwd_finish<double, TPS, VEC, 0>(team, p, h, u, alphas, y, refill);
-        }
-        if (VEC == 1 && more) {
-            stage_in<T, VEC>(team.lane, p.stage, hg + step * p.h_stride, sh);
-            stage_in<T, VEC>(team.lane, p.stage, ug + step * p.u_stride, su);
         }
     }
 }
@@ -1038,24 +1054,13 @@ __device__ void lerp_bwd_stream(const sk_lerp_params &p) {
     T *sh = staging_area<T>(0, p.stage), *su = staging_area<T>(1, p.stage);
     T *sdy = staging_area<T>(2, p.stage);
     const uint64_t step = team.workers();
-    if (w < p.rows) {
-        stage_in<T, VEC>(team.lane, p.stage, static_cast<const T *>(p.h) + w * p.h_stride, sh);
-        stage_in<T, VEC>(team.lane, p.stage, static_cast<const T *>(p.u) + w * p.u_stride, su);
-        stage_in<T, VEC>(team.lane, p.stage, static_cast<const T *>(p.dy) + w * p.dy_stride, sdy);
-    }
+    lerp_stage_first<T, VEC, 3>(team.lane, p, w);
 #pragma unroll 1
     for (uint64_t row = w; row < p.rows; row += step) {
-        const T *hg = static_cast<const T *>(p.h) + row * p.h_stride;
-        const T *ug = static_cast<const T *>(p.u) + row * p.u_stride;
-        const T *dyg = static_cast<const T *>(p.dy) + row * p.dy_stride;
+        const T *hg = lerp_row<T>(p, 0, row), *ug = lerp_row<T>(p, 1, row);
+        const T *dyg = lerp_row<T>(p, 2, row);
         stage_wait();
-        const bool more = row + step < p.rows;
-        const auto refill = [&](uint32_t col) {
-            if (!more) return;
-            refill_chunk<T, VEC>(0, p.stage, col, hg + step * p.h_stride);
-            refill_chunk<T, VEC>(1, p.stage, col, ug + step * p.u_stride);
-            refill_chunk<T, VEC>(2, p.stage, col, dyg + step * p.dy_stride);
-        };
+        const auto refill = [&](uint32_t col) { lerp_refill<T, VEC, 3>(p, row + step, col); };
         const StagedSource<T, VEC> h{hg, sh, p.stage}, u{ug, su, p.stage}, dy{dyg, sdy, p.stage};
         T *dh = static_cast<T *>(p.out) + row * p.out_stride;
         T *du = static_cast<T *>(p.out_u) + row * p.out_u_stride;
@@ -1066,11 +1071,6 @@ __device__ void lerp_bwd_stream(const sk_lerp_params &p) {
                                                  refill)) {
             lerp_bwd_finish<double, TPS, VEC, 0>(team, p, h, u, dy, alphas, dh, du, sink, coef,
                                                  refill);
-        }
-        if (VEC == 1 && more) {
-            stage_in<T, VEC>(team.lane, p.stage, hg + step * p.h_stride, sh);
-            stage_in<T, VEC>(team.lane, p.stage, ug + step * p.u_stride, su);
-            stage_in<T, VEC>(team.lane, p.stage, dyg + step * p.dy_stride, sdy);
         }
         sink.first = false;
     }
