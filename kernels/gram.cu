@@ -38,10 +38,19 @@ __device__ __forceinline__ double narrow<double>(double v) {
     return v;
 }
 
+// 2^e as a double, exactly, for e within double's normal exponents [-1022, 1023] (callers keep
+// it there). x * exp2i(e) is x 2^e correctly rounded, the same as ldexp(x, e), in one
+// multiplication: ldexp is about 18 instructions with four multiplications, which the one-tier
+// kernels paid per entry in their scaling and per step.
+__device__ __forceinline__ double exp2i(int e) {
+    SK_EXPECT(e >= -1022 && e <= 1023);
+    return __longlong_as_double(static_cast<long long>(e + 1023) << 52);
+}
+
 // 2^e in the arithmetic type, for |e| within its normal range (callers keep it there).
 template <class R>
 __device__ __forceinline__ R pow2(int e) {
-    return static_cast<R>(ldexp(1.0, e));
+    return static_cast<R>(exp2i(e));
 }
 
 template <class R>
@@ -219,8 +228,14 @@ struct DenseSource {
     }
     __device__ double raw_at(int row, int c) const { return widen<T>(w[at(row, c)]); }
     // X 2^-s, rounded once to the arithmetic type (load_whole computes the same from raw_at).
+    // For 16- and 32-bit storage s = ilogb(largest |entry|) is within [-149, 127], so 2^-s is a
+    // normal double; f64 storage can have s down to -1074.
     __device__ static typename F::elem scaled(double raw, int s) {
-        return F::from(ldexp(raw, -s));
+        if constexpr (sizeof(T) < sizeof(double)) {
+            return F::from(raw * exp2i(-s));
+        } else {
+            return F::from(ldexp(raw, -s));
+        }
     }
     __device__ typename F::elem load(int row, int c, int s) const {
         return scaled(raw_at(row, c), s);
@@ -329,6 +344,46 @@ struct ConvSource {
     // fma sums gamma(2 taps^2 + 4); 16 u + 2 gamma per unit of 2 taps^2, over l k entries.
     __device__ double dft_error() const;
 };
+
+// ---- operand runs as wide shared-memory words ---------------------------------------------------
+// N consecutive field elements from shared memory into out[0..N) (load_run), or from v[0..N)
+// into shared memory (store_run), as 16-byte words, or 8-byte ones where N elements are not a
+// whole number of 16 bytes. The front end cannot prove the alignment of a run at a runtime row
+// stride, so left to itself it emits element-wide accesses (or, in the large tier, 8-byte loads
+// that ptxas happened to merge: sm_90 PTX of 2026-12-07, 8 ld.shared.v2 per 64 FMA); this
+// states the width. Callers' layouts align every run (panels and buffers start at 16-byte
+// boundaries, row strides and run starts are multiples of the run); the emulator checks it,
+// since a misaligned vector access does not fault there as it does on the GPU.
+template <int N, class E>
+struct RunWord {
+    static constexpr int BYTES = N * sizeof(E) % 16 == 0 ? 16 : 8;
+    static_assert(N * sizeof(E) % BYTES == 0, "whole 8-byte words");
+    using type = typename std::conditional<BYTES == 16, uint4, uint2>::type;
+    static constexpr int COUNT = N * static_cast<int>(sizeof(E)) / BYTES;
+};
+
+template <int N, class E>
+__device__ __forceinline__ void load_run(const E *src, E *out) {
+    using W = RunWord<N, E>;
+    SK_EXPECT(reinterpret_cast<uintptr_t>(src) % W::BYTES == 0);
+#pragma unroll
+    for (int w = 0; w < W::COUNT; ++w) {
+        const typename W::type word = reinterpret_cast<const typename W::type *>(src)[w];
+        memcpy(reinterpret_cast<unsigned char *>(out) + W::BYTES * w, &word, W::BYTES);
+    }
+}
+
+template <int N, class E>
+__device__ __forceinline__ void store_run(E *dst, const E *v) {
+    using W = RunWord<N, E>;
+    SK_EXPECT(reinterpret_cast<uintptr_t>(dst) % W::BYTES == 0);
+#pragma unroll
+    for (int w = 0; w < W::COUNT; ++w) {
+        typename W::type word;
+        memcpy(&word, reinterpret_cast<const unsigned char *>(v) + W::BYTES * w, W::BYTES);
+        reinterpret_cast<typename W::type *>(dst)[w] = word;
+    }
+}
 
 // ---- upper-triangle tiles ---------------------------------------------------------------------
 // The Gram of a k_pad x k_pad Hermitian matrix is computed tile by tile: TS x TS tiles (bi, bj),
@@ -443,6 +498,110 @@ __device__ __forceinline__ void zero(typename F::elem (&acc)[MAXT][TS][TS]) {
             for (int v = 0; v < TS; ++v) acc[t][u][v] = F::zero();
 }
 
+// ---- the products of a step ------------------------------------------------------------------
+// A step's product acc = x^H y over the first `rows` rows of two k_pad-wide panels (step 1:
+// X^H X of a panel of X; later steps: M M of the Gram power, which is Hermitian; gradients:
+// P M), held by the team in registers, then stored, scaled by an exact power of two, as the
+// next Gram power. Two ways to split it over the team:
+//
+// TriangleProduct: the upper triangle's TS x TS tiles, up to MAXT per thread, mirrored on
+// store, the diagonal made real; for any field and for P M (whose computed lower part would not
+// be the mirror of its upper one). k is padded to a multiple of TS, rows are TS longer.
+template <class F, int TS, int MAXT>
+struct TriangleProduct {
+    using E = typename F::elem;
+    using Owned = Tiles<TS, MAXT>;
+    using Acc = E[MAXT][TS][TS];
+    static constexpr int PAD = TS;     // k_pad is a multiple of it
+    static constexpr int LD_PAD = TS;  // rows k_pad + LD_PAD long: TS-aligned, banks shift per row
+    static constexpr bool ANY_OPERANDS = true;
+    static constexpr bool ONE_TILE = MAXT == 1;
+
+    __device__ static Owned owned(int rank, int nt, int k_pad) { return Owned(rank, nt, k_pad / TS); }
+    __device__ static void zero(Acc &acc) { gram::zero<F>(acc); }
+    __device__ static void accumulate(const E *x, const E *y, int ld, int rows, const Owned &o,
+                                      Acc &acc) {
+        gram_accumulate<F, TS, MAXT>(x, y, ld, rows, o, acc);
+    }
+    __device__ static void store(E *m, int ld, const Owned &o, const Acc &acc,
+                                 typename F::real scale) {
+        store_tiles<F, TS, MAXT>(m, ld, o, acc, scale);
+    }
+    __device__ static double sumsq(const Owned &o, const Acc &acc) { return tiles_sumsq<F>(o, acc); }
+};
+
+// FullProduct: every TR x TC tile of the whole real k_pad x k_pad result, at most one per
+// thread (the caller's sides keep (k_pad / TR)(k_pad / TC) <= the team). It serves only
+// products whose result is symmetric entry for entry, x^H x (step 1, and M M with M symmetric):
+// entry (j, i) is then the same chain of fmas as (i, j) with each product's factors swapped, and
+// fl(a b + c) = fl(b a + c), so the stored matrix is exactly symmetric, the same bits the
+// triangle's mirror gives, with no mirror. For a warp it issues fewer instructions: at k = 16
+// the triangle has 36 tiles of 2 x 2 for 32 lanes, so the warp issued two rounds of 2 x 2 tiles
+// per step where here it issues one of 2 x 4 (16 rows of 2 loads and 8 FMAs). For a block it
+// would issue more: a triangle's idle warps issue nothing (at k = 64, 136 tiles of 4 x 4 keep
+// 4.25 of 8 warps busy), so blocks keep the triangle. k is padded to a multiple of TC, rows
+// are TC longer (16-byte aligned).
+template <class F, int TR, int TC>
+struct FullProduct {
+    static_assert(!F::COMPLEX, "conj(a) b and conj(b) a are not computed as exact conjugates");
+    using E = typename F::elem;
+    struct Owned {
+        int i0, j0;  // the tile's first row and column
+        bool live;
+    };
+    using Acc = E[TR][TC];
+    static constexpr int PAD = TC;
+    static constexpr int LD_PAD = TC;
+    static constexpr bool ANY_OPERANDS = false;
+    static constexpr bool ONE_TILE = true;
+
+    __device__ static Owned owned(int rank, int, int k_pad) {
+        const int across = k_pad / TC;  // tiles per row of tiles
+        const int i0 = rank / across * TR;
+        return {i0, rank % across * TC, i0 < k_pad};
+    }
+    __device__ static void zero(Acc &acc) {
+#pragma unroll
+        for (int u = 0; u < TR; ++u)
+#pragma unroll
+            for (int v = 0; v < TC; ++v) acc[u][v] = F::zero();
+    }
+    __device__ static void accumulate(const E *x, const E *y, int ld, int rows, const Owned &o,
+                                      Acc &acc) {
+        if (!o.live) return;
+        const E *xr = x + o.i0, *yr = y + o.j0;
+#pragma unroll 2
+        for (int l = 0; l < rows; ++l, xr += ld, yr += ld) {
+            E a[TR], b[TC];
+            load_run<TR>(xr, a);
+            load_run<TC>(yr, b);
+#pragma unroll
+            for (int u = 0; u < TR; ++u)
+#pragma unroll
+                for (int v = 0; v < TC; ++v) F::acc_conj(acc[u][v], a[u], b[v]);
+        }
+    }
+    __device__ static void store(E *m, int ld, const Owned &o, const Acc &acc,
+                                 typename F::real scale) {
+        if (!o.live) return;
+#pragma unroll
+        for (int u = 0; u < TR; ++u) {
+            E row[TC];
+#pragma unroll
+            for (int v = 0; v < TC; ++v) row[v] = F::scale(acc[u][v], scale);
+            store_run<TC>(m + (o.i0 + u) * ld + o.j0, row);
+        }
+    }
+    __device__ static double sumsq(const Owned &o, const Acc &acc) {
+        double s = 0.0;
+#pragma unroll
+        for (int u = 0; u < TR; ++u)
+#pragma unroll
+            for (int v = 0; v < TC; ++v) s += F::abs2(acc[u][v]);
+        return o.live ? s : 0.0;
+    }
+};
+
 // ---- the certified recursion ------------------------------------------------------------------
 // Rounding-error analysis in f64 (u = 2^-53), with g(n) = dot_gamma(n) bounding the relative
 // error of a sum of n products (see the fields):
@@ -473,6 +632,10 @@ __device__ double ConvSource<T, F>::dft_error() const {
 }
 
 // Per-team record of the steps: S_t = computed ||M_t||_F^2 and the rescaling exponents e_t.
+// Every e_t is small, so bound_one's exp2i(-4 e_t) is exact: S_1 is within [1, 16 l^2 k^2)
+// (M_1 has a diagonal entry >= 1, and entries below 4 l), and with 2^(2 e_t) <= S_t <
+// 2^(2 e_t + 2) and S_t^2 / k^2 <= ||M_t^2||_F^2 <= S_t^2, every later S_t is within
+// [1 / k^2, 16).
 struct History {
     double fro2[SK_GRAM_MAX_STEPS];
     int exps[SK_GRAM_MAX_STEPS];
@@ -700,7 +863,7 @@ __device__ void write_gradient(GramTeam<NT> &team, const Src &src, typename F::e
 // is written through the source (the degree-0 homogeneity makes it the gradient for W too).
 // tr(M_1 P) = 2^(2 (e_1 + ... + e_{T-1})) ||M_T||_F^2 in exact arithmetic (M_t^2 = 2^(2 e_t)
 // M_{t+1}, telescoped), so no third buffer is needed.
-template <class F, int NT, int TS, int MAXT, bool GRAD, class Src>
+template <class F, int NT, class Product, bool GRAD, class Src>
 __device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
                           typename F::elem *buf, int capacity, History &hist,
                           typename F::elem *pbuf) {
@@ -730,12 +893,14 @@ __device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
         return;
     }
 
-    const int k_pad = (k + TS - 1) / TS * TS;
-    const int ld = k_pad + TS;  // row stride: keeps rows TS-aligned, shifts banks per row
+    static_assert(!GRAD || Product::ANY_OPERANDS, "P M needs the triangle's mirror");
+    const int k_pad = (k + Product::PAD - 1) / Product::PAD * Product::PAD;
+    const int ld = k_pad + Product::LD_PAD;
     const int chunk = capacity / ld;
-    // (Not for the combined kernel's block tier, MAXT > 1: its registers would spill.)
+    // (Not for the combined kernel's block tier, several tiles a thread: its registers would
+    // spill.)
     bool whole = false;
-    if constexpr (Src::DIRECT && (NT == 32 || MAXT == 1)) whole = l <= chunk;
+    if constexpr (Src::DIRECT && (NT == 32 || Product::ONE_TILE)) whole = l <= chunk;
 
     // Pass 1: the largest |entry|, and whether any is NaN (with `whole`, also step 1's panel).
     double amax = 0.0, nan = 0.0;
@@ -765,9 +930,10 @@ __device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
     src.prepare(team, s);
 
     // Step 1: M_1 = A^H A, streaming panels of X through the buffer (or the one in it).
-    const Tiles<TS, MAXT> tiles(team.rank, NT, k_pad / TS);
-    E acc[MAXT][TS][TS];
-    zero<F>(acc);
+    using P = Product;
+    const typename P::Owned tiles = P::owned(team.rank, NT, k_pad);
+    typename P::Acc acc;
+    P::zero(acc);
     for (int l0 = 0; l0 < l; l0 += chunk) {  // (one panel when `whole`: l <= chunk)
         const int n = chunk < l - l0 ? chunk : l - l0;
         if (whole) {
@@ -781,10 +947,10 @@ __device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
             }
         }
         team.sync();
-        gram_accumulate<F, TS, MAXT>(buf, buf, ld, n, tiles, acc);
+        P::accumulate(buf, buf, ld, n, tiles, acc);
     }
     team.sync();
-    store_tiles<F, TS, MAXT>(buf, ld, tiles, acc, R(1));
+    P::store(buf, ld, tiles, acc, R(1));
     team.sync();
     Stats st = column_stats<F>(team, buf, ld, k);
     const double trace = st.trace;
@@ -820,10 +986,10 @@ __device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
         if (t >= steps) break;
         const int e = ilogb(st.fro2) >> 1;  // ||M_t 2^-e||_F^2 in [1, 8)
         if (team.rank == 0) hist.exps[t] = e;
-        zero<F>(acc);
-        gram_accumulate<F, TS, MAXT>(buf, buf, ld, k_pad, tiles, acc);
+        P::zero(acc);
+        P::accumulate(buf, buf, ld, k_pad, tiles, acc);
         team.sync();
-        store_tiles<F, TS, MAXT>(buf, ld, tiles, acc, pow2<R>(-2 * e));
+        P::store(buf, ld, tiles, acc, pow2<R>(-2 * e));
         team.sync();
         if (p.tolerance > 0.0 || t + 1 >= steps) {
             // level_lower comes next: it needs the largest column.
@@ -836,15 +1002,15 @@ __device__ void bound_one(const sk_gram_params &p, Src &src, sk_gram_bound *out,
             // count twice, and a complex diagonal's imaginary rounding is counted although not
             // stored: fro2 below level T only enters the error terms and the choice of e, and
             // the error terms stay valid for any value at least the stored sum (up to TINY).
-            st.fro2 = ldexp(team.sum(tiles_sumsq<F>(tiles, acc)), -4 * e);
+            st.fro2 = team.sum(P::sumsq(tiles, acc)) * exp2i(-4 * e);
         }
         if constexpr (GRAD) {
             // P <- P M_{t+1} 2^-g, g from ||P||_F (P stays O(1) whatever T).
             const int g = ilogb(pfro2) >> 1;
-            zero<F>(acc);
-            gram_accumulate<F, TS, MAXT>(pbuf, buf, ld, k_pad, tiles, acc);
-            pfro2 = ldexp(team.sum(tiles_sumsq<F>(tiles, acc)), -2 * g);  // (a barrier)
-            store_tiles<F, TS, MAXT>(pbuf, ld, tiles, acc, pow2<R>(-g));
+            P::zero(acc);
+            P::accumulate(pbuf, buf, ld, k_pad, tiles, acc);
+            pfro2 = ldexp(team.sum(P::sumsq(tiles, acc)), -2 * g);  // (a barrier)
+            P::store(pbuf, ld, tiles, acc, pow2<R>(-g));
             pexp += g;
             team.sync();
         }
@@ -889,8 +1055,18 @@ __device__ void serve(const sk_gram_params &p, MakeSource make) {
     constexpr int WARPS = static_cast<int>(SK_GRAM_THREADS) / 32;
     constexpr int WTS = static_cast<int>(SK_GRAM_WARP_TILE);
     constexpr int BTS = static_cast<int>(SK_GRAM_BLOCK_TILE);
-    constexpr int WARP_BUF = WARP_K * (WARP_K + WTS);  // elements per warp
     constexpr int NT = static_cast<int>(SK_GRAM_THREADS);
+    // The small kernel (dense bounds, no gradients) gives each lane a whole 2 x 4 tile; every
+    // other team splits the upper triangle (see FullProduct for why the two differ).
+    constexpr bool FULL = TIERS == Tiers::WARPS_ONLY;
+    constexpr int SMALL_PAD = static_cast<int>(SK_GRAM_SMALL_PAD);
+    using WarpProduct =
+        typename std::conditional<FULL, FullProduct<F, 2, SMALL_PAD>,
+                                  TriangleProduct<F, WTS, max_tiles(WARP_K, WTS, 32)>>::type;
+    using BlockProduct = TriangleProduct<F, BTS, max_tiles(BLOCK_K, BTS, NT)>;
+    static_assert(!FULL || (WARP_K % SMALL_PAD == 0 && WARP_K / 2 * (WARP_K / SMALL_PAD) <= 32),
+                  "a lane's whole tile: at most one per lane");
+    constexpr int WARP_BUF = WARP_K * (WARP_K + WarpProduct::LD_PAD);  // elements per warp
     __shared__ History history[WARPS];
     __shared__ Cplx<typename F::real> twiddles[WARPS][2 * SK_GRAM_MAX_TAPS];
     E *smem = reinterpret_cast<E *>(SK_DYNAMIC_SMEM());
@@ -904,8 +1080,8 @@ __device__ void serve(const sk_gram_params &p, MakeSource make) {
             auto src = make(index, twiddles[warp]);
             SK_EXPECT(src.k <= WARP_K);
             E *buf = smem + (GRAD ? 2 : 1) * warp * WARP_BUF;
-            bound_one<F, 32, WTS, max_tiles(WARP_K, WTS, 32), GRAD>(
-                p, src, p.out + index, buf, WARP_BUF, history[warp], buf + WARP_BUF);
+            bound_one<F, 32, WarpProduct, GRAD>(p, src, p.out + index, buf, WARP_BUF,
+                                                 history[warp], buf + WARP_BUF);
             return;
         }
     }
@@ -915,9 +1091,9 @@ __device__ void serve(const sk_gram_params &p, MakeSource make) {
         const uint32_t index = p.order[slot];
         auto src = make(index, twiddles[0]);
         SK_EXPECT(src.k <= BLOCK_K);
-        bound_one<F, NT, BTS, max_tiles(BLOCK_K, BTS, NT), GRAD>(
-            p, src, p.out + index, smem, static_cast<int>(p.block_capacity), history[0],
-            smem + p.block_capacity);
+        bound_one<F, NT, BlockProduct, GRAD>(p, src, p.out + index, smem,
+                                             static_cast<int>(p.block_capacity), history[0],
+                                             smem + p.block_capacity);
     }
 }
 
@@ -1159,24 +1335,6 @@ __device__ __forceinline__ void upper_tile(int q, int nb, int &bi, int &bj) {
     bj = r + q;
 }
 
-// N consecutive field elements from shared memory as 16-byte words, into out[0..N). The large
-// tier reads its operand runs this way. Left to itself the front end emits 8-byte loads (it
-// cannot prove the alignment; sm_90 PTX of 2026-12-07: 8 ld.shared.v2 per 64 FMA), which ptxas
-// happened to merge into LDS.128 (scripts/sass_loops.py); this states the width instead of
-// relying on that. The layout makes every run 16-byte aligned: panels start at 16-byte
-// boundaries, rows are TB entries, runs start at multiples of H entries (checked under the
-// emulator, where a misaligned vector access would not fault as it does on the GPU).
-template <int N, class E>
-__device__ __forceinline__ void load_run16(const E *src, E *out) {
-    static_assert(N * sizeof(E) % 16 == 0, "whole 16-byte words");
-    SK_EXPECT(reinterpret_cast<uintptr_t>(src) % 16 == 0);
-#pragma unroll
-    for (int w = 0; w < N * static_cast<int>(sizeof(E)) / 16; ++w) {
-        const uint4 word = reinterpret_cast<const uint4 *>(src)[w];
-        memcpy(reinterpret_cast<unsigned char *>(out) + 16 * w, &word, 16);
-    }
-}
-
 // One row of the panels into thread (tx, ty)'s tile: acc[u][v] += conj(a[S::at(ty, u)])
 // b[S::at(tx, v)], a and b the row of A's and of B's panel (TB entries each).
 template <class F>
@@ -1187,10 +1345,10 @@ __device__ __forceinline__ void multiply_row(const typename F::elem *a, const ty
     using S = LargeShape<F>;
     constexpr int MT = S::MT;
     typename F::elem x[MT], y[MT];
-    load_run16<S::H>(a + S::at(ty, 0), x);
-    load_run16<S::H>(a + S::at(ty, S::H), x + S::H);
-    load_run16<S::H>(b + S::at(tx, 0), y);
-    load_run16<S::H>(b + S::at(tx, S::H), y + S::H);
+    load_run<S::H>(a + S::at(ty, 0), x);
+    load_run<S::H>(a + S::at(ty, S::H), x + S::H);
+    load_run<S::H>(b + S::at(tx, 0), y);
+    load_run<S::H>(b + S::at(tx, S::H), y + S::H);
 #pragma unroll
     for (int u = 0; u < MT; ++u)
 #pragma unroll
@@ -1648,7 +1806,7 @@ __device__ void large(const sk_gram_params &p, MakeSource make) {
     using E = typename F::elem;
     using S = LargeShape<F>;
     __shared__ Cplx<typename F::real> twiddles[2 * SK_GRAM_MAX_TAPS];
-    // The panels, then sums; 16-byte aligned for load_run16 and the asynchronous copies.
+    // The panels, then sums; 16-byte aligned for load_run and the asynchronous copies.
     __shared__ __align__(16) double smem_words[large_smem_bytes<F>() / 8];
     unsigned char *smem = reinterpret_cast<unsigned char *>(smem_words);
     GramTeam<LARGE_NT> team;
@@ -1818,18 +1976,19 @@ __device__ void conv_grad(const sk_gram_params &p) {
 #define SK_GRAM_MID_F32_BLOCKS 4
 #endif
 // The one-tier dense kernels (see Tiers), blocks per SM (ptxas, sm_80..sm_90, no spills):
-// small-side 3 in either arithmetic (74-80 registers; at 64 it spills); mid-side in f32
-// arithmetic 4 on sm_90 (64 registers; older targets spill there and keep 3), in f64 2 (about
-// 110; at 80 it spills).
-#define SK_GRAM_SMALL_BLOCKS 3
+// small-side in f32 arithmetic 4 (at most 64 registers since its products are whole tiles), in
+// f64 3 (about 80; at 64 it spills); mid-side in f32 arithmetic 4 on sm_90 (64 registers; older
+// targets spill there and keep 3), in f64 2 (about 105; at 80 it spills).
+#define SK_GRAM_SMALL_F32_BLOCKS 4
+#define SK_GRAM_SMALL_F64_BLOCKS 3
 // The large tier's products (GRAM, PGRAM): 2 blocks per SM, every storage and arithmetic type
 // (at most 128 registers; ptxas, sm_80..sm_90, no spills).
 #define SK_GRAM_PRODUCT_BLOCKS 2
-#define SK_GRAM_KERNELS(ST, T, RT, R, BLOCKS, MID_BLOCKS)                                       \
+#define SK_GRAM_KERNELS(ST, T, RT, R, BLOCKS, SMALL_BLOCKS, MID_BLOCKS)                         \
     SK_KERNEL(sk_gram_dense_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, BLOCKS,               \
               (sk::gram::dense<T, R, sk::gram::Tiers::BOTH, SK_GRAM_WARP_K, SK_GRAM_MAX_K>(p))) \
     SK_KERNEL(sk_gram_dense_small_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS,                 \
-              SK_GRAM_SMALL_BLOCKS,                                                             \
+              SMALL_BLOCKS,                                                                     \
               (sk::gram::dense<T, R, sk::gram::Tiers::WARPS_ONLY, SK_GRAM_SMALL_K, 0>(p)))      \
     SK_KERNEL(sk_gram_dense_mid_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS, MID_BLOCKS,       \
               (sk::gram::dense<T, R, sk::gram::Tiers::BLOCKS_ONLY, 0, SK_GRAM_MID_K>(p)))       \
@@ -1848,10 +2007,13 @@ __device__ void conv_grad(const sk_gram_params &p) {
     SK_KERNEL(sk_gram_large_conv_product_##ST##_##RT, sk_gram_params, SK_GRAM_THREADS,          \
               SK_GRAM_PRODUCT_BLOCKS, (sk::gram::large_conv<T, R, true>(p)))
 
-SK_GRAM_KERNELS(f32, float, f32, float, SK_GRAM_F32_BLOCKS, SK_GRAM_MID_F32_BLOCKS)
-SK_GRAM_KERNELS(f32, float, f64, double, 1, 2)
-SK_GRAM_KERNELS(f16, __half, f32, float, SK_GRAM_F32_BLOCKS, SK_GRAM_MID_F32_BLOCKS)
-SK_GRAM_KERNELS(f16, __half, f64, double, 1, 2)
-SK_GRAM_KERNELS(bf16, __nv_bfloat16, f32, float, SK_GRAM_F32_BLOCKS, SK_GRAM_MID_F32_BLOCKS)
-SK_GRAM_KERNELS(bf16, __nv_bfloat16, f64, double, 1, 2)
-SK_GRAM_KERNELS(f64, double, f64, double, 1, 2)
+SK_GRAM_KERNELS(f32, float, f32, float, SK_GRAM_F32_BLOCKS, SK_GRAM_SMALL_F32_BLOCKS,
+                SK_GRAM_MID_F32_BLOCKS)
+SK_GRAM_KERNELS(f32, float, f64, double, 1, SK_GRAM_SMALL_F64_BLOCKS, 2)
+SK_GRAM_KERNELS(f16, __half, f32, float, SK_GRAM_F32_BLOCKS, SK_GRAM_SMALL_F32_BLOCKS,
+                SK_GRAM_MID_F32_BLOCKS)
+SK_GRAM_KERNELS(f16, __half, f64, double, 1, SK_GRAM_SMALL_F64_BLOCKS, 2)
+SK_GRAM_KERNELS(bf16, __nv_bfloat16, f32, float, SK_GRAM_F32_BLOCKS, SK_GRAM_SMALL_F32_BLOCKS,
+                SK_GRAM_MID_F32_BLOCKS)
+SK_GRAM_KERNELS(bf16, __nv_bfloat16, f64, double, 1, SK_GRAM_SMALL_F64_BLOCKS, 2)
+SK_GRAM_KERNELS(f64, double, f64, double, 1, SK_GRAM_SMALL_F64_BLOCKS, 2)

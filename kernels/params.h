@@ -187,6 +187,11 @@ typedef struct sk_bessel_params {
  * own (sk_gram_dense_small_*: warps only, sk_gram_dense_mid_*: blocks only; fewer registers,
  * more blocks per SM), each launch getting `order` from its first item, the last one's
  * block_first skipping the block items the mid kernel served.
+ * Buffers: k is padded to a multiple of SK_GRAM_WARP_TILE (warps) or SK_GRAM_BLOCK_TILE
+ * (blocks) and a Gram row is that much longer than k_pad, so a warp's buffer holds
+ * SK_GRAM_WARP_K * (SK_GRAM_WARP_K + SK_GRAM_WARP_TILE) elements; in sk_gram_dense_small_* the
+ * padding is SK_GRAM_SMALL_PAD, a warp's buffer SK_GRAM_SMALL_K * (SK_GRAM_SMALL_K +
+ * SK_GRAM_SMALL_PAD) elements.
  *
  * Dense items (sk_gram_matrix): matrix i is row-major rows x cols at element `offset` of `w`,
  * result to out[i]; the gradient kernels also write d upper / d W at the same offset of `grad`
@@ -207,6 +212,7 @@ typedef struct sk_bessel_params {
 #define SK_GRAM_MAX_TAPS 16u
 #define SK_GRAM_WARP_TILE 2u  /* tile side of the warp tier (k padded to a multiple)  */
 #define SK_GRAM_BLOCK_TILE 4u /* tile side of the block tier                         */
+#define SK_GRAM_SMALL_PAD 4u  /* sk_gram_dense_small_*: k padded to a multiple, rows this longer */
 #define SK_GRAM_MAX_STEPS 61u /* iterations + 1 recorded per matrix                  */
 
 /* Result flags */

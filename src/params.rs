@@ -51,6 +51,7 @@ pub const SK_GRAM_MAX_K_GRAD64: u32 = 64;
 pub const SK_GRAM_MAX_TAPS: u32 = 16;
 pub const SK_GRAM_WARP_TILE: u32 = 2;
 pub const SK_GRAM_BLOCK_TILE: u32 = 4;
+pub const SK_GRAM_SMALL_PAD: u32 = 4;
 pub const SK_GRAM_MAX_STEPS: u32 = 61;
 pub const SK_GRAM_CERTIFIED: u32 = 1;
 pub const SK_GRAM_CONVERGED: u32 = 2;

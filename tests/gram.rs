@@ -776,9 +776,12 @@ fn random_batch(rng: &mut Rng, shapes: &[(usize, usize)]) -> (DenseBatch, Vec<f6
 /// Shapes of both tiers (warp: min side <= 32, of which dense bounds give those <= 16 a kernel
 /// of their own; block: above, those <= 64 likewise), interleaved, tall and wide, with matrices
 /// whose step-1 input fits the team's buffer whole (one read) and tall ones that stream through
-/// it in panels ((16, 17), (7, 90), (20, 300), (50, 300)).
-const SHAPES: [(usize, usize); 15] = [
+/// it in panels ((16, 17), (7, 90), (20, 300), (50, 300)), and sides that the kernels pad most
+/// (13 in the small kernel's multiples of 4, 61 in the mid kernel's).
+const SHAPES: [(usize, usize); 17] = [
     (16, 17),
+    (14, 13),
+    (61, 63),
     (20, 300),
     (50, 300),
     (1, 1),

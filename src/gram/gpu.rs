@@ -21,8 +21,8 @@ use crate::params::{
     SK_GRAM_LARGE_FINISH, SK_GRAM_LARGE_FORM, SK_GRAM_LARGE_GRADX, SK_GRAM_LARGE_GRAM,
     SK_GRAM_LARGE_PGRAM, SK_GRAM_LARGE_SCAN, SK_GRAM_LARGE_STATS, SK_GRAM_MAX_K,
     SK_GRAM_MAX_K_COMPLEX64, SK_GRAM_MAX_K_CONV_GRAD, SK_GRAM_MAX_K_GRAD64, SK_GRAM_MID_K,
-    SK_GRAM_SMALL_K, SK_GRAM_THREADS, SK_GRAM_WARP_K, SK_GRAM_WARP_TILE, sk_gram_conv_item,
-    sk_gram_large_item, sk_gram_matrix, sk_gram_params,
+    SK_GRAM_SMALL_K, SK_GRAM_SMALL_PAD, SK_GRAM_THREADS, SK_GRAM_WARP_K, SK_GRAM_WARP_TILE,
+    sk_gram_conv_item, sk_gram_large_item, sk_gram_matrix, sk_gram_params,
 };
 
 // SAFETY: sk_gram_matrix and sk_gram_conv_item are repr(C) structs of kernels/params.h holding
@@ -301,11 +301,14 @@ fn large_launches(
 
 /// The on-chip items one launch serves: warp items `warps` (positions in the schedule's warp
 /// tier) and block items `blocks` (positions in its block tier, ascending side), with the side
-/// its kernel sizes a warp's buffer for.
+/// its kernel sizes a warp's buffer for and the padding of that buffer's rows (a warp's buffer
+/// is `warp_k * (warp_k + warp_pad)` elements: the warp tile side in the kernels of both tiers,
+/// `SK_GRAM_SMALL_PAD` in the small kernel; see `serve` in kernels/gram.cu).
 struct Served {
     warps: std::ops::Range<u32>,
     blocks: std::ops::Range<u32>,
     warp_k: u32,
+    warp_pad: u32,
 }
 
 /// The launch of the on-chip kernel `kernel` over the `served` items of `schedule`, each team
@@ -325,6 +328,7 @@ fn on_chip_launch(
         warps,
         blocks,
         warp_k,
+        warp_pad,
     } = served;
     let warp_items = warps.len() as u32;
     let block_items = blocks.len() as u32;
@@ -338,7 +342,7 @@ fn on_chip_launch(
         0
     };
     let warp_smem = if warp_items > 0 {
-        buffers * (SK_GRAM_THREADS / 32) * warp_k * (warp_k + SK_GRAM_WARP_TILE) * size
+        buffers * (SK_GRAM_THREADS / 32) * warp_k * (warp_k + warp_pad) * size
     } else {
         0
     };
@@ -464,29 +468,46 @@ pub(crate) fn plan<T: Storage>(
         let mid = schedule.block_items_up_to(SK_GRAM_MID_K).min(on_chip);
         let kernel_of = |prefix: &str| format!("sk_gram_{prefix}_{}_{name}", T::NAME);
         vec![
-            (kernel_of("dense_small"), 0..small, 0..0, SK_GRAM_SMALL_K),
-            (kernel_of("dense_mid"), 0..0, 0..mid, SK_GRAM_WARP_K),
+            (
+                kernel_of("dense_small"),
+                Served {
+                    warps: 0..small,
+                    blocks: 0..0,
+                    warp_k: SK_GRAM_SMALL_K,
+                    warp_pad: SK_GRAM_SMALL_PAD,
+                },
+            ),
+            (
+                kernel_of("dense_mid"),
+                Served {
+                    warps: 0..0,
+                    blocks: 0..mid,
+                    warp_k: 0,
+                    warp_pad: 0,
+                },
+            ),
             (
                 kernel.clone(),
-                small..schedule.warp_items,
-                mid..on_chip,
-                SK_GRAM_WARP_K,
+                Served {
+                    warps: small..schedule.warp_items,
+                    blocks: mid..on_chip,
+                    warp_k: SK_GRAM_WARP_K,
+                    warp_pad: SK_GRAM_WARP_TILE,
+                },
             ),
         ]
     } else {
         vec![(
             kernel.clone(),
-            0..schedule.warp_items,
-            0..on_chip,
-            SK_GRAM_WARP_K,
+            Served {
+                warps: 0..schedule.warp_items,
+                blocks: 0..on_chip,
+                warp_k: SK_GRAM_WARP_K,
+                warp_pad: SK_GRAM_WARP_TILE,
+            },
         )]
     };
-    for (kernel, warps, blocks, warp_k) in parts {
-        let served = Served {
-            warps,
-            blocks,
-            warp_k,
-        };
+    for (kernel, served) in parts {
         launches.extend(on_chip_launch(
             l,
             kernel,
@@ -583,6 +604,7 @@ pub(crate) fn plan_conv_grad<T: Storage>(
             warps: 0..schedule.warp_items,
             blocks: 0..schedule.block_items_up_to(SK_GRAM_MAX_K_CONV_GRAD),
             warp_k: SK_GRAM_WARP_K,
+            warp_pad: SK_GRAM_WARP_TILE,
         },
         2,
         2 * real_size,
@@ -1225,7 +1247,10 @@ mod tests {
             );
         }
         assert_eq!(launches[0].grid, 1);
-        assert_eq!(launches[0].shared_mem_bytes, 8 * 16 * 18 * 4);
+        assert_eq!(
+            launches[0].shared_mem_bytes,
+            8 * 16 * (16 + SK_GRAM_SMALL_PAD) * 4
+        );
         assert_eq!((launches[1].grid, launches[1].params.warp_blocks), (1, 0));
         assert_eq!((launches[2].grid, launches[2].params.warp_blocks), (2, 1));
     }
