@@ -38,13 +38,27 @@ __device__ __forceinline__ double narrow<double>(double v) {
     return v;
 }
 
-// 2^e as a double, exactly, for e within double's normal exponents [-1022, 1023] (callers keep
-// it there). x * exp2i(e) is x 2^e correctly rounded, the same as ldexp(x, e), in one
-// multiplication: ldexp is about 18 instructions with four multiplications, which the one-tier
-// kernels paid per entry in their scaling and per step.
+// 2^e as a double, exactly, for e within double's normal exponents [-1022, 1023], and NaN
+// outside them (callers keep e inside; a NaN bound, not a wrong finite one, if one did not).
+// x * exp2i(e) is x 2^e correctly rounded, the same as ldexp(x, e), in one multiplication:
+// ldexp is about 18 instructions with four multiplications, which the one-tier kernels paid per
+// entry in their scaling and per step.
 __device__ __forceinline__ double exp2i(int e) {
     SK_EXPECT(e >= -1022 && e <= 1023);
-    return __longlong_as_double(static_cast<long long>(e + 1023) << 52);
+    const double p = __longlong_as_double(static_cast<long long>(e + 1023) << 52);
+    return static_cast<unsigned>(e + 1022) <= 2045u ? p : nan_f64();
+}
+
+// raw 2^-s in double, correctly rounded, s = ilogb of the largest |entry| of a matrix or kernel
+// stored as T: for 16- and 32-bit storage s is within [-149, 127] and 2^-s a normal double;
+// f64 storage can have s down to -1074.
+template <class T>
+__device__ __forceinline__ double scale_down(double raw, int s) {
+    if constexpr (sizeof(T) < sizeof(double)) {
+        return raw * exp2i(-s);
+    } else {
+        return ldexp(raw, -s);
+    }
 }
 
 // 2^e in the arithmetic type, for |e| within its normal range (callers keep it there).
@@ -228,14 +242,8 @@ struct DenseSource {
     }
     __device__ double raw_at(int row, int c) const { return widen<T>(w[at(row, c)]); }
     // X 2^-s, rounded once to the arithmetic type (load_whole computes the same from raw_at).
-    // For 16- and 32-bit storage s = ilogb(largest |entry|) is within [-149, 127], so 2^-s is a
-    // normal double; f64 storage can have s down to -1074.
     __device__ static typename F::elem scaled(double raw, int s) {
-        if constexpr (sizeof(T) < sizeof(double)) {
-            return F::from(raw * exp2i(-s));
-        } else {
-            return F::from(ldexp(raw, -s));
-        }
+        return F::from(scale_down<T>(raw, s));
     }
     __device__ typename F::elem load(int row, int c, int s) const {
         return scaled(raw_at(row, c), s);
@@ -322,10 +330,15 @@ struct ConvSource {
         const int o = transposed ? c : row, i = transposed ? row : c;
         const T *tap = w + (static_cast<uint64_t>(o) * c_in + i) * taps * taps;
         R re = R(0), im = R(0);
+        // The taps are scaled by 2^-s before the DFT, so its sums are O(taps^2) whatever the
+        // kernel's scale: in f32 arithmetic, taps below 2^-126 would lose bits to subnormal
+        // sums and taps near 2^127 overflow them, and 2^-s itself can be out of f32's range.
+        // Exact where the old order (scale after the sums) was: every rounding commutes with a
+        // power of two outside the subnormal range.
         for (int p = 0; p < taps; ++p) {
-            R qre = R(0), qim = R(0);  // sum_q K[p][q] e_q(v)
+            R qre = R(0), qim = R(0);  // sum_q K[p][q] 2^-s e_q(v)
             for (int q = 0; q < taps; ++q) {
-                const R kv = static_cast<R>(widen<T>(tap[p * taps + q]));
+                const R kv = static_cast<R>(scale_down<T>(widen<T>(tap[p * taps + q]), s));
                 qre = fma(kv, twiddles[taps + q].re, qre);
                 qim = fma(kv, twiddles[taps + q].im, qim);
             }
@@ -333,10 +346,9 @@ struct ConvSource {
             re = fma(qre, e.re, fma(-qim, e.im, re));
             im = fma(qre, e.im, fma(qim, e.re, im));
         }
-        const R scale = pow2<R>(-s);  // kernel scales are within 2^+-149: exact in f32/f64
         typename F::elem x;
-        x.re = re * scale;
-        x.im = transposed ? -im * scale : im * scale;
+        x.re = re;
+        x.im = transposed ? -im : im;
         return x;
     }
     // Each entry sums taps^2 terms |K| |twiddle product| with |K / 2^s| < 2: the twiddles carry

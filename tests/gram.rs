@@ -1368,6 +1368,72 @@ fn large_conv(t: &impl Target) {
     }
 }
 
+/// Convolution bounds scale exactly with the kernel by powers of two over f32's whole range,
+/// in every mode: the taps are prescaled before the DFT, so a kernel of subnormal taps (2^-140)
+/// or one near overflow (2^123, where the DFT sums of the unscaled taps exceed f32) gets the
+/// bound of the unscaled kernel times the scale. Small integer taps keep every scaled kernel
+/// exact in f32, subnormals included.
+fn conv_scale_invariance(t: &impl Target) {
+    let mut rng = Rng::new();
+    let shapes = [
+        ConvShape {
+            c_out: 4,
+            c_in: 3,
+            k: 5,
+            n: 6,
+        },
+        ConvShape {
+            c_out: 2,
+            c_in: 7,
+            k: 3,
+            n: 5,
+        },
+    ];
+    let batch = ConvBatch::packed(&shapes).unwrap();
+    // Integers in -15..=15, the largest |tap| 15 in each kernel; the first kernel's taps are
+    // positive, so its zero frequency sums 25 of them: about 200 * 2^123 > f32::MAX at 2^123.
+    let (first_off, first) = batch.layer(0).unwrap();
+    let first_taps = first_off..first_off + first.c_out * first.c_in * first.k * first.k;
+    let base: Vec<f64> = (0..batch.span())
+        .map(|i| {
+            let v = if i % 7 == 0 {
+                15.0
+            } else {
+                rng.below(31) as f64 - 15.0
+            };
+            if first_taps.contains(&i) {
+                v.abs().max(1.0)
+            } else {
+                v
+            }
+        })
+        .collect();
+    let it = Iterations::Fixed(4);
+    for precision in [Precision::Fast, Precision::F64, Precision::Certified] {
+        let w32: Vec<f32> = base.iter().map(|&v| v as f32).collect();
+        let want = t.conv(&batch, &w32, precision, it).unwrap();
+        assert!(want.iter().all(|b| b.upper.is_finite() && b.upper > 0.0));
+        for e in [-140, -100, 100, 123] {
+            let scale = 2f64.powi(e);
+            let scaled: Vec<f32> = base.iter().map(|&v| (v * scale) as f32).collect();
+            assert!(
+                scaled
+                    .iter()
+                    .zip(&base)
+                    .all(|(&s, &v)| f64::from(s) == v * scale)
+            );
+            let got = t.conv(&batch, &scaled, precision, it).unwrap();
+            for (g, b) in got.iter().zip(&want) {
+                assert!(
+                    g.upper == b.upper * scale && g.lower == b.lower * scale,
+                    "seed {}: {precision:?} 2^{e}: {g:?} vs {b:?} times the scale",
+                    rng.seed
+                );
+            }
+        }
+    }
+}
+
 /// Convolutions: every layer's bound equals the CPU reference of the same algorithm (1e-5 in
 /// f32 arithmetic, 1e-12 in f64), on both tiers (channel blocks of side <= 32 and above), with
 /// c_in > c_out (the Gram of Aᴴ), even and odd n; certified bounds are >= the exact norm (Sedghi
@@ -1990,6 +2056,7 @@ fn every_kernel_check(t: &impl Target) {
     certified_bounds_enclose_exact_norms(t);
     known_spectra(t);
     scale_invariance(t);
+    conv_scale_invariance(t);
     bad_input(t);
 }
 
@@ -2053,6 +2120,7 @@ fn emulated_known_spectra_scale_and_bad_input() {
     let emu = Emu(spherekit::emulator::Emulator::new(2));
     known_spectra(&emu);
     scale_invariance(&emu);
+    conv_scale_invariance(&emu);
     bad_input(&emu);
 }
 
