@@ -179,6 +179,36 @@ fn launch_tier<T: Element + DeviceRepr>(
     }
 }
 
+/// One normalize backward over `rows` x `cols` with a per-channel scale and its gradient
+/// dscale (column sums over the rows: on the streaming tier a second, column pass).
+fn launch_norm_bwd_dscale<T: Element + DeviceRepr>(
+    gpu: &Gpu,
+    stream: &Arc<CudaStream>,
+    bufs: &mut Buffers<T>,
+    ws: &mut Workspace,
+    rows: usize,
+    cols: usize,
+) {
+    let n = rows * cols;
+    let norm = Normalize::new(Eps::Clamp(1e-12));
+    let x = Rows::new(bufs.a.slice(..n), rows, cols).unwrap();
+    let dy = Rows::new(bufs.b.slice(..n), rows, cols).unwrap();
+    let scale = bufs.p.slice(..cols);
+    let mut dx = RowsMut::new(bufs.out0.slice_mut(..n), rows, cols).unwrap();
+    let mut dscale = bufs.dp.slice_mut(..cols);
+    norm.backward(
+        gpu,
+        stream,
+        &x,
+        Some(&scale),
+        &dy,
+        &mut dx,
+        Some(&mut dscale),
+        ws,
+    )
+    .expect("launch");
+}
+
 /// With SPHEREKIT_BENCH_TIERS=1: every shape of the sweep with each tier that holds it (the
 /// three smallest register tiers and the streaming tier), variant "tier=<threads|stream>", to
 /// tune the automatic choice from measurements.
@@ -289,6 +319,17 @@ fn sweep<T: Element + DeviceRepr>(gpu: &Gpu, stream: &Arc<CudaStream>, copy: f64
             copy,
             "back-to-back",
         );
+    }
+    // normalize backward with a per-channel scale and dscale (variant "dscale"): the column sums
+    // come on top of the row pass (on the streaming tier, D >= 16384, a column pass re-reads x
+    // and dy); the bytes counted are the op's own, so the fraction shows what they cost.
+    for cols in [512, 4096, 16384, 131072] {
+        let rows = n / cols;
+        let us = time_us(stream, 3, 25, || {
+            launch_norm_bwd_dscale(gpu, stream, &mut bufs, &mut ws, rows, cols)
+        });
+        let bytes = Op::NormBwd.tensors() * rows * cols * T::DTYPE.size();
+        report(Op::NormBwd, dtype, rows, cols, us, bytes, copy, "dscale");
     }
 }
 

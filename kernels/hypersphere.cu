@@ -314,9 +314,7 @@ __device__ __forceinline__ T *staging_area(int i, uint32_t stage) {
 // read for the last time, copies the next row's chunk col (segment `next`) into the freed slot,
 // so that the next row's loads overlap this row's last pass instead of following it (vector
 // chunks asynchronously; scalar ones directly). The callers form `next` where used from the row
-// index (holding the next row's pointers through the passes costs registers). Normalize
-// backward does not refill: its 16-bit kernels then spill at the 80 registers of 3 blocks per
-// SM, so it stages each row at the row's start.
+// index (holding the next row's pointers through the passes costs registers).
 template <class T, int VEC>
 __device__ __forceinline__ void refill_chunk(int i, uint32_t stage, uint32_t col, const T *next) {
     if (col >= stage) return;
@@ -348,6 +346,11 @@ struct RegSink {
     __device__ __forceinline__ void add(int k, uint32_t, int e, double v) const {
         if (enabled) acc[k][e] += v;
     }
+};
+
+// No column sums (the streaming normalize backward: its dscale comes from a column pass).
+struct NoSink {
+    __device__ __forceinline__ void add(int, uint32_t, int, double) const {}
 };
 
 // A worker's partial row in the workspace, updated in place by the one thread owning each column
@@ -462,9 +465,11 @@ __device__ void norm_fwd_stream(const sk_normalize_params &p) {
 // the grid so), so worker w only ever sees group j = w % groups_per_row: its channels and its
 // scale values are fixed, and its dscale partial sums can stay in registers until the end.
 
-template <class A, int TPS, int VEC, int CH, class T, class XS, class GS, class SS, class Sink>
+template <class A, int TPS, int VEC, int CH, class T, class XS, class GS, class SS, class Sink,
+          class Refill = NoRefill>
 __device__ bool norm_bwd_finish(Team<TPS> &team, const sk_normalize_params &p, const XS &xs,
-                                const GS &dys, const SS &scale, T *dx, Sink &sink) {
+                                const GS &dys, const SS &scale, T *dx, Sink &sink,
+                                double *coef = nullptr, const Refill &refill = Refill{}) {
     Pair<A> acc = {A(0), A(0)};
     for_chunks<TPS, VEC, CH>(team.lane, p.group, [&](int k, uint32_t col) {
         float x[VEC], dy[VEC], sv[VEC];
@@ -493,7 +498,13 @@ __device__ bool norm_bwd_finish(Team<TPS> &team, const sk_normalize_params &p, c
             sink.add(k, col, e, static_cast<double>(A(dy[e]) * yhat));
         }
         store_vec<T, VEC, A>(dx + col, out);
+        refill(col);
     });
+    if (coef != nullptr && team.lane == 0) {
+        // For the dscale column pass (norm_ds_columns): what it needs to redo sink.add's term.
+        coef[0] = static_cast<double>(cf.r);
+        coef[1] = sizeof(A) == 8 ? 1.0 : 0.0;
+    }
     return true;
 }
 
@@ -562,27 +573,34 @@ __device__ void norm_bwd_stream(const sk_normalize_params &p) {
     const uint32_t w = team.worker();
     const uint64_t j = w % gpr;
     const ScaleSource<T, VEC> s{p.scale ? static_cast<const T *>(p.scale) + j * p.group : nullptr};
-    MemSink sink{p.partial ? p.partial + static_cast<uint64_t>(w) * p.group : nullptr, true, true,
-                 0.0};
+    // dscale comes from the column pass (norm_ds_columns), which reads each segment's r here.
+    NoSink sink;
     T *sx = staging_area<T>(0, p.stage), *sdy = staging_area<T>(1, p.stage);
+    SegCursor c(w, team.workers(), gpr);
+    if (c.row < p.rows) {
+        stage_in<T, VEC>(team.lane, p.stage, c.in<T>(p.x, p.x_stride, p.group), sx);
+        stage_in<T, VEC>(team.lane, p.stage, c.in<T>(p.dy, p.dy_stride, p.group), sdy);
+    }
 #pragma unroll 1
-    for (SegCursor c(w, team.workers(), gpr); c.row < p.rows; c.next()) {
+    for (; c.row < p.rows; c.next()) {
         const T *xg = c.in<T>(p.x, p.x_stride, p.group);
         const T *dyg = c.in<T>(p.dy, p.dy_stride, p.group);
-        stage_in<T, VEC>(team.lane, p.stage, xg, sx);
-        stage_in<T, VEC>(team.lane, p.stage, dyg, sdy);
         stage_wait();
+        SegCursor n = c;
+        n.next();
+        const bool more = n.row < p.rows;
+        const auto refill = [&](uint32_t col) {
+            if (!more) return;
+            refill_chunk<T, VEC>(0, p.stage, col, n.in<T>(p.x, p.x_stride, p.group));
+            refill_chunk<T, VEC>(1, p.stage, col, n.in<T>(p.dy, p.dy_stride, p.group));
+        };
         const StagedSource<T, VEC> x{xg, sx, p.stage}, dy{dyg, sdy, p.stage};
         T *dx = c.out<T>(p.out, p.out_stride, p.group);
-        if (!norm_bwd_finish<float, TPS, VEC, 0>(team, p, x, dy, s, dx, sink)) {
-            norm_bwd_finish<double, TPS, VEC, 0>(team, p, x, dy, s, dx, sink);
+        double *coef =
+            p.row_coef ? p.row_coef + (c.row * gpr + c.j) * SK_NORM_COEFS : nullptr;
+        if (!norm_bwd_finish<float, TPS, VEC, 0>(team, p, x, dy, s, dx, sink, coef, refill)) {
+            norm_bwd_finish<double, TPS, VEC, 0>(team, p, x, dy, s, dx, sink, coef, refill);
         }
-        sink.first = false;
-    }
-    if (sink.part != nullptr && sink.first) {
-        // This worker had no segment: its partial row must still read as zeros.
-        for (uint32_t col = static_cast<uint32_t>(team.lane); col < p.group; col += TPS)
-            sink.part[col] = 0.0;
     }
 }
 
@@ -1090,7 +1108,7 @@ __device__ void lerp_bwd_stream(const sk_lerp_params &p) {
 // dp_j = sum over rows of gz_j (b_j - a_j) dalpha_j/dp_j. The row pass (lerp_bwd_stream with
 // row_coef) writes dh, du and each row's r_h, r_u, r_z, c_z; this pass re-reads h, u, dy by
 // columns and forms the same terms, in the precision the row used, with the same operations
-// as sink.add in lerp_bwd_finish. Block chunk * slabs + slab owns SK_LERP_DP_THREADS * VEC
+// as sink.add in lerp_bwd_finish. Block chunk * slabs + slab owns SK_COLUMN_PASS_THREADS * VEC
 // columns and chunk_rows rows: each thread sums its columns over the chunk's rows in order, in f64, and
 // writes partial[chunk][col] once; sk_colsum then adds the chunks in a fixed order.
 // Why: per-worker partial rows, read and written for every row (16 bytes per element, more
@@ -1115,8 +1133,8 @@ __device__ __forceinline__ double lerp_dp_term(const sk_lerp_params &p, const do
 
 template <class T, int VEC>
 __device__ void lerp_dp_columns(const sk_lerp_params &p) {
-    SK_EXPECT(blockDim.x == SK_LERP_DP_THREADS);
-    constexpr uint32_t SLAB = SK_LERP_DP_THREADS * VEC;
+    SK_EXPECT(blockDim.x == SK_COLUMN_PASS_THREADS);
+    constexpr uint32_t SLAB = SK_COLUMN_PASS_THREADS * VEC;
     const uint32_t slabs = (p.cols + SLAB - 1) / SLAB;
     const uint32_t chunk = blockIdx.x / slabs;  // blocks: chunk-major, slabs of a chunk adjacent
     const uint32_t col = (blockIdx.x % slabs) * SLAB + threadIdx.x * VEC;
@@ -1160,6 +1178,55 @@ __device__ void lerp_dp_columns(const sk_lerp_params &p) {
 #pragma unroll
                 for (int k = 0; k < VEC; ++k) acc[k] += k == e ? t : 0.0;
             }
+        }
+    }
+    double *out = p.partial + static_cast<uint64_t>(chunk) * p.cols + col;
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) out[e] = acc[e];
+}
+
+// ============================================================================================
+// normalize backward, dscale column pass (streaming tier)
+// ============================================================================================
+// dscale_j = sum over rows of dy_j yhat_j, yhat_j = x_j r with r the inverse norm of x_j's
+// segment. The row pass (norm_bwd_stream with row_coef) writes dx and each segment's r and
+// precision; this pass re-reads x and dy by columns and forms the same terms with the same
+// operations as sink.add in norm_bwd_finish, sums them over its chunk's rows in order in f64,
+// and writes partial[chunk][col] once; sk_colsum then adds the chunks in a fixed order. The
+// layout and the reasons are lerp_dp_columns': a per-worker partial row read and written for
+// every row costs 16 bytes per element, more than the op's own 6 (16-bit) or 12 (f32).
+template <class T, int VEC>
+__device__ void norm_ds_columns(const sk_normalize_params &p) {
+    SK_EXPECT(blockDim.x == SK_COLUMN_PASS_THREADS);
+    constexpr uint32_t SLAB = SK_COLUMN_PASS_THREADS * VEC;
+    const uint32_t slabs = (p.cols + SLAB - 1) / SLAB;
+    const uint32_t chunk = blockIdx.x / slabs;  // blocks: chunk-major, slabs of a chunk adjacent
+    const uint32_t col = (blockIdx.x % slabs) * SLAB + threadIdx.x * VEC;
+    if (col >= p.cols) return;  // the host makes VEC divide the group, so also cols
+    const uint32_t gpr = p.cols / p.group;
+    double acc[VEC];
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) acc[e] = 0.0;
+    const uint64_t first = static_cast<uint64_t>(chunk) * p.chunk_rows;
+    const uint64_t end = first + p.chunk_rows < p.rows ? first + p.chunk_rows : p.rows;
+    const T *x = static_cast<const T *>(p.x) + col;
+    const T *dy = static_cast<const T *>(p.dy) + col;
+    // This thread's columns lie in one segment of every row (VEC divides the group).
+    const double *cf = p.row_coef + (first * gpr + col / p.group) * SK_NORM_COEFS;
+#pragma unroll 1
+    for (uint64_t row = first; row < end; ++row, cf += static_cast<uint64_t>(gpr) * SK_NORM_COEFS) {
+        float xv[VEC], dyv[VEC];
+        load_vec<T, VEC>(x + row * p.x_stride, xv);
+        load_vec<T, VEC>(dy + row * p.dy_stride, dyv);
+        const double r = cf[0];
+        if (cf[1] == 0.0) {
+            const float rf = static_cast<float>(r);  // exact: the row pass's f32 r
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) acc[e] += static_cast<double>(dyv[e] * (xv[e] * rf));
+        } else {
+#pragma unroll
+            for (int e = 0; e < VEC; ++e)
+                acc[e] += static_cast<double>(dyv[e]) * (static_cast<double>(xv[e]) * r);
         }
     }
     double *out = p.partial + static_cast<uint64_t>(chunk) * p.cols + col;
@@ -1369,6 +1436,8 @@ __device__ void project(const sk_project_params &p) {
 #define SK_LERP_DP_BLOCKS_f32 4
 #define SK_LERP_DP_BLOCKS_bf16 3
 #define SK_LERP_DP_BLOCKS_f16 2
+// The dscale column pass: two inputs and one product per element (checked by ptxas as above).
+#define SK_NORM_DS_BLOCKS 4
 
 #define SK_HS_TILE(op, Params, DT, T, V, VECN, TPS)                                       \
     SK_KERNEL(sk_##op##_##DT##_##V##TPS, Params, sk::Team<TPS>::BLOCK,                    \
@@ -1405,10 +1474,14 @@ __device__ void project(const sk_project_params &p) {
     SK_HS_TIERS(norm_bwd, sk_normalize_params, DT, T)                         \
     SK_HS_TIERS(lerp_fwd, sk_lerp_params, DT, T)                              \
     SK_HS_TIERS_TO_256(lerp_bwd, sk_lerp_params, DT, T)                       \
-    SK_KERNEL(sk_lerp_dp_##DT##_v, sk_lerp_params, SK_LERP_DP_THREADS, SK_LERP_DP_BLOCKS_##DT,   \
+    SK_KERNEL(sk_lerp_dp_##DT##_v, sk_lerp_params, SK_COLUMN_PASS_THREADS, SK_LERP_DP_BLOCKS_##DT,   \
               (sk::hs::lerp_dp_columns<T, sk::Elem<T>::VEC>(p)))                                 \
-    SK_KERNEL(sk_lerp_dp_##DT##_s, sk_lerp_params, SK_LERP_DP_THREADS, SK_LERP_DP_BLOCKS_##DT,   \
+    SK_KERNEL(sk_lerp_dp_##DT##_s, sk_lerp_params, SK_COLUMN_PASS_THREADS, SK_LERP_DP_BLOCKS_##DT,   \
               (sk::hs::lerp_dp_columns<T, 1>(p)))                                                \
+    SK_KERNEL(sk_norm_ds_##DT##_v, sk_normalize_params, SK_COLUMN_PASS_THREADS,                  \
+              SK_NORM_DS_BLOCKS, (sk::hs::norm_ds_columns<T, sk::Elem<T>::VEC>(p)))              \
+    SK_KERNEL(sk_norm_ds_##DT##_s, sk_normalize_params, SK_COLUMN_PASS_THREADS,                  \
+              SK_NORM_DS_BLOCKS, (sk::hs::norm_ds_columns<T, 1>(p)))                             \
     SK_KERNEL(sk_colsum_##DT, sk_colsum_params, 1024, 1, sk::hs::colsum<T>(p))                   \
     SK_KERNEL(sk_project_##DT, sk_project_params, SK_PROJECT_THREADS, 1, sk::hs::project<T>(p))
 

@@ -55,7 +55,11 @@ typedef struct sk_normalize_params {
     const void *dy;    /* backward: [rows, dy_stride] upstream gradient; forward: NULL      */
     const void *scale; /* [cols] per-channel scale s, or NULL for s = 1                    */
     void *out;         /* forward: y = s * N(x); backward: dx                              */
-    double *partial;   /* backward with dscale: [workers, group] partial column sums, else NULL */
+    double *partial;   /* backward with dscale: [workers, group] partial column sums (register
+                          tiers), or the dscale column pass's [chunks, cols] sums; else NULL */
+    double *row_coef;  /* backward, streaming tier with dscale: [rows, cols / group,
+                          SK_NORM_COEFS] (r, 1 if the segment was computed in f64) of each
+                          segment, written by the row pass for the dscale column pass; else NULL */
     uint64_t rows;
     uint64_t x_stride;
     uint64_t dy_stride;
@@ -65,7 +69,7 @@ typedef struct sk_normalize_params {
     uint32_t eps_mode; /* SK_EPS_* */
     float eps;
     uint32_t stage;    /* streaming tier: leading elements of each input staged in shared memory */
-    uint32_t reserved;
+    uint32_t chunk_rows; /* dscale column pass: rows per chunk; else 0                     */
 } sk_normalize_params;
 
 /* Normalize-lerp-normalize: y = N(a + alpha (N(u) - a)), a = N(h) or h, alpha = c p or |c p|,
@@ -98,10 +102,13 @@ typedef struct sk_lerp_params {
     uint32_t chunk_rows; /* dp column pass: rows per chunk; else 0                        */
 } sk_lerp_params;
 
-/* The dp column pass of lerp backward (streaming tier, p per channel): one block per column slab
- * (SK_LERP_DP_THREADS * vector width columns) and chunk of chunk_rows rows, chunk-major. */
+/* The column passes of the streaming tier's backward kernels (dscale of normalize, dp of lerp
+ * with p per channel): one block per column slab (SK_COLUMN_PASS_THREADS * vector width
+ * columns) and chunk of chunk_rows rows, chunk-major; each reads the per-row (per-segment)
+ * coefficients the row pass wrote, SK_NORM_COEFS or SK_LERP_COEFS doubles each. */
+#define SK_NORM_COEFS 2u
 #define SK_LERP_COEFS 5u
-#define SK_LERP_DP_THREADS 256u
+#define SK_COLUMN_PASS_THREADS 256u
 
 /* Deterministic column sums of backward partials, in two launches when the workers are many.
  * Channel ch = j * group + c sums partial[w * group + c] over the workers w = j + m *

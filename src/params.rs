@@ -18,8 +18,9 @@ pub const SK_LERP_FWD_ELEMS: u32 = 16;
 pub const SK_LERP_BWD_ELEMS: u32 = 8;
 pub const SK_LERP_RENORM_H: u32 = 1;
 pub const SK_LERP_ABS_ALPHA: u32 = 2;
+pub const SK_NORM_COEFS: u32 = 2;
 pub const SK_LERP_COEFS: u32 = 5;
-pub const SK_LERP_DP_THREADS: u32 = 256;
+pub const SK_COLUMN_PASS_THREADS: u32 = 256;
 pub const SK_COLSUM_SLICES: u32 = 0;
 pub const SK_COLSUM_TOTAL: u32 = 1;
 pub const SK_AXIS_ROWS: u32 = 0;
@@ -95,6 +96,7 @@ pub struct sk_normalize_params {
     pub scale: *const ::core::ffi::c_void,
     pub out: *mut ::core::ffi::c_void,
     pub partial: *mut f64,
+    pub row_coef: *mut f64,
     pub rows: u64,
     pub x_stride: u64,
     pub dy_stride: u64,
@@ -104,11 +106,11 @@ pub struct sk_normalize_params {
     pub eps_mode: u32,
     pub eps: f32,
     pub stage: u32,
-    pub reserved: u32,
+    pub chunk_rows: u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of sk_normalize_params"][::core::mem::size_of::<sk_normalize_params>() - 96usize];
+    ["Size of sk_normalize_params"][::core::mem::size_of::<sk_normalize_params>() - 104usize];
     ["Alignment of sk_normalize_params"][::core::mem::align_of::<sk_normalize_params>() - 8usize];
     ["Offset of field: sk_normalize_params::x"]
         [::core::mem::offset_of!(sk_normalize_params, x) - 0usize];
@@ -120,26 +122,28 @@ const _: () = {
         [::core::mem::offset_of!(sk_normalize_params, out) - 24usize];
     ["Offset of field: sk_normalize_params::partial"]
         [::core::mem::offset_of!(sk_normalize_params, partial) - 32usize];
+    ["Offset of field: sk_normalize_params::row_coef"]
+        [::core::mem::offset_of!(sk_normalize_params, row_coef) - 40usize];
     ["Offset of field: sk_normalize_params::rows"]
-        [::core::mem::offset_of!(sk_normalize_params, rows) - 40usize];
+        [::core::mem::offset_of!(sk_normalize_params, rows) - 48usize];
     ["Offset of field: sk_normalize_params::x_stride"]
-        [::core::mem::offset_of!(sk_normalize_params, x_stride) - 48usize];
+        [::core::mem::offset_of!(sk_normalize_params, x_stride) - 56usize];
     ["Offset of field: sk_normalize_params::dy_stride"]
-        [::core::mem::offset_of!(sk_normalize_params, dy_stride) - 56usize];
+        [::core::mem::offset_of!(sk_normalize_params, dy_stride) - 64usize];
     ["Offset of field: sk_normalize_params::out_stride"]
-        [::core::mem::offset_of!(sk_normalize_params, out_stride) - 64usize];
+        [::core::mem::offset_of!(sk_normalize_params, out_stride) - 72usize];
     ["Offset of field: sk_normalize_params::cols"]
-        [::core::mem::offset_of!(sk_normalize_params, cols) - 72usize];
+        [::core::mem::offset_of!(sk_normalize_params, cols) - 80usize];
     ["Offset of field: sk_normalize_params::group"]
-        [::core::mem::offset_of!(sk_normalize_params, group) - 76usize];
+        [::core::mem::offset_of!(sk_normalize_params, group) - 84usize];
     ["Offset of field: sk_normalize_params::eps_mode"]
-        [::core::mem::offset_of!(sk_normalize_params, eps_mode) - 80usize];
+        [::core::mem::offset_of!(sk_normalize_params, eps_mode) - 88usize];
     ["Offset of field: sk_normalize_params::eps"]
-        [::core::mem::offset_of!(sk_normalize_params, eps) - 84usize];
+        [::core::mem::offset_of!(sk_normalize_params, eps) - 92usize];
     ["Offset of field: sk_normalize_params::stage"]
-        [::core::mem::offset_of!(sk_normalize_params, stage) - 88usize];
-    ["Offset of field: sk_normalize_params::reserved"]
-        [::core::mem::offset_of!(sk_normalize_params, reserved) - 92usize];
+        [::core::mem::offset_of!(sk_normalize_params, stage) - 96usize];
+    ["Offset of field: sk_normalize_params::chunk_rows"]
+        [::core::mem::offset_of!(sk_normalize_params, chunk_rows) - 100usize];
 };
 impl Default for sk_normalize_params {
     fn default() -> Self {

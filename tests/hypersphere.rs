@@ -463,20 +463,32 @@ fn normalize_bwd_case<T: Element, B: Backend>(
     let x: Mat<T> = random_mat(rng, rows, cols, pad, offset);
     let dy: Mat<T> = random_mat(rng, rows, cols, 2 * pad, offset);
     let s: Option<Vec<T>> = with_scale.then(|| random_vec(rng, cols, 0.5, 2.0));
+    let what = format!("normalize backward {:?} {op:?} {rows}x{cols}", T::DTYPE);
+    normalize_bwd_check(b, rng, op, &x, s.as_deref(), &dy, &what)
+}
+
+/// Runs normalize backward on `b` (dx poisoned, with x's padding and offset; dscale when there
+/// is a scale) and checks dx and dscale against the f64 reference; returns dx's worst error.
+fn normalize_bwd_check<T: Element, B: Backend>(
+    b: &B,
+    rng: &mut Rng,
+    op: &Normalize,
+    x: &Mat<T>,
+    s: Option<&[T]>,
+    dy: &Mat<T>,
+    what: &str,
+) -> f64 {
+    let (rows, cols, pad, offset) = (x.rows, x.cols, x.stride - x.cols, x.offset);
     let mut dx = Mat::<T>::poisoned(rows, cols, cols + pad, offset);
-    let mut ds: Option<Vec<T>> = with_scale.then(|| vec![T::from_f64(f64::NAN); cols]);
-    b.norm_bwd(op, &x, s.as_deref(), &dy, &mut dx, ds.as_mut())
-        .unwrap_or_else(|e| panic!("normalize backward {op:?} {rows}x{cols}: {e}"));
-    assert!(
-        dx.padding_untouched(),
-        "normalize backward wrote outside its rows"
-    );
-    let sf = s.as_ref().map(|s| widened(s));
+    let mut ds: Option<Vec<T>> = s.map(|_| vec![T::from_f64(f64::NAN); cols]);
+    b.norm_bwd(op, x, s, dy, &mut dx, ds.as_mut())
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(dx.padding_untouched(), "{what}: wrote outside its rows");
+    let sf = s.map(|s| widened(s));
     let (xf, dyf) = (x.to_f64(), dy.to_f64());
     let want =
         cpu::normalize_backward(op, rows, cols, &xf, sf.as_deref(), &dyf).expect("reference");
     let seg = op.group.unwrap_or(cols);
-    let what = format!("normalize backward {:?} {op:?} {rows}x{cols}", T::DTYPE);
     // dx = r (g - <yhat, g> yhat) can cancel to nearly nothing (a one-element row has dx = 0):
     // measure errors against r * ||g|| per segment, r = ||N(x)|| / ||x||.
     let yhat = cpu::normalize_forward(op, rows, cols, &xf, None).expect("reference");
@@ -1133,15 +1145,16 @@ mod emulator_only {
 
     #[test]
     fn streaming_workers_loop_over_rows() {
-        // One emulated SM: a forward grid holds at most 8 waves of 8 blocks and a backward one
-        // (with column sums) one wave, so with these row counts workers take two rows or more,
-        // and the next row's staging, started during a row's last pass, is used. Rows staged
-        // whole and in part, vector and scalar rows, every op.
+        // One emulated SM: a grid holds at most 8 waves of 8 blocks (one wave for a backward
+        // pass with per-worker column partials: lerp with a scalar p), so with these row counts
+        // workers take two rows or more, and the next row's staging, started during a row's
+        // last pass, is used. Rows staged whole and in part, vector and scalar rows, every op,
+        // column sums by column pass (dscale, dp per channel) and by partials (scalar p).
         let mut rng = Rng::new();
         for budget in [30_000, 227 * 1024] {
             let b = &Emu(Emulator::new(1).with_stream_smem(budget));
             for (i, backward) in [(0, false), (1, true), (2, false), (3, true)] {
-                let rows = if backward { 19 } else { 75 };
+                let rows = 150;
                 let lerp = lerp_ops(Tier::Stream, i);
                 lerp_case::<bf16, _>(b, &mut rng, &lerp, rows, 1600, 0, 0, i == 2, backward);
                 lerp_case::<f32, _>(b, &mut rng, &lerp, rows, 1203, 0, 0, i == 3, backward);
@@ -1187,6 +1200,58 @@ mod emulator_only {
             let p: Vec<f32> = random_vec(&mut rng, cols, -1.5, 1.5);
             let what = format!("lerp dp column pass, f64 rows, {rows}x{cols} {op:?}");
             lerp_bwd_check::<f32, _>(b, &mut rng, &op, &h, &u, &p, &dy, &what);
+        }
+    }
+
+    #[test]
+    fn normalize_dscale_column_pass_covers_chunks_slabs_groups_and_f64_rows() {
+        // On the streaming tier dscale comes from a column pass (norm_ds_columns): rows in
+        // chunks (the last one short), columns in slabs of 256 threads (the last one partial),
+        // groups that start inside a slab, vector and scalar access. Rows of norm 1e-41 (f32
+        // subnormals) sit between ordinary ones: the row pass retries them in f64, and their
+        // r = 1e41 exists only in f64, so a column pass that took its f32 branch for them
+        // would sum infinities; their dy is scaled up so that their terms weigh in dscale.
+        let mut rng = Rng::new();
+        let b = &Emu(Emulator::new(3));
+        for (i, (rows, cols, group)) in [
+            (97, 2056, None),
+            (40, 1031, None),
+            (61, 2400, Some(600)),
+            (50, 2100, Some(700)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut op = Normalize::new(EPS_MODES[i]).with_tier(Tier::Stream);
+            if let Some(g) = group {
+                op = op.groups(g);
+            }
+            normalize_bwd_case::<f32, _>(b, &mut rng, &op, rows, cols, 0, 0, true);
+            normalize_bwd_case::<bf16, _>(b, &mut rng, &op, rows, cols, 8, 0, true);
+            normalize_bwd_case::<f16, _>(b, &mut rng, &op, rows, cols, 0, 0, true);
+            let op = Normalize {
+                eps: Eps::None,
+                ..op
+            };
+            let x0 = random_mat::<f32>(&mut rng, rows, cols, 0, 0).to_f64();
+            let dy0 = random_mat::<f32>(&mut rng, rows, cols, 0, 0).to_f64();
+            let seg = group.unwrap_or(cols);
+            let tiny = |r: usize| r % 5 == 2;
+            let x = Mat::<f32>::from_fn(rows, cols, cols, 0, |r, c| {
+                let v = x0[r * cols + c];
+                if tiny(r) {
+                    let k = r * cols + c / seg * seg;
+                    v * 1e-41 / cpu::norm2(&x0[k..k + seg])
+                } else {
+                    v
+                }
+            });
+            let dy = Mat::<f32>::from_fn(rows, cols, cols, 0, |r, c| {
+                dy0[r * cols + c] * if tiny(r) { 100.0 } else { 1.0 }
+            });
+            let s: Vec<f32> = random_vec(&mut rng, cols, 0.5, 2.0);
+            let what = format!("dscale column pass, f64 rows, {rows}x{cols} {op:?}");
+            normalize_bwd_check::<f32, _>(b, &mut rng, &op, &x, Some(&s), &dy, &what);
         }
     }
 

@@ -197,6 +197,7 @@ pub(crate) fn kernel_names() -> Vec<String> {
         names.push(format!("sk_colsum_{}", dtype.name()));
         for access in ["v", "s"] {
             names.push(format!("sk_lerp_dp_{}_{access}", dtype.name()));
+            names.push(format!("sk_norm_ds_{}_{access}", dtype.name()));
         }
         names.push(format!("sk_project_{}", dtype.name()));
     }
@@ -351,17 +352,59 @@ pub(crate) struct Plan<P> {
     pub main: Launch<P>,
     pub workspace: usize,
     pub finish: Option<ColumnSums>,
-    /// Lerp backward on the streaming tier with p per channel: the dp column pass, which reads
-    /// the row coefficients the main launch writes (`coef_len` f64 at the start of the
-    /// workspace) and writes the partials that `finish` reduces (after them).
+    /// Backward on the streaming tier with column sums (normalize's dscale, lerp's dp with p
+    /// per channel): the column pass, which reads the row coefficients the main launch writes
+    /// (`coef_len` f64 at the start of the workspace) and writes the partials that `finish`
+    /// reduces (after them).
     pub columns: Option<ColumnPass<P>>,
 }
 
-/// The dp column pass of a plan (kernels/hypersphere.cu, lerp_dp_columns).
+/// The column pass of a plan (kernels/hypersphere.cu, norm_ds_columns and lerp_dp_columns).
 #[derive(Debug)]
 pub(crate) struct ColumnPass<P> {
     launch: Launch<P>,
     coef_len: usize,
+}
+
+impl<P: KernelParams> ColumnPass<P> {
+    /// Plans the column pass `kernel` over `rows` x `cols` (threads of `vec` columns), after a
+    /// row pass that writes `coef_len` f64 of row coefficients, with the main launch's
+    /// parameters but `chunk_rows` (set by `with_chunk_rows`); and the sums of its chunks into
+    /// `out`. Returns the pass, the sums and the workspace both need (f64).
+    #[allow(clippy::too_many_arguments)]
+    fn plan(
+        kernel: String,
+        dtype: DType,
+        rows: u64,
+        cols: u64,
+        vec: u64,
+        coef_len: usize,
+        out: u64,
+        sm_count: u32,
+        with_chunk_rows: impl FnOnce(u32) -> P,
+    ) -> Result<(ColumnPass<P>, ColumnSums, usize)> {
+        let slab = u64::from(SK_COLUMN_PASS_THREADS) * vec;
+        let slabs = cols.div_ceil(slab);
+        // About two waves of 8 blocks per SM; chunks of at most 2^32 - 1 rows.
+        let target = 16 * u64::from(sm_count);
+        let chunks = target
+            .div_ceil(slabs)
+            .max(rows.div_ceil(u64::from(u32::MAX)))
+            .clamp(1, rows.max(1));
+        let chunk_rows = rows.div_ceil(chunks).max(1);
+        let chunks = rows.div_ceil(chunk_rows).max(1);
+        let (sums_len, sums) = ColumnSums::plan(dtype, chunks, cols, 1, out, sm_count);
+        let launch = Launch {
+            kernel,
+            grid: u32::try_from(slabs * chunks).map_err(|_| {
+                Error::TooLarge(format!("{slabs} x {chunks} blocks for a column pass"))
+            })?,
+            block: SK_COLUMN_PASS_THREADS,
+            shared_mem_bytes: 0,
+            params: with_chunk_rows(chunk_rows as u32),
+        };
+        Ok((ColumnPass { launch, coef_len }, sums, coef_len + sums_len))
+    }
 }
 
 /// The deterministic reduction of a backward pass's per-worker column partial sums (kernels/
@@ -435,16 +478,18 @@ impl ColumnSums {
     }
 }
 
-/// Parameter structs with a workspace pointer for column partial sums (and, for the lerp, one
-/// for the row coefficients of the dp column pass).
+/// Parameter structs with a workspace pointer for column partial sums, and one for the row
+/// coefficients of a column pass.
 pub(crate) trait HasPartial {
     fn set_partial(&mut self, addr: u64);
-    /// Only lerp plans have a column pass; the default is never called.
-    fn set_row_coef(&mut self, _addr: u64) {}
+    fn set_row_coef(&mut self, addr: u64);
 }
 impl HasPartial for sk_normalize_params {
     fn set_partial(&mut self, addr: u64) {
         self.partial = addr as *mut f64;
+    }
+    fn set_row_coef(&mut self, addr: u64) {
+        self.row_coef = addr as *mut f64;
     }
 }
 impl HasPartial for sk_lerp_params {
@@ -532,6 +577,7 @@ pub(crate) fn plan_normalize_forward<T: Element>(
             scale: scale.map_or(std::ptr::null(), |s| ptr(s.addr)),
             out: ptr_mut(y.addr),
             partial: std::ptr::null_mut(),
+            row_coef: std::ptr::null_mut(),
             rows: x.rows as u64,
             x_stride: x.stride as u64,
             dy_stride: 0,
@@ -541,7 +587,7 @@ pub(crate) fn plan_normalize_forward<T: Element>(
             eps_mode,
             eps,
             stage,
-            reserved: 0,
+            chunk_rows: 0,
         },
     })
 }
@@ -575,7 +621,10 @@ pub(crate) fn plan_normalize_backward<T: Element>(
     let vector = vector_ok::<T>(g, &[x, dy, dx], &[scale]);
     let k = choose(RowOp::NormBwd, T::DTYPE, g, vector, op.tier)?;
     let gpr = (x.cols / g) as u64;
-    let partial_len = dscale.map(|_| g as u64);
+    // The streaming tier sums dscale in a column pass (kernels/hypersphere.cu,
+    // norm_ds_columns), not in per-worker partial rows.
+    let column_pass = dscale.is_some() && k.tps.is_none();
+    let partial_len = dscale.filter(|_| !column_pass).map(|_| g as u64);
     let grid = worker_grid(&k, x.rows as u64 * gpr, gpr, l.sm_count(), partial_len);
     let workers = u64::from(grid) * k.teams_per_block();
     let (stage, shared_mem_bytes) = staging(&k, g, 2, l.stream_smem_budget());
@@ -591,6 +640,7 @@ pub(crate) fn plan_normalize_backward<T: Element>(
             scale: scale.map_or(std::ptr::null(), |s| ptr(s.addr)),
             out: ptr_mut(dx.addr),
             partial: std::ptr::null_mut(),
+            row_coef: std::ptr::null_mut(),
             rows: x.rows as u64,
             x_stride: x.stride as u64,
             dy_stride: dy.stride as u64,
@@ -600,7 +650,7 @@ pub(crate) fn plan_normalize_backward<T: Element>(
             eps_mode,
             eps,
             stage,
-            reserved: 0,
+            chunk_rows: 0,
         },
     };
     Ok(match dscale {
@@ -610,6 +660,30 @@ pub(crate) fn plan_normalize_backward<T: Element>(
             finish: None,
             columns: None,
         },
+        Some(d) if column_pass => {
+            let access = if vector { "v" } else { "s" };
+            let (columns, sums, workspace) = ColumnPass::plan(
+                format!("sk_norm_ds_{}_{access}", T::DTYPE.name()),
+                T::DTYPE,
+                x.rows as u64,
+                x.cols as u64,
+                k.vec(),
+                x.rows * gpr as usize * SK_NORM_COEFS as usize,
+                d.addr,
+                l.sm_count(),
+                |chunk_rows| sk_normalize_params {
+                    stage: 0,
+                    chunk_rows,
+                    ..main.params
+                },
+            )?;
+            Plan {
+                main,
+                workspace,
+                finish: Some(sums),
+                columns: Some(columns),
+            }
+        }
         Some(d) => {
             let (workspace, sums) =
                 ColumnSums::plan(T::DTYPE, workers, g as u64, gpr, d.addr, l.sm_count());
@@ -771,42 +845,27 @@ pub(crate) fn plan_lerp_backward<T: Element>(
             columns: None,
         },
         Some(dp) if column_pass => {
-            let rows = a.h.rows as u64;
-            let slab = u64::from(SK_LERP_DP_THREADS) * k.vec();
-            let slabs = (cols as u64).div_ceil(slab);
-            // About two waves of 8 blocks per SM; chunks of at most 2^32 - 1 rows.
-            let target = 16 * u64::from(l.sm_count());
-            let chunks = target
-                .div_ceil(slabs)
-                .max(rows.div_ceil(u64::from(u32::MAX)))
-                .clamp(1, rows.max(1));
-            let chunk_rows = rows.div_ceil(chunks).max(1);
-            let chunks = rows.div_ceil(chunk_rows).max(1);
-            let (sums_len, sums) =
-                ColumnSums::plan(T::DTYPE, chunks, cols as u64, 1, dp.addr, l.sm_count());
-            let coef_len = a.h.rows * SK_LERP_COEFS as usize;
-            let launch = Launch {
-                kernel: format!(
-                    "sk_lerp_dp_{}_{}",
-                    T::DTYPE.name(),
-                    if vector { "v" } else { "s" }
-                ),
-                grid: u32::try_from(slabs * chunks).map_err(|_| {
-                    Error::TooLarge(format!("{slabs} x {chunks} blocks for the dp column pass"))
-                })?,
-                block: SK_LERP_DP_THREADS,
-                shared_mem_bytes: 0,
-                params: sk_lerp_params {
+            let access = if vector { "v" } else { "s" };
+            let (columns, sums, workspace) = ColumnPass::plan(
+                format!("sk_lerp_dp_{}_{access}", T::DTYPE.name()),
+                T::DTYPE,
+                a.h.rows as u64,
+                cols as u64,
+                k.vec(),
+                a.h.rows * SK_LERP_COEFS as usize,
+                dp.addr,
+                l.sm_count(),
+                |chunk_rows| sk_lerp_params {
                     stage: 0,
-                    chunk_rows: chunk_rows as u32,
+                    chunk_rows,
                     ..main.params
                 },
-            };
+            )?;
             Plan {
                 main,
-                workspace: coef_len + sums_len,
+                workspace,
                 finish: Some(sums),
-                columns: Some(ColumnPass { launch, coef_len }),
+                columns: Some(columns),
             }
         }
         Some(dp) => {
@@ -1073,5 +1132,133 @@ impl Projection {
             l.launch(&launch)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use half::bf16;
+
+    use super::*;
+
+    /// A launcher with an H100/H200's limits that records each launch's kernel, grid and
+    /// parameters (their Debug form: pointers print as addresses).
+    #[derive(Default)]
+    struct Recorder(RefCell<Vec<(String, u32, String)>>);
+    impl Launcher for Recorder {
+        fn sm_count(&self) -> u32 {
+            132
+        }
+        fn stream_smem_budget(&self) -> u32 {
+            227 * 1024
+        }
+        fn gram_smem_budget(&self) -> u32 {
+            227 * 1024
+        }
+        fn launch<P: KernelParams>(&self, l: &Launch<P>) -> Result<()> {
+            let params = format!("{:?}", l.params);
+            self.0.borrow_mut().push((l.kernel.clone(), l.grid, params));
+            Ok(())
+        }
+    }
+
+    fn mat(addr: u64, rows: usize, cols: usize) -> MatArg {
+        MatArg {
+            addr,
+            rows,
+            cols,
+            stride: cols,
+        }
+    }
+
+    #[test]
+    fn streaming_dscale_takes_the_column_pass_and_its_workspace_layout() {
+        const WS: u64 = 0x10_0000;
+        let (rows, cols) = (2048, 131072);
+        let (x, dy, dx) = (
+            mat(0x1000, rows, cols),
+            mat(0x2000, rows, cols),
+            mat(0x3000, rows, cols),
+        );
+        let scale = VecArg {
+            addr: 0x4000,
+            len: cols,
+        };
+        let dscale = VecArg {
+            addr: 0x5000,
+            len: cols,
+        };
+        let op = Normalize::new(super::super::Eps::None);
+        let plan = plan_normalize_backward::<bf16>(
+            &op,
+            &Recorder::default(),
+            &x,
+            Some(&scale),
+            &dy,
+            &dx,
+            Some(&dscale),
+        )
+        .unwrap();
+        let columns = plan.columns.as_ref().expect("a column pass");
+        let coef_len = rows * SK_NORM_COEFS as usize;
+        assert_eq!(columns.coef_len, coef_len);
+        assert!(plan.workspace >= coef_len + 16 * cols, "{}", plan.workspace);
+        // No per-worker partial rows: the grid is not held to one wave by the workspace budget.
+        assert!(plan.main.grid > 132 * 8, "grid {}", plan.main.grid);
+        let rec = Recorder::default();
+        plan.run(&rec, WS).unwrap();
+        let launches = rec.0.into_inner();
+        let names: Vec<&str> = launches.iter().map(|l| l.0.as_str()).collect();
+        assert_eq!(
+            &names[..3],
+            [
+                "sk_norm_bwd_bf16_vstream",
+                "sk_norm_ds_bf16_v",
+                "sk_colsum_bf16"
+            ]
+        );
+        let partial = WS + 8 * coef_len as u64;
+        let has = |i: usize, field: &str, addr: u64| {
+            assert!(
+                launches[i].2.contains(&format!("{field}: {addr:#x}")),
+                "launch {i} lacks {field} = {addr:#x}: {}",
+                launches[i].2
+            );
+        };
+        has(0, "row_coef", WS);
+        has(0, "partial", 0);
+        has(1, "row_coef", WS);
+        has(1, "partial", partial);
+        has(2, "partial", partial);
+        // The column pass covers every row: blocks = slabs x chunks, chunks x chunk_rows >= rows.
+        let slabs = (cols as u32).div_ceil(SK_COLUMN_PASS_THREADS * 8);
+        let chunks = launches[1].1 / slabs;
+        let chunk_rows: u32 = launches[1]
+            .2
+            .split("chunk_rows: ")
+            .nth(1)
+            .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|t| t.parse().ok())
+            .unwrap();
+        assert_eq!(launches[1].1 % slabs, 0);
+        assert!(chunks * chunk_rows >= rows as u32 && (chunks - 1) * chunk_rows < rows as u32);
+
+        // A register tier keeps its per-worker partials: no column pass.
+        let short = mat(0x1000, rows, 512);
+        let scale = VecArg { len: 512, ..scale };
+        let dscale = VecArg { len: 512, ..dscale };
+        let plan = plan_normalize_backward::<bf16>(
+            &op,
+            &Recorder::default(),
+            &short,
+            Some(&scale),
+            &short,
+            &short,
+            Some(&dscale),
+        )
+        .unwrap();
+        assert!(plan.columns.is_none() && plan.finish.is_some());
     }
 }
