@@ -230,7 +230,8 @@ __device__ __forceinline__ void for_segments(SegCursor c, uint64_t rows, const L
 // tier passes CH = 0 (as many chunks as the segment has). Inputs come from a source: a register
 // tile, read from memory once before the finisher, or memory itself, re-read on every pass (the
 // streaming tier, and the f64 retry of the register tiers, which thereby keeps no f64 copy of the
-// tile alive). Column sums (dscale, dp) go to a sink: registers, or a partial row in memory.
+// tile alive). Column sums (dscale, dp) go to a sink: registers (register tiers), one f64 per
+// worker (streaming lerp with a scalar p), or nowhere (streaming tier: the column passes).
 
 template <int TPS, int VEC, int CH, class F>
 __device__ __forceinline__ void for_chunks(int lane, uint32_t len, F &&f) {
@@ -355,7 +356,10 @@ struct NoSink {
 
 // A worker's partial row in the workspace, updated in place by the one thread owning each column
 // (`first`: the worker's first row, which overwrites instead of adding). With `vector` false the
-// sink sums everything into `scalar` instead (scalar p).
+// sink sums everything into `scalar` instead (scalar p). Since the column passes took over dscale
+// and dp per channel on the streaming tier, only lerp backward with a scalar p gives this sink a
+// `part`; a scalar-only sink in its place made ptxas spill lerp_bwd's 16-bit vstream kernels at
+// their 128 registers (sm_90), so the row form stays.
 struct MemSink {
     double *part;  // may be null: nothing wanted
     bool first;
@@ -1436,8 +1440,11 @@ __device__ void project(const sk_project_params &p) {
 #define SK_LERP_DP_BLOCKS_f32 4
 #define SK_LERP_DP_BLOCKS_bf16 3
 #define SK_LERP_DP_BLOCKS_f16 2
-// The dscale column pass: two inputs and one product per element (checked by ptxas as above).
-#define SK_NORM_DS_BLOCKS 4
+// The dscale column pass: two inputs and one product per element; as above (f32: 40 registers,
+// so 6 blocks, 1536 threads with their loads in flight).
+#define SK_NORM_DS_BLOCKS_f32 6
+#define SK_NORM_DS_BLOCKS_bf16 4
+#define SK_NORM_DS_BLOCKS_f16 4
 
 #define SK_HS_TILE(op, Params, DT, T, V, VECN, TPS)                                       \
     SK_KERNEL(sk_##op##_##DT##_##V##TPS, Params, sk::Team<TPS>::BLOCK,                    \
@@ -1479,9 +1486,9 @@ __device__ void project(const sk_project_params &p) {
     SK_KERNEL(sk_lerp_dp_##DT##_s, sk_lerp_params, SK_COLUMN_PASS_THREADS, SK_LERP_DP_BLOCKS_##DT,   \
               (sk::hs::lerp_dp_columns<T, 1>(p)))                                                \
     SK_KERNEL(sk_norm_ds_##DT##_v, sk_normalize_params, SK_COLUMN_PASS_THREADS,                  \
-              SK_NORM_DS_BLOCKS, (sk::hs::norm_ds_columns<T, sk::Elem<T>::VEC>(p)))              \
+              SK_NORM_DS_BLOCKS_##DT, (sk::hs::norm_ds_columns<T, sk::Elem<T>::VEC>(p)))              \
     SK_KERNEL(sk_norm_ds_##DT##_s, sk_normalize_params, SK_COLUMN_PASS_THREADS,                  \
-              SK_NORM_DS_BLOCKS, (sk::hs::norm_ds_columns<T, 1>(p)))                             \
+              SK_NORM_DS_BLOCKS_##DT, (sk::hs::norm_ds_columns<T, 1>(p)))                             \
     SK_KERNEL(sk_colsum_##DT, sk_colsum_params, 1024, 1, sk::hs::colsum<T>(p))                   \
     SK_KERNEL(sk_project_##DT, sk_project_params, SK_PROJECT_THREADS, 1, sk::hs::project<T>(p))
 

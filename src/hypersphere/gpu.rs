@@ -979,7 +979,8 @@ impl Normalize {
 
     /// dx = ∂L/∂x for y = s ⊙ N(x) given dy = ∂L/∂y, and, when `dscale` is given,
     /// dscale = Σ_rows dy ⊙ N(x) (overwritten, summed in a fixed order: bitwise reproducible
-    /// for the same shapes on the same GPU). `workspace` holds the partial sums; it grows on
+    /// for the same shapes on the same GPU). `workspace` holds the partial sums (and on the
+    /// streaming tier each segment's r, for the column pass that sums dscale); it grows on
     /// `stream` when needed.
     ///
     /// Errors as [`Normalize::forward`], and `dscale` without `scale`.
