@@ -1118,6 +1118,24 @@ __device__ void lerp_bwd_stream(const sk_lerp_params &p) {
 // Why: per-worker partial rows, read and written for every row (16 bytes per element, more
 // than the op's own traffic), confined long rows to as many workers as 32 MiB of partials
 // hold (32 at D = 131072). This pass costs one more read of the three inputs, with every SM.
+// A column-pass thread's share: blocks are chunk-major (the slabs of a chunk adjacent), a slab
+// SK_COLUMN_PASS_THREADS * VEC columns; the thread's first column `col` (none when col >= cols)
+// and its chunk's rows [first, end).
+template <int VEC>
+struct ColumnShare {
+    uint32_t chunk, col;
+    uint64_t first, end;
+    __device__ __forceinline__ ColumnShare(uint32_t cols, uint64_t rows, uint32_t chunk_rows) {
+        SK_EXPECT(blockDim.x == SK_COLUMN_PASS_THREADS);
+        constexpr uint32_t SLAB = SK_COLUMN_PASS_THREADS * VEC;
+        const uint32_t slabs = (cols + SLAB - 1) / SLAB;
+        chunk = blockIdx.x / slabs;
+        col = (blockIdx.x % slabs) * SLAB + threadIdx.x * VEC;
+        first = static_cast<uint64_t>(chunk) * chunk_rows;
+        end = first + chunk_rows < rows ? first + chunk_rows : rows;
+    }
+};
+
 // One channel's term of a row, in A (alpha as AlphaMem forms it, from p: fewer registers than
 // keeping alpha).
 template <class A>
@@ -1137,19 +1155,15 @@ __device__ __forceinline__ double lerp_dp_term(const sk_lerp_params &p, const do
 
 template <class T, int VEC>
 __device__ void lerp_dp_columns(const sk_lerp_params &p) {
-    SK_EXPECT(blockDim.x == SK_COLUMN_PASS_THREADS);
-    constexpr uint32_t SLAB = SK_COLUMN_PASS_THREADS * VEC;
-    const uint32_t slabs = (p.cols + SLAB - 1) / SLAB;
-    const uint32_t chunk = blockIdx.x / slabs;  // blocks: chunk-major, slabs of a chunk adjacent
-    const uint32_t col = (blockIdx.x % slabs) * SLAB + threadIdx.x * VEC;
+    const ColumnShare<VEC> share(p.cols, p.rows, p.chunk_rows);
+    const uint32_t chunk = share.chunk, col = share.col;
+    const uint64_t first = share.first, end = share.end;
     if (col >= p.cols) return;  // the host makes VEC divide cols
     float pv[VEC];
     load_vec<T, VEC>(static_cast<const T *>(p.p) + col, pv);  // p per channel (p_len = cols)
     double acc[VEC];
 #pragma unroll
     for (int e = 0; e < VEC; ++e) acc[e] = 0.0;
-    const uint64_t first = static_cast<uint64_t>(chunk) * p.chunk_rows;
-    const uint64_t end = first + p.chunk_rows < p.rows ? first + p.chunk_rows : p.rows;
     const T *h = static_cast<const T *>(p.h) + col;
     const T *u = static_cast<const T *>(p.u) + col;
     const T *dy = static_cast<const T *>(p.dy) + col;
@@ -1201,18 +1215,14 @@ __device__ void lerp_dp_columns(const sk_lerp_params &p) {
 // every row costs 16 bytes per element, more than the op's own 6 (16-bit) or 12 (f32).
 template <class T, int VEC>
 __device__ void norm_ds_columns(const sk_normalize_params &p) {
-    SK_EXPECT(blockDim.x == SK_COLUMN_PASS_THREADS);
-    constexpr uint32_t SLAB = SK_COLUMN_PASS_THREADS * VEC;
-    const uint32_t slabs = (p.cols + SLAB - 1) / SLAB;
-    const uint32_t chunk = blockIdx.x / slabs;  // blocks: chunk-major, slabs of a chunk adjacent
-    const uint32_t col = (blockIdx.x % slabs) * SLAB + threadIdx.x * VEC;
+    const ColumnShare<VEC> share(p.cols, p.rows, p.chunk_rows);
+    const uint32_t chunk = share.chunk, col = share.col;
+    const uint64_t first = share.first, end = share.end;
     if (col >= p.cols) return;  // the host makes VEC divide the group, so also cols
     const uint32_t gpr = p.cols / p.group;
     double acc[VEC];
 #pragma unroll
     for (int e = 0; e < VEC; ++e) acc[e] = 0.0;
-    const uint64_t first = static_cast<uint64_t>(chunk) * p.chunk_rows;
-    const uint64_t end = first + p.chunk_rows < p.rows ? first + p.chunk_rows : p.rows;
     const T *x = static_cast<const T *>(p.x) + col;
     const T *dy = static_cast<const T *>(p.dy) + col;
     // This thread's columns lie in one segment of every row (VEC divides the group).

@@ -382,9 +382,11 @@ pub(crate) fn check_len(name: &'static str, v: &VecArg, expected: usize) -> Resu
     Ok(())
 }
 
-/// Device scratch memory for the deterministic column sums of backward passes (dscale, dp).
-/// Owned by the caller, grown on demand on the stream it is used with, reused across calls.
-/// One workspace must not be used by two streams at once.
+/// Device scratch memory of the calls that need it: the deterministic column sums of the
+/// hypersphere backward passes (dscale, dp, and the row coefficients of their column passes) and
+/// FAVOR+'s features, states and gradient stages. Owned by the caller, grown on demand on the
+/// stream it is used with, reused across calls; nothing in it outlives a call. One workspace
+/// must not be used by two streams at once.
 #[derive(Debug, Default)]
 pub struct Workspace {
     buf: Option<CudaSlice<f64>>,
@@ -415,7 +417,9 @@ impl Workspace {
         if !fits {
             // Stream-ordered allocation: no host synchronization.
             // SAFETY: every element the kernels read from the workspace is written first by
-            // the kernel of the same call (each worker writes its whole partial row).
+            // a kernel of the same call, earlier on the stream: each worker writes its whole
+            // partial row, a row pass the coefficients of every segment its column pass reads,
+            // a column pass every chunk's partial row, FAVOR+ each stage's whole region.
             let buf = unsafe { stream.alloc::<f64>(len.max(1)) }
                 .map_err(|e| Error::driver("allocating workspace", e))?;
             self.buf = Some(buf);
@@ -448,3 +452,27 @@ kernel_params!(
     crate::params::sk_favor_backward_params,
     crate::params::sk_rf_estimate_params
 );
+
+/// A launcher for host-only tests of planning: the limits of an H100/H200, and each launch's
+/// kernel, grid and parameters recorded (their Debug form: pointers print as addresses).
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Recorder(pub std::cell::RefCell<Vec<(String, u32, String)>>);
+
+#[cfg(test)]
+impl Launcher for Recorder {
+    fn sm_count(&self) -> u32 {
+        132
+    }
+    fn stream_smem_budget(&self) -> u32 {
+        227 * 1024
+    }
+    fn gram_smem_budget(&self) -> u32 {
+        227 * 1024
+    }
+    fn launch<P: KernelParams>(&self, l: &Launch<P>) -> Result<()> {
+        let params = format!("{:?}", l.params);
+        self.0.borrow_mut().push((l.kernel.clone(), l.grid, params));
+        Ok(())
+    }
+}

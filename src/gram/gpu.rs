@@ -1138,24 +1138,7 @@ pub(crate) fn check_conv_grad(batch: &ConvBatch, grad: &VecArg, w: &VecArg) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::launch::KernelParams;
-
-    /// A launcher that only plans (the limits of an H100/H200).
-    struct Planner;
-    impl Launcher for Planner {
-        fn sm_count(&self) -> u32 {
-            132
-        }
-        fn stream_smem_budget(&self) -> u32 {
-            227 * 1024
-        }
-        fn gram_smem_budget(&self) -> u32 {
-            227 * 1024
-        }
-        fn launch<P: KernelParams>(&self, _: &Launch<P>) -> Result<()> {
-            unreachable!("planning only")
-        }
-    }
+    use crate::launch::Recorder;
 
     fn dense_plan(
         kind: Kind,
@@ -1177,7 +1160,7 @@ mod tests {
             ..Tables::none()
         };
         let launches = plan::<f32>(
-            &Planner,
+            &Recorder::default(),
             kind,
             &batch.schedule,
             &batch.large,

@@ -366,47 +366,6 @@ pub(crate) struct ColumnPass<P> {
     coef_len: usize,
 }
 
-impl<P: KernelParams> ColumnPass<P> {
-    /// Plans the column pass `kernel` over `rows` x `cols` (threads of `vec` columns), after a
-    /// row pass that writes `coef_len` f64 of row coefficients, with the main launch's
-    /// parameters but `chunk_rows` (set by `with_chunk_rows`); and the sums of its chunks into
-    /// `out`. Returns the pass, the sums and the workspace both need (f64).
-    #[allow(clippy::too_many_arguments)]
-    fn plan(
-        kernel: String,
-        dtype: DType,
-        rows: u64,
-        cols: u64,
-        vec: u64,
-        coef_len: usize,
-        out: u64,
-        sm_count: u32,
-        with_chunk_rows: impl FnOnce(u32) -> P,
-    ) -> Result<(ColumnPass<P>, ColumnSums, usize)> {
-        let slab = u64::from(SK_COLUMN_PASS_THREADS) * vec;
-        let slabs = cols.div_ceil(slab);
-        // About two waves of 8 blocks per SM; chunks of at most 2^32 - 1 rows.
-        let target = 16 * u64::from(sm_count);
-        let chunks = target
-            .div_ceil(slabs)
-            .max(rows.div_ceil(u64::from(u32::MAX)))
-            .clamp(1, rows.max(1));
-        let chunk_rows = rows.div_ceil(chunks).max(1);
-        let chunks = rows.div_ceil(chunk_rows).max(1);
-        let (sums_len, sums) = ColumnSums::plan(dtype, chunks, cols, 1, out, sm_count);
-        let launch = Launch {
-            kernel,
-            grid: u32::try_from(slabs * chunks).map_err(|_| {
-                Error::TooLarge(format!("{slabs} x {chunks} blocks for a column pass"))
-            })?,
-            block: SK_COLUMN_PASS_THREADS,
-            shared_mem_bytes: 0,
-            params: with_chunk_rows(chunk_rows as u32),
-        };
-        Ok((ColumnPass { launch, coef_len }, sums, coef_len + sums_len))
-    }
-}
-
 /// The deterministic reduction of a backward pass's per-worker column partial sums (kernels/
 /// params.h, sk_colsum_params): the workspace holds the partials (`partial_len` f64), then the
 /// slices' sums when there is a second launch.
@@ -480,9 +439,12 @@ impl ColumnSums {
 
 /// Parameter structs with a workspace pointer for column partial sums, and one for the row
 /// coefficients of a column pass.
-pub(crate) trait HasPartial {
+pub(crate) trait HasPartial: Sized {
     fn set_partial(&mut self, addr: u64);
     fn set_row_coef(&mut self, addr: u64);
+    /// The parameters of the column pass after a row pass with these: no staging, rows in
+    /// chunks of `chunk_rows`.
+    fn column_pass(&self, chunk_rows: u32) -> Self;
 }
 impl HasPartial for sk_normalize_params {
     fn set_partial(&mut self, addr: u64) {
@@ -490,6 +452,13 @@ impl HasPartial for sk_normalize_params {
     }
     fn set_row_coef(&mut self, addr: u64) {
         self.row_coef = addr as *mut f64;
+    }
+    fn column_pass(&self, chunk_rows: u32) -> Self {
+        sk_normalize_params {
+            stage: 0,
+            chunk_rows,
+            ..*self
+        }
     }
 }
 impl HasPartial for sk_lerp_params {
@@ -499,9 +468,80 @@ impl HasPartial for sk_lerp_params {
     fn set_row_coef(&mut self, addr: u64) {
         self.row_coef = addr as *mut f64;
     }
+    fn column_pass(&self, chunk_rows: u32) -> Self {
+        sk_lerp_params {
+            stage: 0,
+            chunk_rows,
+            ..*self
+        }
+    }
 }
 
 impl<P: KernelParams + HasPartial> Plan<P> {
+    /// A plan without column sums.
+    fn single(main: Launch<P>) -> Self {
+        Plan {
+            main,
+            workspace: 0,
+            finish: None,
+            columns: None,
+        }
+    }
+
+    /// A plan whose column sums the main launch leaves in per-worker partial rows, and
+    /// `(workspace, sums)` reduces them (from [`ColumnSums::plan`]).
+    fn with_partials(main: Launch<P>, (workspace, sums): (usize, ColumnSums)) -> Self {
+        Plan {
+            main,
+            workspace,
+            finish: Some(sums),
+            columns: None,
+        }
+    }
+
+    /// A plan whose main launch (a row pass) writes `coef_len` f64 of row coefficients, from
+    /// which the column pass `kernel` sums `cols` columns over `rows` rows (threads of `vec`
+    /// columns) in chunks of rows into the workspace, and the chunks' sums go to `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn with_column_pass(
+        main: Launch<P>,
+        kernel: String,
+        dtype: DType,
+        rows: u64,
+        cols: u64,
+        vec: u64,
+        coef_len: usize,
+        out: u64,
+        sm_count: u32,
+    ) -> Result<Self> {
+        let slab = u64::from(SK_COLUMN_PASS_THREADS) * vec;
+        let slabs = cols.div_ceil(slab);
+        // About two waves of 8 blocks per SM; chunks of at most 2^32 - 1 rows.
+        let target = 16 * u64::from(sm_count);
+        let chunks = target
+            .div_ceil(slabs)
+            .max(rows.div_ceil(u64::from(u32::MAX)))
+            .clamp(1, rows.max(1));
+        let chunk_rows = rows.div_ceil(chunks).max(1);
+        let chunks = rows.div_ceil(chunk_rows).max(1);
+        let (sums_len, sums) = ColumnSums::plan(dtype, chunks, cols, 1, out, sm_count);
+        let launch = Launch {
+            kernel,
+            grid: u32::try_from(slabs * chunks).map_err(|_| {
+                Error::TooLarge(format!("{slabs} x {chunks} blocks for a column pass"))
+            })?,
+            block: SK_COLUMN_PASS_THREADS,
+            shared_mem_bytes: 0,
+            params: main.params.column_pass(chunk_rows as u32),
+        };
+        Ok(Plan {
+            main,
+            workspace: coef_len + sums_len,
+            finish: Some(sums),
+            columns: Some(ColumnPass { launch, coef_len }),
+        })
+    }
+
     /// Launches the plan with its workspace at `workspace_addr` (ignored when none is needed).
     pub(crate) fn run(mut self, l: &impl Launcher, workspace_addr: u64) -> Result<()> {
         if let Some(f) = self.finish.as_mut() {
@@ -653,47 +693,24 @@ pub(crate) fn plan_normalize_backward<T: Element>(
             chunk_rows: 0,
         },
     };
+    let access = if vector { "v" } else { "s" };
     Ok(match dscale {
-        None => Plan {
+        None => Plan::single(main),
+        Some(d) if column_pass => Plan::with_column_pass(
             main,
-            workspace: 0,
-            finish: None,
-            columns: None,
-        },
-        Some(d) if column_pass => {
-            let access = if vector { "v" } else { "s" };
-            let (columns, sums, workspace) = ColumnPass::plan(
-                format!("sk_norm_ds_{}_{access}", T::DTYPE.name()),
-                T::DTYPE,
-                x.rows as u64,
-                x.cols as u64,
-                k.vec(),
-                x.rows * gpr as usize * SK_NORM_COEFS as usize,
-                d.addr,
-                l.sm_count(),
-                |chunk_rows| sk_normalize_params {
-                    stage: 0,
-                    chunk_rows,
-                    ..main.params
-                },
-            )?;
-            Plan {
-                main,
-                workspace,
-                finish: Some(sums),
-                columns: Some(columns),
-            }
-        }
-        Some(d) => {
-            let (workspace, sums) =
-                ColumnSums::plan(T::DTYPE, workers, g as u64, gpr, d.addr, l.sm_count());
-            Plan {
-                main,
-                workspace,
-                finish: Some(sums),
-                columns: None,
-            }
-        }
+            format!("sk_norm_ds_{}_{access}", T::DTYPE.name()),
+            T::DTYPE,
+            x.rows as u64,
+            x.cols as u64,
+            k.vec(),
+            x.rows * gpr as usize * SK_NORM_COEFS as usize,
+            d.addr,
+            l.sm_count(),
+        )?,
+        Some(d) => Plan::with_partials(
+            main,
+            ColumnSums::plan(T::DTYPE, workers, g as u64, gpr, d.addr, l.sm_count()),
+        ),
     })
 }
 
@@ -837,47 +854,24 @@ pub(crate) fn plan_lerp_backward<T: Element>(
             chunk_rows: 0,
         },
     };
+    let access = if vector { "v" } else { "s" };
     Ok(match a.dp {
-        None => Plan {
+        None => Plan::single(main),
+        Some(dp) if column_pass => Plan::with_column_pass(
             main,
-            workspace: 0,
-            finish: None,
-            columns: None,
-        },
-        Some(dp) if column_pass => {
-            let access = if vector { "v" } else { "s" };
-            let (columns, sums, workspace) = ColumnPass::plan(
-                format!("sk_lerp_dp_{}_{access}", T::DTYPE.name()),
-                T::DTYPE,
-                a.h.rows as u64,
-                cols as u64,
-                k.vec(),
-                a.h.rows * SK_LERP_COEFS as usize,
-                dp.addr,
-                l.sm_count(),
-                |chunk_rows| sk_lerp_params {
-                    stage: 0,
-                    chunk_rows,
-                    ..main.params
-                },
-            )?;
-            Plan {
-                main,
-                workspace,
-                finish: Some(sums),
-                columns: Some(columns),
-            }
-        }
-        Some(dp) => {
-            let (workspace, sums) =
-                ColumnSums::plan(T::DTYPE, workers, a.p.len as u64, 1, dp.addr, l.sm_count());
-            Plan {
-                main,
-                workspace,
-                finish: Some(sums),
-                columns: None,
-            }
-        }
+            format!("sk_lerp_dp_{}_{access}", T::DTYPE.name()),
+            T::DTYPE,
+            a.h.rows as u64,
+            cols as u64,
+            k.vec(),
+            a.h.rows * SK_LERP_COEFS as usize,
+            dp.addr,
+            l.sm_count(),
+        )?,
+        Some(dp) => Plan::with_partials(
+            main,
+            ColumnSums::plan(T::DTYPE, workers, a.p.len as u64, 1, dp.addr, l.sm_count()),
+        ),
     })
 }
 
@@ -1138,32 +1132,10 @@ impl Projection {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
-
     use half::bf16;
 
     use super::*;
-
-    /// A launcher with an H100/H200's limits that records each launch's kernel, grid and
-    /// parameters (their Debug form: pointers print as addresses).
-    #[derive(Default)]
-    struct Recorder(RefCell<Vec<(String, u32, String)>>);
-    impl Launcher for Recorder {
-        fn sm_count(&self) -> u32 {
-            132
-        }
-        fn stream_smem_budget(&self) -> u32 {
-            227 * 1024
-        }
-        fn gram_smem_budget(&self) -> u32 {
-            227 * 1024
-        }
-        fn launch<P: KernelParams>(&self, l: &Launch<P>) -> Result<()> {
-            let params = format!("{:?}", l.params);
-            self.0.borrow_mut().push((l.kernel.clone(), l.grid, params));
-            Ok(())
-        }
-    }
+    use crate::launch::Recorder;
 
     fn mat(addr: u64, rows: usize, cols: usize) -> MatArg {
         MatArg {
