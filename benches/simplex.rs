@@ -2,7 +2,8 @@
 //! device-to-device copy bandwidth (bytes of x read + features written) and in TFLOP/s of its
 //! projection (2 rows m d), and FAVOR+ attention (non-causal and causal) at lengths 1k to 64k
 //! with batch x heads x length = 2^20 rows, head_dim 64, m = 256, bf16; at 4k also a training
-//! step (forward + backward, op favor_*_fwd_bwd).
+//! step (forward + backward, op favor_*_fwd_bwd; favor_*_fwd_bwd_saved with the forward stages
+//! saved for the backward).
 //!
 //! Every measurement prints a `RESULT {json}` line with keys family ("simplex"), op, dtype,
 //! rows, dim, features, len, heads, impl ("spherekit" or "copy_d2d"), median_us, bytes, gbps,
@@ -81,8 +82,9 @@ fn feature_map<T: Element>(gpu: &Gpu, stream: &Arc<CudaStream>, copy: f64, stabi
 }
 
 /// FAVOR+ at one length: the forward pass (op favor_causal / favor_noncausal) and, when
-/// `train`, forward + backward as a training step runs them (op favor_*_fwd_bwd; the backward
-/// call recomputes the forward stages).
+/// `train`, forward + backward as a training step runs them (op favor_*_fwd_bwd, the backward
+/// recomputing the forward stages; op favor_*_fwd_bwd_saved, the backward reading the stages
+/// forward_saved kept).
 fn favor(gpu: &Gpu, stream: &Arc<CudaStream>, len: usize, causal: bool, train: bool) {
     let (dim, m) = (64usize, 256usize);
     let heads = (1usize << 20) / len;
@@ -168,6 +170,48 @@ fn favor(gpu: &Gpu, stream: &Arc<CudaStream>, len: usize, causal: bool, train: b
     });
     println!(
         "RESULT {{\"family\":\"simplex\",\"op\":\"favor_{name}_fwd_bwd\",\"dtype\":\"bf16\",\"heads\":{heads},\"len\":{len},\"dim\":{dim},\"features\":{m},\"impl\":\"spherekit\",\"median_us\":{us:.3}}}"
+    );
+    // The same step with the forward's stages saved for the backward (forward_saved,
+    // backward_saved): one feature map of q and k, the states and their prefix sums fewer.
+    let us = time_us(stream, || {
+        let (qr, kr, vr, gr) = (
+            r(&q, rows, dim),
+            r(&k, rows, dim),
+            r(&v, rows, dim),
+            r(&dout, rows, dim),
+        );
+        let saved = opts
+            .forward_saved(
+                gpu,
+                stream,
+                &shape,
+                &wd,
+                &qr,
+                &kr,
+                &vr,
+                &mut rm(&mut out, rows, dim),
+                &mut ws_grad,
+            )
+            .unwrap();
+        opts.backward_saved(
+            gpu,
+            stream,
+            &saved,
+            &shape,
+            &wd,
+            &qr,
+            &kr,
+            &vr,
+            &gr,
+            &mut rm(&mut dq, rows, dim),
+            &mut rm(&mut dk, rows, dim),
+            &mut rm(&mut dv, rows, dim),
+            &mut ws_grad,
+        )
+        .unwrap();
+    });
+    println!(
+        "RESULT {{\"family\":\"simplex\",\"op\":\"favor_{name}_fwd_bwd_saved\",\"dtype\":\"bf16\",\"heads\":{heads},\"len\":{len},\"dim\":{dim},\"features\":{m},\"impl\":\"spherekit\",\"median_us\":{us:.3}}}"
     );
 }
 

@@ -68,8 +68,9 @@ and per op below):
                          bandwidth, TFLOP/s of the projection
                          op favor_noncausal/favor_causal (FAVOR+ forward, bf16; heads, len 1024 to
                          65536 with heads x len = 2^20, dim, features, median_us) and, at len 4096,
-                         favor_noncausal_fwd_bwd/favor_causal_fwd_bwd (forward + backward): one row
-                         per op and len
+                         favor_noncausal_fwd_bwd/favor_causal_fwd_bwd (forward + backward) and
+                         *_fwd_bwd_saved (the backward reading the saved forward stages; shown
+                         beside torch's *_fwd_bwd): one row per op and len
   impl torch_*           (simplex.py) op features, impl torch_eager, bf16, variant none/row: shown
                          beside the same variant with speedup = torch us / spherekit us; op favor_*
                          (and *_fwd_bwd at 4096), impl torch_einsum (non-causal) / torch_cumsum
@@ -591,7 +592,8 @@ def gram_section(recs, gpu_name, steps):
 
 SIMPLEX_DTYPES = ["bf16", "f32"]
 SIMPLEX_VARIANTS = ["none", "row", "group"]
-SIMPLEX_FAVOR_OPS = ["favor_noncausal", "favor_causal", "favor_noncausal_fwd_bwd", "favor_causal_fwd_bwd"]
+SIMPLEX_FAVOR_OPS = ["favor_noncausal", "favor_causal", "favor_noncausal_fwd_bwd", "favor_causal_fwd_bwd",
+                     "favor_noncausal_fwd_bwd_saved", "favor_causal_fwd_bwd_saved"]
 # op -> the torch linear-attention form of the same computation (simplex.py)
 SIMPLEX_LINEAR = {"favor_noncausal": "torch_einsum", "favor_causal": "torch_cumsum",
                   "favor_noncausal_fwd_bwd": "torch_einsum", "favor_causal_fwd_bwd": "torch_cumsum"}
@@ -701,9 +703,11 @@ def simplex_section(recs, gpu_name, steps, torch_notes=()):
             for length in sorted({k[1] for k in fav_keys if k[0] == op}, key=lambda n: (n is None, n or 0)):
                 sk = fav_sk.get((op, length))
                 us = num(sk.get("median_us")) if ok(sk) else None
-                fallback = fav_torch.get((op, length, "torch"))
-                lin = fav_torch.get((op, length, SIMPLEX_LINEAR.get(op))) or fallback
-                sdpa = fav_torch.get((op, length, "torch_sdpa")) or fallback
+                # *_saved (the backward reads the forward's stages) is beside torch's same step.
+                top = op[:-len("_saved")] if op.endswith("_saved") else op
+                fallback = fav_torch.get((top, length, "torch"))
+                lin = fav_torch.get((top, length, SIMPLEX_LINEAR.get(top))) or fallback
+                sdpa = fav_torch.get((top, length, "torch_sdpa")) or fallback
                 speeds = []
                 for t in (lin, sdpa):
                     t_us = num(t.get("median_us")) if ok(t) else None

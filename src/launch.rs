@@ -387,20 +387,48 @@ pub(crate) fn check_len(name: &'static str, v: &VecArg, expected: usize) -> Resu
 /// FAVOR+'s features, states and gradient stages. Owned by the caller, grown on demand on the
 /// stream it is used with, reused across calls; nothing in it outlives a call. One workspace
 /// must not be used by two streams at once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Workspace {
     buf: Option<CudaSlice<f64>>,
+    /// Which workspace this is (unique in the process) and how many calls have used it: a
+    /// call that leaves something for a later one (FAVOR+'s saved forward) records both, and
+    /// the later call checks that no other call came between.
+    id: u64,
+    uses: u64,
+}
+
+impl Default for Workspace {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Workspace {
     /// An empty workspace; it allocates on first use.
     pub fn new() -> Self {
-        Workspace { buf: None }
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Workspace {
+            buf: None,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            uses: 0,
+        }
+    }
+
+    /// (which workspace, how many calls have used it so far).
+    pub(crate) fn use_mark(&self) -> (u64, u64) {
+        (self.id, self.uses)
     }
 
     /// Bytes currently held.
     pub fn bytes(&self) -> usize {
         self.buf.as_ref().map_or(0, |b| b.len() * 8)
+    }
+
+    /// Whether the buffer holds `len` f64 on `gpu`'s context (so `get` would keep it).
+    pub(crate) fn holds(&self, gpu: &Gpu, len: usize) -> bool {
+        self.buf
+            .as_ref()
+            .is_some_and(|b| b.len() >= len && b.context().cu_ctx() == gpu.context().cu_ctx())
     }
 
     /// A buffer of at least `len` f64 on `stream`'s context, growing if needed.
@@ -410,11 +438,8 @@ impl Workspace {
         stream: &std::sync::Arc<CudaStream>,
         len: usize,
     ) -> Result<&mut CudaSlice<f64>> {
-        let fits = self
-            .buf
-            .as_ref()
-            .is_some_and(|b| b.len() >= len && b.context().cu_ctx() == gpu.context().cu_ctx());
-        if !fits {
+        self.uses += 1;
+        if !self.holds(gpu, len) {
             // Stream-ordered allocation: no host synchronization.
             // SAFETY: every element the kernels read from the workspace is written first by
             // a kernel of the same call, earlier on the stream: each worker writes its whole

@@ -907,6 +907,19 @@ trait Backend {
         dout: &Mat<T>,
         grads: [&mut Mat<T>; 3],
     ) -> spherekit::Result<()>;
+    /// A FAVOR+ training step: the forward with its stages saved (`out`), then the gradients
+    /// from them (`grads` = [dq, dk, dv]).
+    #[allow(clippy::too_many_arguments)]
+    fn favor_training_step<T: Element>(
+        &self,
+        opts: &Favor,
+        shape: &AttentionShape,
+        w: &Projection,
+        inputs: [&Mat<T>; 3],
+        dout: &Mat<T>,
+        out: &mut Mat<T>,
+        grads: [&mut Mat<T>; 3],
+    ) -> spherekit::Result<()>;
     /// log K̂ of the pairs of rows of x and y.
     fn log_estimates<T: Element>(
         &self,
@@ -1017,6 +1030,42 @@ impl Backend for Emu {
             &mut host_mut(dv),
         )
     }
+    fn favor_training_step<T: Element>(
+        &self,
+        opts: &Favor,
+        shape: &AttentionShape,
+        w: &Projection,
+        inputs: [&Mat<T>; 3],
+        dout: &Mat<T>,
+        out: &mut Mat<T>,
+        grads: [&mut Mat<T>; 3],
+    ) -> spherekit::Result<()> {
+        use spherekit::emulator::{HostRows, HostRowsMut};
+        fn host<U: Element>(m: &Mat<U>) -> HostRows<'_, U> {
+            HostRows::new(m.view(), m.rows, m.cols, m.stride).unwrap()
+        }
+        fn host_mut<U: Element>(m: &mut Mat<U>) -> HostRowsMut<'_, U> {
+            let (rows, cols, stride) = (m.rows, m.cols, m.stride);
+            HostRowsMut::new(m.view_mut(), rows, cols, stride).unwrap()
+        }
+        let [q, k, v] = inputs;
+        let [dq, dk, dv] = grads;
+        opts.training_step_emulated(
+            &self.0,
+            shape,
+            &w.to_f32(),
+            w.features,
+            &host(q),
+            &host(k),
+            &host(v),
+            &host(dout),
+            &mut host_mut(out),
+            &mut host_mut(dq),
+            &mut host_mut(dk),
+            &mut host_mut(dv),
+        )
+    }
+
     fn log_estimates<T: Element>(
         &self,
         kernel: KernelKind,
@@ -1191,6 +1240,71 @@ impl Backend for Device {
         )?;
         s.synchronize().expect("synchronize");
         for (host, dev) in [(dq, &dqd), (dk, &dkd), (dv, &dvd)] {
+            host.view_mut()
+                .copy_from_slice(&s.clone_dtoh(dev).expect("download"));
+        }
+        Ok(())
+    }
+
+    fn favor_training_step<T: Element>(
+        &self,
+        opts: &Favor,
+        shape: &AttentionShape,
+        w: &Projection,
+        inputs: [&Mat<T>; 3],
+        dout: &Mat<T>,
+        out: &mut Mat<T>,
+        grads: [&mut Mat<T>; 3],
+    ) -> spherekit::Result<()> {
+        use cudarc::driver::CudaSlice;
+        use spherekit::simplex::gpu::DeviceProjection;
+        use spherekit::{Rows, RowsMut, Workspace};
+        fn rows<'a, U: Element>(d: &'a CudaSlice<U>, m: &Mat<U>) -> spherekit::Result<Rows<'a, U>> {
+            Rows::with_stride(d.as_view(), m.rows, m.cols, m.stride)
+        }
+        fn rows_mut<'a, U: Element>(
+            d: &'a mut CudaSlice<U>,
+            m: &Mat<U>,
+        ) -> spherekit::Result<RowsMut<'a, U>> {
+            RowsMut::with_stride(d.as_view_mut(), m.rows, m.cols, m.stride)
+        }
+        let s = &self.stream;
+        let wd = DeviceProjection::upload(s, w)?;
+        let up = |m: &Mat<T>| s.clone_htod(m.view()).expect("upload");
+        let [q, k, v] = inputs;
+        let (qd, kd, vd, dd) = (up(q), up(k), up(v), up(dout));
+        let [dq, dk, dv] = grads;
+        let (mut od, mut dqd, mut dkd, mut dvd) = (up(out), up(dq), up(dk), up(dv));
+        let mut ws = Workspace::new();
+        let (qr, kr, vr) = (rows(&qd, q)?, rows(&kd, k)?, rows(&vd, v)?);
+        let saved = opts.forward_saved(
+            &self.gpu,
+            s,
+            shape,
+            &wd,
+            &qr,
+            &kr,
+            &vr,
+            &mut rows_mut(&mut od, out)?,
+            &mut ws,
+        )?;
+        opts.backward_saved(
+            &self.gpu,
+            s,
+            &saved,
+            shape,
+            &wd,
+            &qr,
+            &kr,
+            &vr,
+            &rows(&dd, dout)?,
+            &mut rows_mut(&mut dqd, dq)?,
+            &mut rows_mut(&mut dkd, dk)?,
+            &mut rows_mut(&mut dvd, dv)?,
+            &mut ws,
+        )?;
+        s.synchronize().expect("synchronize");
+        for (host, dev) in [(out, &od), (dq, &dqd), (dk, &dkd), (dv, &dvd)] {
             host.view_mut()
                 .copy_from_slice(&s.clone_dtoh(dev).expect("download"));
         }
@@ -2100,6 +2214,199 @@ fn favor_backward_errors<B: Backend>(b: &B) {
             "{name}: nothing launched on errors"
         );
     }
+}
+
+/// A training step from saved forward stages (the gradient stages read the forward's
+/// features, shifts and states where it left them) gives the same bits as the forward and the
+/// backward that recomputes them: outputs and gradients, causal or not, f32 and bf16.
+fn favor_saved_forward_cases<B: Backend>(b: &B) {
+    let mut rng = Rng::new();
+    for causal in [false, true] {
+        for (heads, len, dim, value_dim, m) in [(2, 65, 8, 31, 16), (1, 130, 16, 5, 40)] {
+            check_favor_saved::<f32, B>(b, &mut rng, heads, len, dim, value_dim, m, causal);
+        }
+        check_favor_saved::<bf16, B>(b, &mut rng, 2, 100, 16, 16, 32, causal);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_favor_saved<T: Element, B: Backend>(
+    b: &B,
+    rng: &mut Rng,
+    heads: usize,
+    len: usize,
+    dim: usize,
+    value_dim: usize,
+    m: usize,
+    causal: bool,
+) {
+    let shape = AttentionShape {
+        heads,
+        len,
+        dim,
+        value_dim,
+    };
+    let opts = Favor {
+        input_scale: (dim as f64).powf(-0.25),
+        eps: 1e-6,
+        guard: 1e-6,
+        causal,
+    };
+    let rows = heads * len;
+    let w = ProjectionSpec::new(Coupling::Simplex, m, dim, rng.seed)
+        .unwrap()
+        .draw(2);
+    let mut input =
+        |cols: usize| Mat::<T>::from_fn(rows, cols, cols + rng.below(3), 0, |_, _| rng.normal());
+    let (q, k, v, dout) = (input(dim), input(dim), input(value_dim), input(value_dim));
+    let poisoned = |cols: usize| Mat::<T>::poisoned(rows, cols, cols, 0);
+    let what = format!(
+        "seed {} {} heads={heads} len={len} dim={dim} dv={value_dim} m={m} causal={causal}",
+        rng.seed,
+        T::DTYPE.name()
+    );
+    let mut out = poisoned(value_dim);
+    let (mut dq, mut dk, mut dv) = (poisoned(dim), poisoned(dim), poisoned(value_dim));
+    b.favor(&opts, &shape, &w, &q, &k, &v, &mut out)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    b.favor_backward(
+        &opts,
+        &shape,
+        &w,
+        [&q, &k, &v],
+        &dout,
+        [&mut dq, &mut dk, &mut dv],
+    )
+    .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let mut out2 = poisoned(value_dim);
+    let (mut dq2, mut dk2, mut dv2) = (poisoned(dim), poisoned(dim), poisoned(value_dim));
+    b.favor_training_step(
+        &opts,
+        &shape,
+        &w,
+        [&q, &k, &v],
+        &dout,
+        &mut out2,
+        [&mut dq2, &mut dk2, &mut dv2],
+    )
+    .unwrap_or_else(|e| panic!("{what}: {e}"));
+    for (name, want, got) in [
+        ("out", &out, &out2),
+        ("dq", &dq, &dq2),
+        ("dk", &dk, &dk2),
+        ("dv", &dv, &dv2),
+    ] {
+        let (want, got) = (want.to_f64(), got.to_f64());
+        assert!(
+            want.iter().all(|v| v.is_finite()),
+            "{what}: {name} not finite"
+        );
+        for (i, (a, g)) in want.iter().zip(&got).enumerate() {
+            assert!(
+                a.to_bits() == g.to_bits(),
+                "{what}: {name}[{i}] = {g:e} from the saved forward, {a:e} recomputed"
+            );
+        }
+    }
+}
+
+#[cfg(feature = "emulator")]
+#[test]
+fn emu_favor_saved_forward_gives_the_same_bits() {
+    favor_saved_forward_cases(&Emu(spherekit::emulator::Emulator::new(3)));
+}
+
+#[test]
+fn gpu_favor_saved_forward_gives_the_same_bits() {
+    if let Some((gpu, stream)) = common::gpu("gpu_favor_saved_forward_gives_the_same_bits") {
+        favor_saved_forward_cases(&Device { gpu, stream });
+    }
+}
+
+#[test]
+fn gpu_favor_saved_forward_refuses_another_call_or_a_reused_workspace() {
+    use spherekit::simplex::gpu::DeviceProjection;
+    use spherekit::{Rows, RowsMut, Workspace};
+    let Some((gpu, s)) =
+        common::gpu("gpu_favor_saved_forward_refuses_another_call_or_a_reused_workspace")
+    else {
+        return;
+    };
+    let shape = AttentionShape {
+        heads: 2,
+        len: 40,
+        dim: 8,
+        value_dim: 4,
+    };
+    let opts = Favor {
+        input_scale: 0.5,
+        eps: 1e-6,
+        guard: 1e-6,
+        causal: true,
+    };
+    let w = ProjectionSpec::new(Coupling::Simplex, 16, 8, 3)
+        .unwrap()
+        .draw(0);
+    let wd = DeviceProjection::upload(&s, &w).unwrap();
+    let up = |n: usize| s.clone_htod(&vec![0.25f32; n]).unwrap();
+    let (q, k, v, v2, dout) = (up(640), up(640), up(320), up(320), up(320));
+    let (mut out, mut dq, mut dk, mut dv) = (up(320), up(640), up(640), up(320));
+    fn rows(d: &cudarc::driver::CudaSlice<f32>, cols: usize) -> Rows<'_, f32> {
+        Rows::new(d.as_view(), 80, cols).unwrap()
+    }
+    let mut ws = Workspace::new();
+    let saved = opts
+        .forward_saved(
+            &gpu,
+            &s,
+            &shape,
+            &wd,
+            &rows(&q, 8),
+            &rows(&k, 8),
+            &rows(&v, 4),
+            &mut RowsMut::new(out.as_view_mut(), 80, 4).unwrap(),
+            &mut ws,
+        )
+        .unwrap();
+    let mut backward = |v: &cudarc::driver::CudaSlice<f32>, ws: &mut Workspace, opts: &Favor| {
+        opts.backward_saved(
+            &gpu,
+            &s,
+            &saved,
+            &shape,
+            &wd,
+            &rows(&q, 8),
+            &rows(&k, 8),
+            &rows(v, 4),
+            &rows(&dout, 4),
+            &mut RowsMut::new(dq.as_view_mut(), 80, 8).unwrap(),
+            &mut RowsMut::new(dk.as_view_mut(), 80, 8).unwrap(),
+            &mut RowsMut::new(dv.as_view_mut(), 80, 4).unwrap(),
+            ws,
+        )
+    };
+    let saved_error = |r: spherekit::Result<()>| {
+        matches!(
+            r,
+            Err(spherekit::Error::InvalidParameter { name: "saved", .. })
+        )
+    };
+    assert!(saved_error(backward(&v2, &mut ws, &opts)), "another v");
+    let acausal = Favor {
+        causal: false,
+        ..opts
+    };
+    assert!(
+        saved_error(backward(&v, &mut ws, &acausal)),
+        "other options"
+    );
+    assert!(
+        saved_error(backward(&v, &mut Workspace::new(), &opts)),
+        "another workspace"
+    );
+    assert!(backward(&v, &mut ws, &opts).is_ok(), "the saved call");
+    // That backward used the workspace: the saved stages are no longer vouched for.
+    assert!(saved_error(backward(&v, &mut ws, &opts)), "a second use");
 }
 
 #[cfg(feature = "emulator")]

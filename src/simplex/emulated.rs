@@ -166,6 +166,61 @@ impl Favor {
     }
 }
 
+impl Favor {
+    /// [`Favor::forward_saved`] then [`Favor::backward_saved`] on the CPU emulator: the outputs
+    /// and the gradients, from one workspace that starts as NaN, the gradient stages reading
+    /// the forward's features, shifts and states where the forward left them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn training_step_emulated<T: Element>(
+        &self,
+        emu: &Emulator,
+        shape: &AttentionShape,
+        w: &[f32],
+        features: usize,
+        q: &HostRows<'_, T>,
+        k: &HostRows<'_, T>,
+        v: &HostRows<'_, T>,
+        dout: &HostRows<'_, T>,
+        out: &mut HostRowsMut<'_, T>,
+        dq: &mut HostRowsMut<'_, T>,
+        dk: &mut HostRowsMut<'_, T>,
+        dv: &mut HostRowsMut<'_, T>,
+    ) -> Result<()> {
+        let mut staged = Staged::new();
+        let (qa, ka, va, da) = (
+            staged.rows("q", q),
+            staged.rows("k", k),
+            staged.rows("v", v),
+            staged.rows("dout", dout),
+        );
+        let mut staged_w = Staged::new();
+        let wa = stage_projection(&mut staged_w, w, features, shape.dim)?;
+        let (oo, oa) = Output::rows("out", out);
+        let (dqo, dqa) = Output::rows("dq", dq);
+        let (dko, dka) = Output::rows("dk", dk);
+        let (dvo, dva) = Output::rows("dv", dv);
+        let args = FavorGradArgs {
+            dout: da,
+            dq: dqa,
+            dk: dka,
+            dv: dva,
+        };
+        plan_favor::<T>(self, emu, shape, &wa, &qa, &ka, &va, &oa, 0)?;
+        plan_favor_backward::<T>(self, emu, shape, &wa, &qa, &ka, &va, &args, 0)?;
+        let ws = Guarded::<f64>::poisoned("workspace", favor_workspace_len(shape, features, true)?);
+        plan_favor::<T>(self, emu, shape, &wa, &qa, &ka, &va, &oa, ws.addr())?.run(emu)?;
+        plan_favor_backward::<T>(self, emu, shape, &wa, &qa, &ka, &va, &args, ws.addr())?
+            .run_after_forward(emu)?;
+        ws.check_guards()?;
+        staged.check()?;
+        staged_w.check()?;
+        oo.finish_rows(out)?;
+        dqo.finish_rows(dq)?;
+        dko.finish_rows(dk)?;
+        dvo.finish_rows(dv)
+    }
+}
+
 /// Stages W (m x dim, f32, row-major) and checks its length.
 fn stage_projection<'a>(
     staged: &mut Staged<'a, f32>,

@@ -773,6 +773,12 @@ pub(crate) struct FavorBackwardPlan {
 impl FavorBackwardPlan {
     pub(crate) fn run(&self, l: &impl Launcher) -> Result<()> {
         self.forward.run(l)?;
+        self.run_after_forward(l)
+    }
+
+    /// The gradient stages alone, for a workspace that already holds the forward stages of
+    /// the same call (the forward's regions are at the same offsets in both layouts).
+    pub(crate) fn run_after_forward(&self, l: &impl Launcher) -> Result<()> {
         l.launch(&self.query)?;
         l.launch(&self.grad_state)?;
         l.launch(&self.grad_prefix)?;
@@ -889,6 +895,80 @@ pub(crate) fn plan_favor_backward<T: Element>(
     })
 }
 
+/// What [`Favor::forward_saved`] left in a workspace for [`Favor::backward_saved`]: which call
+/// (options, shape, storage type, the addresses and strides of W, q, k and v) and which use of
+/// which [`Workspace`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FavorSaved {
+    call: SavedCall,
+    workspace: (u64, u64),
+}
+
+/// The identity of a FAVOR+ call, as far as its saved stages depend on it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct SavedCall {
+    opts: Favor,
+    shape: AttentionShape,
+    dtype: DType,
+    /// W (address, features) and q, k, v (address, stride).
+    inputs: [(u64, usize); 4],
+}
+
+impl SavedCall {
+    fn new<T: Element>(
+        opts: &Favor,
+        shape: &AttentionShape,
+        w: &ProjectionArg,
+        q: &MatArg,
+        k: &MatArg,
+        v: &MatArg,
+    ) -> Self {
+        SavedCall {
+            opts: *opts,
+            shape: *shape,
+            dtype: T::DTYPE,
+            inputs: [
+                (w.addr, w.features),
+                (q.addr, q.stride),
+                (k.addr, k.stride),
+                (v.addr, v.stride),
+            ],
+        }
+    }
+}
+
+impl FavorSaved {
+    /// Ok when `call` is the call that saved these stages and `workspace` (its
+    /// [`Workspace::use_mark`]) shows no other call since.
+    fn check(&self, call: &SavedCall, workspace: (u64, u64)) -> Result<()> {
+        if *call != self.call {
+            return Err(Error::param(
+                "saved",
+                format!(
+                    "the saved forward was of another call ({:?}), not this one ({call:?})",
+                    self.call
+                ),
+            ));
+        }
+        if workspace.0 != self.workspace.0 {
+            return Err(Error::param(
+                "saved",
+                "the saved forward's stages are in another workspace",
+            ));
+        }
+        if workspace.1 != self.workspace.1 {
+            return Err(Error::param(
+                "saved",
+                format!(
+                    "{} other calls used the workspace since the saved forward",
+                    workspace.1.wrapping_sub(self.workspace.1)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Favor {
     /// FAVOR+ attention forward on `stream` (see [`super`] for the formula): `q`, `k` are
     /// [heads · len, dim] rows, `v` and `out` [heads · len, value_dim], all in T, sequences
@@ -975,5 +1055,175 @@ impl Favor {
         let buf = workspace.get(gpu, stream, len)?;
         let (work, _ws) = buf.device_ptr_mut(stream);
         plan_favor_backward::<T>(self, &l, shape, &wa, &qa, &ka, &va, &args, work)?.run(&l)
+    }
+
+    /// [`Favor::forward`] for a training step: the same outputs, with `workspace` sized for
+    /// the backward pass and its forward stages (features, shifts, states) kept for
+    /// [`Favor::backward_saved`], which then skips recomputing them. The returned
+    /// [`FavorSaved`] names this call and this use of the workspace.
+    ///
+    /// Errors: as [`Favor::forward`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_saved<T: Element>(
+        &self,
+        gpu: &Gpu,
+        stream: &Arc<CudaStream>,
+        shape: &AttentionShape,
+        w: &DeviceProjection,
+        q: &Rows<'_, T>,
+        k: &Rows<'_, T>,
+        v: &Rows<'_, T>,
+        out: &mut RowsMut<'_, T>,
+        workspace: &mut Workspace,
+    ) -> Result<FavorSaved> {
+        let l = CudaLauncher::new(gpu, stream)?;
+        let (wa, _w) = w.arg(gpu, stream)?;
+        let (qa, _q) = q.arg(gpu, stream, "q")?;
+        let (ka, _k) = k.arg(gpu, stream, "k")?;
+        let (va, _v) = v.arg(gpu, stream, "v")?;
+        let (oa, _o) = out.arg_mut(gpu, stream, "out")?;
+        plan_favor::<T>(self, &l, shape, &wa, &qa, &ka, &va, &oa, 0)?;
+        // The backward's layout: its forward regions are where the forward writes them.
+        let len = favor_workspace_len(shape, w.features, true)?;
+        {
+            let buf = workspace.get(gpu, stream, len)?;
+            let (work, _ws) = buf.device_ptr_mut(stream);
+            plan_favor::<T>(self, &l, shape, &wa, &qa, &ka, &va, &oa, work)?.run(&l)?;
+        }
+        Ok(FavorSaved {
+            call: SavedCall::new::<T>(self, shape, &wa, &qa, &ka, &va),
+            workspace: workspace.use_mark(),
+        })
+    }
+
+    /// [`Favor::backward`] after [`Favor::forward_saved`] of the same call: the same gradients,
+    /// from the forward stages `saved` left in `workspace` instead of recomputing them (one
+    /// feature map of q and of k, the segment states and their prefix sums per step). The
+    /// contents of W, q, k and v must not have changed since (like a saved tensor's).
+    ///
+    /// Errors: as [`Favor::backward`], and an [`Error::InvalidParameter`] named "saved", with
+    /// nothing launched, when the options, shape, storage type or the addresses and strides of
+    /// W, q, k or v differ from the saved call's, or `workspace` is not the one it used or
+    /// another call used it since.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_saved<T: Element>(
+        &self,
+        gpu: &Gpu,
+        stream: &Arc<CudaStream>,
+        saved: &FavorSaved,
+        shape: &AttentionShape,
+        w: &DeviceProjection,
+        q: &Rows<'_, T>,
+        k: &Rows<'_, T>,
+        v: &Rows<'_, T>,
+        dout: &Rows<'_, T>,
+        dq: &mut RowsMut<'_, T>,
+        dk: &mut RowsMut<'_, T>,
+        dv: &mut RowsMut<'_, T>,
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let l = CudaLauncher::new(gpu, stream)?;
+        let (wa, _w) = w.arg(gpu, stream)?;
+        let (qa, _q) = q.arg(gpu, stream, "q")?;
+        let (ka, _k) = k.arg(gpu, stream, "k")?;
+        let (va, _v) = v.arg(gpu, stream, "v")?;
+        let (da, _d) = dout.arg(gpu, stream, "dout")?;
+        let (dqa, _dq) = dq.arg_mut(gpu, stream, "dq")?;
+        let (dka, _dk) = dk.arg_mut(gpu, stream, "dk")?;
+        let (dva, _dv) = dv.arg_mut(gpu, stream, "dv")?;
+        let args = FavorGradArgs {
+            dout: da,
+            dq: dqa,
+            dk: dka,
+            dv: dva,
+        };
+        plan_favor_backward::<T>(self, &l, shape, &wa, &qa, &ka, &va, &args, 0)?;
+        saved.check(
+            &SavedCall::new::<T>(self, shape, &wa, &qa, &ka, &va),
+            workspace.use_mark(),
+        )?;
+        // forward_saved sized the workspace for this layout: it keeps its buffer.
+        let len = favor_workspace_len(shape, w.features, true)?;
+        if !workspace.holds(gpu, len) {
+            return Err(Error::param(
+                "saved",
+                "the workspace no longer holds the saved forward's stages",
+            ));
+        }
+        let buf = workspace.get(gpu, stream, len)?;
+        let (work, _ws) = buf.device_ptr_mut(stream);
+        plan_favor_backward::<T>(self, &l, shape, &wa, &qa, &ka, &va, &args, work)?
+            .run_after_forward(&l)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(v_addr: u64, causal: bool) -> SavedCall {
+        let shape = AttentionShape {
+            heads: 2,
+            len: 100,
+            dim: 16,
+            value_dim: 8,
+        };
+        let m = |addr, cols| MatArg {
+            addr,
+            rows: 200,
+            cols,
+            stride: cols,
+        };
+        let w = ProjectionArg {
+            addr: 0x1000,
+            features: 32,
+            dim: 16,
+        };
+        let opts = Favor {
+            input_scale: 0.5,
+            eps: 1e-6,
+            guard: 1e-6,
+            causal,
+        };
+        SavedCall::new::<f32>(
+            &opts,
+            &shape,
+            &w,
+            &m(0x2000, 16),
+            &m(0x3000, 16),
+            &m(v_addr, 8),
+        )
+    }
+
+    #[test]
+    fn saved_forward_is_checked_against_the_call_and_the_workspace() {
+        let saved = FavorSaved {
+            call: call(0x4000, true),
+            workspace: (7, 3),
+        };
+        assert!(saved.check(&call(0x4000, true), (7, 3)).is_ok());
+        let saved_error =
+            |r: Result<()>| matches!(r, Err(Error::InvalidParameter { name: "saved", .. }));
+        assert!(
+            saved_error(saved.check(&call(0x5000, true), (7, 3))),
+            "v moved"
+        );
+        assert!(
+            saved_error(saved.check(&call(0x4000, false), (7, 3))),
+            "options"
+        );
+        assert!(
+            saved_error(saved.check(&call(0x4000, true), (8, 3))),
+            "workspace"
+        );
+        assert!(
+            saved_error(saved.check(&call(0x4000, true), (7, 4))),
+            "used since"
+        );
+        let bf16 = SavedCall {
+            dtype: DType::BF16,
+            ..call(0x4000, true)
+        };
+        assert!(saved_error(saved.check(&bf16, (7, 3))), "storage type");
     }
 }
