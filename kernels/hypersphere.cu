@@ -1107,17 +1107,8 @@ __device__ void lerp_bwd_stream(const sk_lerp_params &p) {
 }
 
 // ============================================================================================
-// lerp backward, dp column pass (streaming tier, p per channel)
+// Column passes of the streaming tier (dp of lerp, dscale of normalize): the shared layout
 // ============================================================================================
-// dp_j = sum over rows of gz_j (b_j - a_j) dalpha_j/dp_j. The row pass (lerp_bwd_stream with
-// row_coef) writes dh, du and each row's r_h, r_u, r_z, c_z; this pass re-reads h, u, dy by
-// columns and forms the same terms, in the precision the row used, with the same operations
-// as sink.add in lerp_bwd_finish. Block chunk * slabs + slab owns SK_COLUMN_PASS_THREADS * VEC
-// columns and chunk_rows rows: each thread sums its columns over the chunk's rows in order, in f64, and
-// writes partial[chunk][col] once; sk_colsum then adds the chunks in a fixed order.
-// Why: per-worker partial rows, read and written for every row (16 bytes per element, more
-// than the op's own traffic), confined long rows to as many workers as 32 MiB of partials
-// hold (32 at D = 131072). This pass costs one more read of the three inputs, with every SM.
 // A column-pass thread's share: blocks are chunk-major (the slabs of a chunk adjacent), a slab
 // SK_COLUMN_PASS_THREADS * VEC columns; the thread's first column `col` (none when col >= cols)
 // and its chunk's rows [first, end).
@@ -1135,6 +1126,19 @@ struct ColumnShare {
         end = first + chunk_rows < rows ? first + chunk_rows : rows;
     }
 };
+
+// ============================================================================================
+// lerp backward, dp column pass (streaming tier, p per channel)
+// ============================================================================================
+// dp_j = sum over rows of gz_j (b_j - a_j) dalpha_j/dp_j. The row pass (lerp_bwd_stream with
+// row_coef) writes dh, du and each row's r_h, r_u, r_z, c_z; this pass re-reads h, u, dy by
+// columns and forms the same terms, in the precision the row used, with the same operations
+// as sink.add in lerp_bwd_finish. Block chunk * slabs + slab owns SK_COLUMN_PASS_THREADS * VEC
+// columns and chunk_rows rows: each thread sums its columns over the chunk's rows in order, in f64, and
+// writes partial[chunk][col] once; sk_colsum then adds the chunks in a fixed order.
+// Why: per-worker partial rows, read and written for every row (16 bytes per element, more
+// than the op's own traffic), confined long rows to as many workers as 32 MiB of partials
+// hold (32 at D = 131072). This pass costs one more read of the three inputs, with every SM.
 
 // One channel's term of a row, in A (alpha as AlphaMem forms it, from p: fewer registers than
 // keeping alpha).
