@@ -934,6 +934,19 @@ trait Backend {
 #[cfg(feature = "emulator")]
 struct Emu(spherekit::emulator::Emulator);
 
+/// A test matrix as the emulator's host rows.
+#[cfg(feature = "emulator")]
+fn host<U: Element>(m: &Mat<U>) -> spherekit::emulator::HostRows<'_, U> {
+    spherekit::emulator::HostRows::new(m.view(), m.rows, m.cols, m.stride).unwrap()
+}
+
+/// A test matrix as the emulator's writable host rows.
+#[cfg(feature = "emulator")]
+fn host_mut<U: Element>(m: &mut Mat<U>) -> spherekit::emulator::HostRowsMut<'_, U> {
+    let (rows, cols, stride) = (m.rows, m.cols, m.stride);
+    spherekit::emulator::HostRowsMut::new(m.view_mut(), rows, cols, stride).unwrap()
+}
+
 #[cfg(feature = "emulator")]
 impl Backend for Emu {
     fn features<T: Element>(
@@ -961,22 +974,15 @@ impl Backend for Emu {
         v: &Mat<T>,
         out: &mut Mat<T>,
     ) -> spherekit::Result<()> {
-        use spherekit::emulator::{HostRows, HostRowsMut};
-        fn host<U: Element>(m: &Mat<U>) -> HostRows<'_, U> {
-            HostRows::new(m.view(), m.rows, m.cols, m.stride).unwrap()
-        }
-        let (qr, kr, vr) = (host(q), host(k), host(v));
-        let (rows, cols, stride) = (out.rows, out.cols, out.stride);
-        let mut o = HostRowsMut::new(out.view_mut(), rows, cols, stride)?;
         opts.forward_emulated(
             &self.0,
             shape,
             &w.to_f32(),
             w.features,
-            &qr,
-            &kr,
-            &vr,
-            &mut o,
+            &host(q),
+            &host(k),
+            &host(v),
+            &mut host_mut(out),
         )
     }
 
@@ -1006,14 +1012,6 @@ impl Backend for Emu {
         dout: &Mat<T>,
         grads: [&mut Mat<T>; 3],
     ) -> spherekit::Result<()> {
-        use spherekit::emulator::{HostRows, HostRowsMut};
-        fn host<U: Element>(m: &Mat<U>) -> HostRows<'_, U> {
-            HostRows::new(m.view(), m.rows, m.cols, m.stride).unwrap()
-        }
-        fn host_mut<U: Element>(m: &mut Mat<U>) -> HostRowsMut<'_, U> {
-            let (rows, cols, stride) = (m.rows, m.cols, m.stride);
-            HostRowsMut::new(m.view_mut(), rows, cols, stride).unwrap()
-        }
         let [q, k, v] = inputs;
         let [dq, dk, dv] = grads;
         opts.backward_emulated(
@@ -1040,14 +1038,6 @@ impl Backend for Emu {
         out: &mut Mat<T>,
         grads: [&mut Mat<T>; 3],
     ) -> spherekit::Result<()> {
-        use spherekit::emulator::{HostRows, HostRowsMut};
-        fn host<U: Element>(m: &Mat<U>) -> HostRows<'_, U> {
-            HostRows::new(m.view(), m.rows, m.cols, m.stride).unwrap()
-        }
-        fn host_mut<U: Element>(m: &mut Mat<U>) -> HostRowsMut<'_, U> {
-            let (rows, cols, stride) = (m.rows, m.cols, m.stride);
-            HostRowsMut::new(m.view_mut(), rows, cols, stride).unwrap()
-        }
         let [q, k, v] = inputs;
         let [dq, dk, dv] = grads;
         opts.training_step_emulated(
@@ -1092,6 +1082,88 @@ impl Backend for Emu {
 struct Device {
     gpu: spherekit::Gpu,
     stream: std::sync::Arc<cudarc::driver::CudaStream>,
+}
+
+impl Device {
+    /// FAVOR+ gradients on the device: `Favor::backward`, or with `out` a training step
+    /// (`forward_saved` into `out`, then `backward_saved`).
+    #[allow(clippy::too_many_arguments)]
+    fn favor_gradients<T: Element>(
+        &self,
+        opts: &Favor,
+        shape: &AttentionShape,
+        w: &Projection,
+        inputs: [&Mat<T>; 3],
+        dout: &Mat<T>,
+        out: Option<&mut Mat<T>>,
+        grads: [&mut Mat<T>; 3],
+    ) -> spherekit::Result<()> {
+        use cudarc::driver::CudaSlice;
+        use spherekit::simplex::gpu::DeviceProjection;
+        use spherekit::{Rows, RowsMut, Workspace};
+        fn rows<'a, U: Element>(d: &'a CudaSlice<U>, m: &Mat<U>) -> spherekit::Result<Rows<'a, U>> {
+            Rows::with_stride(d.as_view(), m.rows, m.cols, m.stride)
+        }
+        fn rows_mut<'a, U: Element>(
+            d: &'a mut CudaSlice<U>,
+            m: &Mat<U>,
+        ) -> spherekit::Result<RowsMut<'a, U>> {
+            RowsMut::with_stride(d.as_view_mut(), m.rows, m.cols, m.stride)
+        }
+        let s = &self.stream;
+        let wd = DeviceProjection::upload(s, w)?;
+        let up = |m: &Mat<T>| s.clone_htod(m.view()).expect("upload");
+        let [q, k, v] = inputs;
+        let (qd, kd, vd, dd) = (up(q), up(k), up(v), up(dout));
+        let [dq, dk, dv] = grads;
+        let (mut dqd, mut dkd, mut dvd) = (up(dq), up(dk), up(dv));
+        let mut ws = Workspace::new();
+        let (qr, kr, vr, dr) = (
+            rows(&qd, q)?,
+            rows(&kd, k)?,
+            rows(&vd, v)?,
+            rows(&dd, dout)?,
+        );
+        let mut out = out.map(|o| (up(o), o));
+        let saved = match out.as_mut() {
+            Some((od, o)) => Some(opts.forward_saved(
+                &self.gpu,
+                s,
+                shape,
+                &wd,
+                &qr,
+                &kr,
+                &vr,
+                &mut rows_mut(od, o)?,
+                &mut ws,
+            )?),
+            None => None,
+        };
+        let (mut dqr, mut dkr, mut dvr) = (
+            rows_mut(&mut dqd, dq)?,
+            rows_mut(&mut dkd, dk)?,
+            rows_mut(&mut dvd, dv)?,
+        );
+        match &saved {
+            Some(saved) => opts.backward_saved(
+                &self.gpu, s, saved, shape, &wd, &qr, &kr, &vr, &dr, &mut dqr, &mut dkr, &mut dvr,
+                &mut ws,
+            )?,
+            None => opts.backward(
+                &self.gpu, s, shape, &wd, &qr, &kr, &vr, &dr, &mut dqr, &mut dkr, &mut dvr, &mut ws,
+            )?,
+        }
+        s.synchronize().expect("synchronize");
+        for (host, dev) in [(dq, &dqd), (dk, &dkd), (dv, &dvd)] {
+            host.view_mut()
+                .copy_from_slice(&s.clone_dtoh(dev).expect("download"));
+        }
+        if let Some((od, o)) = out {
+            o.view_mut()
+                .copy_from_slice(&s.clone_dtoh(&od).expect("download"));
+        }
+        Ok(())
+    }
 }
 
 impl Backend for Device {
@@ -1204,46 +1276,7 @@ impl Backend for Device {
         dout: &Mat<T>,
         grads: [&mut Mat<T>; 3],
     ) -> spherekit::Result<()> {
-        use cudarc::driver::CudaSlice;
-        use spherekit::simplex::gpu::DeviceProjection;
-        use spherekit::{Rows, RowsMut, Workspace};
-        fn rows<'a, U: Element>(d: &'a CudaSlice<U>, m: &Mat<U>) -> spherekit::Result<Rows<'a, U>> {
-            Rows::with_stride(d.as_view(), m.rows, m.cols, m.stride)
-        }
-        fn rows_mut<'a, U: Element>(
-            d: &'a mut CudaSlice<U>,
-            m: &Mat<U>,
-        ) -> spherekit::Result<RowsMut<'a, U>> {
-            RowsMut::with_stride(d.as_view_mut(), m.rows, m.cols, m.stride)
-        }
-        let s = &self.stream;
-        let wd = DeviceProjection::upload(s, w)?;
-        let up = |m: &Mat<T>| s.clone_htod(m.view()).expect("upload");
-        let [q, k, v] = inputs;
-        let (qd, kd, vd, dd) = (up(q), up(k), up(v), up(dout));
-        let [dq, dk, dv] = grads;
-        let (mut dqd, mut dkd, mut dvd) = (up(dq), up(dk), up(dv));
-        let mut ws = Workspace::new();
-        opts.backward(
-            &self.gpu,
-            s,
-            shape,
-            &wd,
-            &rows(&qd, q)?,
-            &rows(&kd, k)?,
-            &rows(&vd, v)?,
-            &rows(&dd, dout)?,
-            &mut rows_mut(&mut dqd, dq)?,
-            &mut rows_mut(&mut dkd, dk)?,
-            &mut rows_mut(&mut dvd, dv)?,
-            &mut ws,
-        )?;
-        s.synchronize().expect("synchronize");
-        for (host, dev) in [(dq, &dqd), (dk, &dkd), (dv, &dvd)] {
-            host.view_mut()
-                .copy_from_slice(&s.clone_dtoh(dev).expect("download"));
-        }
-        Ok(())
+        self.favor_gradients(opts, shape, w, inputs, dout, None, grads)
     }
 
     fn favor_training_step<T: Element>(
@@ -1256,59 +1289,7 @@ impl Backend for Device {
         out: &mut Mat<T>,
         grads: [&mut Mat<T>; 3],
     ) -> spherekit::Result<()> {
-        use cudarc::driver::CudaSlice;
-        use spherekit::simplex::gpu::DeviceProjection;
-        use spherekit::{Rows, RowsMut, Workspace};
-        fn rows<'a, U: Element>(d: &'a CudaSlice<U>, m: &Mat<U>) -> spherekit::Result<Rows<'a, U>> {
-            Rows::with_stride(d.as_view(), m.rows, m.cols, m.stride)
-        }
-        fn rows_mut<'a, U: Element>(
-            d: &'a mut CudaSlice<U>,
-            m: &Mat<U>,
-        ) -> spherekit::Result<RowsMut<'a, U>> {
-            RowsMut::with_stride(d.as_view_mut(), m.rows, m.cols, m.stride)
-        }
-        let s = &self.stream;
-        let wd = DeviceProjection::upload(s, w)?;
-        let up = |m: &Mat<T>| s.clone_htod(m.view()).expect("upload");
-        let [q, k, v] = inputs;
-        let (qd, kd, vd, dd) = (up(q), up(k), up(v), up(dout));
-        let [dq, dk, dv] = grads;
-        let (mut od, mut dqd, mut dkd, mut dvd) = (up(out), up(dq), up(dk), up(dv));
-        let mut ws = Workspace::new();
-        let (qr, kr, vr) = (rows(&qd, q)?, rows(&kd, k)?, rows(&vd, v)?);
-        let saved = opts.forward_saved(
-            &self.gpu,
-            s,
-            shape,
-            &wd,
-            &qr,
-            &kr,
-            &vr,
-            &mut rows_mut(&mut od, out)?,
-            &mut ws,
-        )?;
-        opts.backward_saved(
-            &self.gpu,
-            s,
-            &saved,
-            shape,
-            &wd,
-            &qr,
-            &kr,
-            &vr,
-            &rows(&dd, dout)?,
-            &mut rows_mut(&mut dqd, dq)?,
-            &mut rows_mut(&mut dkd, dk)?,
-            &mut rows_mut(&mut dvd, dv)?,
-            &mut ws,
-        )?;
-        s.synchronize().expect("synchronize");
-        for (host, dev) in [(out, &od), (dq, &dqd), (dk, &dkd), (dv, &dvd)] {
-            host.view_mut()
-                .copy_from_slice(&s.clone_dtoh(dev).expect("download"));
-        }
-        Ok(())
+        self.favor_gradients(opts, shape, w, inputs, dout, Some(out), grads)
     }
 
     fn log_estimates<T: Element>(
@@ -1990,6 +1971,66 @@ fn favor_gradient_magnitudes(
     [input_side(&mfq, &fq, q), input_side(&mfk, &fk, k), mv]
 }
 
+/// The inputs of one FAVOR+ gradient case: Performer's input scale, eps and guard 1e-6, a
+/// simplex W drawn from the seed, and q, k, v, dout of normals in rows with padded strides and
+/// offsets; `what` names the case in messages.
+struct FavorCase<T: Element> {
+    shape: AttentionShape,
+    opts: Favor,
+    w: Projection,
+    q: Mat<T>,
+    k: Mat<T>,
+    v: Mat<T>,
+    dout: Mat<T>,
+    what: String,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn favor_case<T: Element>(
+    rng: &mut Rng,
+    heads: usize,
+    len: usize,
+    dim: usize,
+    value_dim: usize,
+    m: usize,
+    causal: bool,
+) -> FavorCase<T> {
+    let rows = heads * len;
+    let w = ProjectionSpec::new(Coupling::Simplex, m, dim, rng.seed)
+        .unwrap()
+        .draw(5);
+    let mut input = |cols: usize| {
+        let stride = cols + rng.below(3);
+        let offset = rng.below(3);
+        Mat::<T>::from_fn(rows, cols, stride, offset, |_, _| rng.normal())
+    };
+    let (q, k, v, dout) = (input(dim), input(dim), input(value_dim), input(value_dim));
+    FavorCase {
+        shape: AttentionShape {
+            heads,
+            len,
+            dim,
+            value_dim,
+        },
+        opts: Favor {
+            input_scale: (dim as f64).powf(-0.25),
+            eps: 1e-6,
+            guard: 1e-6,
+            causal,
+        },
+        w,
+        q,
+        k,
+        v,
+        dout,
+        what: format!(
+            "seed {} {} heads={heads} len={len} dim={dim} dv={value_dim} m={m} causal={causal}",
+            rng.seed,
+            T::DTYPE.name()
+        ),
+    }
+}
+
 /// One FAVOR+ gradient case against [`favor_attention_backward`] (f64 on the rounded inputs, W
 /// rounded to f32). Tolerance per entry: one ulp of T plus 2^-22 (len + value_dim + m + dim +
 /// 16) times the entry's size before cancellation ([`favor_gradient_magnitudes`]): every stage
@@ -2005,40 +2046,24 @@ fn check_favor_backward<T: Element, B: Backend>(
     m: usize,
     causal: bool,
 ) -> f64 {
-    let shape = AttentionShape {
-        heads,
-        len,
-        dim,
-        value_dim,
-    };
-    let opts = Favor {
-        input_scale: (dim as f64).powf(-0.25),
-        eps: 1e-6,
-        guard: 1e-6,
-        causal,
-    };
+    let FavorCase {
+        shape,
+        opts,
+        w,
+        q,
+        k,
+        v,
+        dout,
+        what,
+    } = favor_case::<T>(rng, heads, len, dim, value_dim, m, causal);
     let rows = heads * len;
-    let w = ProjectionSpec::new(Coupling::Simplex, m, dim, rng.seed)
-        .unwrap()
-        .draw(5);
     let w32 = Projection {
         w: w.to_f32().iter().map(|&v| f64::from(v)).collect(),
         ..w.clone()
     };
-    let mut input = |cols: usize| {
-        let stride = cols + rng.below(3);
-        let offset = rng.below(3);
-        Mat::<T>::from_fn(rows, cols, stride, offset, |_, _| rng.normal())
-    };
-    let (q, k, v, dout) = (input(dim), input(dim), input(value_dim), input(value_dim));
     let mut poisoned =
         |cols: usize| Mat::<T>::poisoned(rows, cols, cols + rng.below(3), rng.below(3));
     let (mut dq, mut dk, mut dv) = (poisoned(dim), poisoned(dim), poisoned(value_dim));
-    let what = format!(
-        "seed {} {} heads={heads} len={len} dim={dim} dv={value_dim} m={m} causal={causal}",
-        rng.seed,
-        T::DTYPE.name()
-    );
     b.favor_backward(
         &opts,
         &shape,
@@ -2240,31 +2265,18 @@ fn check_favor_saved<T: Element, B: Backend>(
     m: usize,
     causal: bool,
 ) {
-    let shape = AttentionShape {
-        heads,
-        len,
-        dim,
-        value_dim,
-    };
-    let opts = Favor {
-        input_scale: (dim as f64).powf(-0.25),
-        eps: 1e-6,
-        guard: 1e-6,
-        causal,
-    };
+    let FavorCase {
+        shape,
+        opts,
+        w,
+        q,
+        k,
+        v,
+        dout,
+        what,
+    } = favor_case::<T>(rng, heads, len, dim, value_dim, m, causal);
     let rows = heads * len;
-    let w = ProjectionSpec::new(Coupling::Simplex, m, dim, rng.seed)
-        .unwrap()
-        .draw(2);
-    let mut input =
-        |cols: usize| Mat::<T>::from_fn(rows, cols, cols + rng.below(3), 0, |_, _| rng.normal());
-    let (q, k, v, dout) = (input(dim), input(dim), input(value_dim), input(value_dim));
     let poisoned = |cols: usize| Mat::<T>::poisoned(rows, cols, cols, 0);
-    let what = format!(
-        "seed {} {} heads={heads} len={len} dim={dim} dv={value_dim} m={m} causal={causal}",
-        rng.seed,
-        T::DTYPE.name()
-    );
     let mut out = poisoned(value_dim);
     let (mut dq, mut dk, mut dv) = (poisoned(dim), poisoned(dim), poisoned(value_dim));
     b.favor(&opts, &shape, &w, &q, &k, &v, &mut out)

@@ -135,38 +135,9 @@ impl Favor {
         dk: &mut HostRowsMut<'_, T>,
         dv: &mut HostRowsMut<'_, T>,
     ) -> Result<()> {
-        let mut staged = Staged::new();
-        let (qa, ka, va, da) = (
-            staged.rows("q", q),
-            staged.rows("k", k),
-            staged.rows("v", v),
-            staged.rows("dout", dout),
-        );
-        let mut staged_w = Staged::new();
-        let wa = stage_projection(&mut staged_w, w, features, shape.dim)?;
-        let (dqo, dqa) = Output::rows("dq", dq);
-        let (dko, dka) = Output::rows("dk", dk);
-        let (dvo, dva) = Output::rows("dv", dv);
-        let args = FavorGradArgs {
-            dout: da,
-            dq: dqa,
-            dk: dka,
-            dv: dva,
-        };
-        plan_favor_backward::<T>(self, emu, shape, &wa, &qa, &ka, &va, &args, 0)?;
-        let ws = Guarded::<f64>::poisoned("workspace", favor_workspace_len(shape, features, true)?);
-        plan_favor_backward::<T>(self, emu, shape, &wa, &qa, &ka, &va, &args, ws.addr())?
-            .run(emu)?;
-        ws.check_guards()?;
-        staged.check()?;
-        staged_w.check()?;
-        dqo.finish_rows(dq)?;
-        dko.finish_rows(dk)?;
-        dvo.finish_rows(dv)
+        self.gradients_emulated(emu, shape, w, features, q, k, v, dout, None, dq, dk, dv)
     }
-}
 
-impl Favor {
     /// [`Favor::forward_saved`] then [`Favor::backward_saved`] on the CPU emulator: the outputs
     /// and the gradients, from one workspace that starts as NaN, the gradient stages reading
     /// the forward's features, shifts and states where the forward left them.
@@ -186,6 +157,41 @@ impl Favor {
         dk: &mut HostRowsMut<'_, T>,
         dv: &mut HostRowsMut<'_, T>,
     ) -> Result<()> {
+        self.gradients_emulated(
+            emu,
+            shape,
+            w,
+            features,
+            q,
+            k,
+            v,
+            dout,
+            Some(out),
+            dq,
+            dk,
+            dv,
+        )
+    }
+
+    /// The gradients dq, dk, dv in one workspace that starts as NaN: with `out`, after a
+    /// forward pass that writes it and leaves its stages for the gradient stages; without,
+    /// every stage of the backward pass.
+    #[allow(clippy::too_many_arguments)]
+    fn gradients_emulated<T: Element>(
+        &self,
+        emu: &Emulator,
+        shape: &AttentionShape,
+        w: &[f32],
+        features: usize,
+        q: &HostRows<'_, T>,
+        k: &HostRows<'_, T>,
+        v: &HostRows<'_, T>,
+        dout: &HostRows<'_, T>,
+        out: Option<&mut HostRowsMut<'_, T>>,
+        dq: &mut HostRowsMut<'_, T>,
+        dk: &mut HostRowsMut<'_, T>,
+        dv: &mut HostRowsMut<'_, T>,
+    ) -> Result<()> {
         let mut staged = Staged::new();
         let (qa, ka, va, da) = (
             staged.rows("q", q),
@@ -195,7 +201,6 @@ impl Favor {
         );
         let mut staged_w = Staged::new();
         let wa = stage_projection(&mut staged_w, w, features, shape.dim)?;
-        let (oo, oa) = Output::rows("out", out);
         let (dqo, dqa) = Output::rows("dq", dq);
         let (dko, dka) = Output::rows("dk", dk);
         let (dvo, dva) = Output::rows("dv", dv);
@@ -205,19 +210,31 @@ impl Favor {
             dk: dka,
             dv: dva,
         };
-        plan_favor::<T>(self, emu, shape, &wa, &qa, &ka, &va, &oa, 0)?;
+        let forward = out.as_deref().map(|o| Output::rows("out", o));
+        if let Some((_, oa)) = &forward {
+            plan_favor::<T>(self, emu, shape, &wa, &qa, &ka, &va, oa, 0)?;
+        }
         plan_favor_backward::<T>(self, emu, shape, &wa, &qa, &ka, &va, &args, 0)?;
         let ws = Guarded::<f64>::poisoned("workspace", favor_workspace_len(shape, features, true)?);
-        plan_favor::<T>(self, emu, shape, &wa, &qa, &ka, &va, &oa, ws.addr())?.run(emu)?;
-        plan_favor_backward::<T>(self, emu, shape, &wa, &qa, &ka, &va, &args, ws.addr())?
-            .run_after_forward(emu)?;
+        let plan =
+            plan_favor_backward::<T>(self, emu, shape, &wa, &qa, &ka, &va, &args, ws.addr())?;
+        match &forward {
+            Some((_, oa)) => {
+                plan_favor::<T>(self, emu, shape, &wa, &qa, &ka, &va, oa, ws.addr())?.run(emu)?;
+                plan.run_after_forward(emu)?;
+            }
+            None => plan.run(emu)?,
+        }
         ws.check_guards()?;
         staged.check()?;
         staged_w.check()?;
-        oo.finish_rows(out)?;
         dqo.finish_rows(dq)?;
         dko.finish_rows(dk)?;
-        dvo.finish_rows(dv)
+        dvo.finish_rows(dv)?;
+        match (forward, out) {
+            (Some((oo, _)), Some(out)) => oo.finish_rows(out),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -992,18 +992,8 @@ impl Favor {
         out: &mut RowsMut<'_, T>,
         workspace: &mut Workspace,
     ) -> Result<()> {
-        let l = CudaLauncher::new(gpu, stream)?;
-        let (wa, _w) = w.arg(gpu, stream)?;
-        let (qa, _q) = q.arg(gpu, stream, "q")?;
-        let (ka, _k) = k.arg(gpu, stream, "k")?;
-        let (va, _v) = v.arg(gpu, stream, "v")?;
-        let (oa, _o) = out.arg_mut(gpu, stream, "out")?;
-        // Validate before allocating: a plan against address 0 checks every shape.
-        plan_favor::<T>(self, &l, shape, &wa, &qa, &ka, &va, &oa, 0)?;
-        let len = favor_workspace_len(shape, w.features, false)?;
-        let buf = workspace.get(gpu, stream, len)?;
-        let (work, _ws) = buf.device_ptr_mut(stream);
-        plan_favor::<T>(self, &l, shape, &wa, &qa, &ka, &va, &oa, work)?.run(&l)
+        self.forward_into(gpu, stream, shape, w, q, k, v, out, workspace, false)
+            .map(|_| ())
     }
 
     /// The gradient of Σ dout·out for [`Favor::forward`] with respect to q, k and v, written
@@ -1034,27 +1024,9 @@ impl Favor {
         dv: &mut RowsMut<'_, T>,
         workspace: &mut Workspace,
     ) -> Result<()> {
-        let l = CudaLauncher::new(gpu, stream)?;
-        let (wa, _w) = w.arg(gpu, stream)?;
-        let (qa, _q) = q.arg(gpu, stream, "q")?;
-        let (ka, _k) = k.arg(gpu, stream, "k")?;
-        let (va, _v) = v.arg(gpu, stream, "v")?;
-        let (da, _d) = dout.arg(gpu, stream, "dout")?;
-        let (dqa, _dq) = dq.arg_mut(gpu, stream, "dq")?;
-        let (dka, _dk) = dk.arg_mut(gpu, stream, "dk")?;
-        let (dva, _dv) = dv.arg_mut(gpu, stream, "dv")?;
-        let args = FavorGradArgs {
-            dout: da,
-            dq: dqa,
-            dk: dka,
-            dv: dva,
-        };
-        // Validate before allocating: a plan against address 0 checks every shape.
-        plan_favor_backward::<T>(self, &l, shape, &wa, &qa, &ka, &va, &args, 0)?;
-        let len = favor_workspace_len(shape, w.features, true)?;
-        let buf = workspace.get(gpu, stream, len)?;
-        let (work, _ws) = buf.device_ptr_mut(stream);
-        plan_favor_backward::<T>(self, &l, shape, &wa, &qa, &ka, &va, &args, work)?.run(&l)
+        self.backward_from(
+            gpu, stream, None, shape, w, q, k, v, dout, dq, dk, dv, workspace,
+        )
     }
 
     /// [`Favor::forward`] for a training step: the same outputs, with `workspace` sized for
@@ -1076,24 +1048,7 @@ impl Favor {
         out: &mut RowsMut<'_, T>,
         workspace: &mut Workspace,
     ) -> Result<FavorSaved> {
-        let l = CudaLauncher::new(gpu, stream)?;
-        let (wa, _w) = w.arg(gpu, stream)?;
-        let (qa, _q) = q.arg(gpu, stream, "q")?;
-        let (ka, _k) = k.arg(gpu, stream, "k")?;
-        let (va, _v) = v.arg(gpu, stream, "v")?;
-        let (oa, _o) = out.arg_mut(gpu, stream, "out")?;
-        plan_favor::<T>(self, &l, shape, &wa, &qa, &ka, &va, &oa, 0)?;
-        // The backward's layout: its forward regions are where the forward writes them.
-        let len = favor_workspace_len(shape, w.features, true)?;
-        {
-            let buf = workspace.get(gpu, stream, len)?;
-            let (work, _ws) = buf.device_ptr_mut(stream);
-            plan_favor::<T>(self, &l, shape, &wa, &qa, &ka, &va, &oa, work)?.run(&l)?;
-        }
-        Ok(FavorSaved {
-            call: SavedCall::new::<T>(self, shape, &wa, &qa, &ka, &va),
-            workspace: workspace.use_mark(),
-        })
+        self.forward_into(gpu, stream, shape, w, q, k, v, out, workspace, true)
     }
 
     /// [`Favor::backward`] after [`Favor::forward_saved`] of the same call: the same gradients,
@@ -1122,6 +1077,80 @@ impl Favor {
         dv: &mut RowsMut<'_, T>,
         workspace: &mut Workspace,
     ) -> Result<()> {
+        self.backward_from(
+            gpu,
+            stream,
+            Some(saved),
+            shape,
+            w,
+            q,
+            k,
+            v,
+            dout,
+            dq,
+            dk,
+            dv,
+            workspace,
+        )
+    }
+
+    /// The forward pass, its workspace laid out for the backward when `for_backward` (so that
+    /// its stages stay where [`Favor::backward_saved`] reads them); what it left, named.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_into<T: Element>(
+        &self,
+        gpu: &Gpu,
+        stream: &Arc<CudaStream>,
+        shape: &AttentionShape,
+        w: &DeviceProjection,
+        q: &Rows<'_, T>,
+        k: &Rows<'_, T>,
+        v: &Rows<'_, T>,
+        out: &mut RowsMut<'_, T>,
+        workspace: &mut Workspace,
+        for_backward: bool,
+    ) -> Result<FavorSaved> {
+        let l = CudaLauncher::new(gpu, stream)?;
+        let (wa, _w) = w.arg(gpu, stream)?;
+        let (qa, _q) = q.arg(gpu, stream, "q")?;
+        let (ka, _k) = k.arg(gpu, stream, "k")?;
+        let (va, _v) = v.arg(gpu, stream, "v")?;
+        let (oa, _o) = out.arg_mut(gpu, stream, "out")?;
+        // Validate before allocating: a plan against address 0 checks every shape.
+        plan_favor::<T>(self, &l, shape, &wa, &qa, &ka, &va, &oa, 0)?;
+        // The backward's layout has the forward's regions at the same offsets.
+        let len = favor_workspace_len(shape, w.features, for_backward)?;
+        {
+            let buf = workspace.get(gpu, stream, len)?;
+            let (work, _ws) = buf.device_ptr_mut(stream);
+            plan_favor::<T>(self, &l, shape, &wa, &qa, &ka, &va, &oa, work)?.run(&l)?;
+        }
+        Ok(FavorSaved {
+            call: SavedCall::new::<T>(self, shape, &wa, &qa, &ka, &va),
+            workspace: workspace.use_mark(),
+        })
+    }
+
+    /// The backward pass: every stage, or with `saved` the gradient stages alone, from the
+    /// forward stages it names (after checking that it names this call and this workspace,
+    /// unused since).
+    #[allow(clippy::too_many_arguments)]
+    fn backward_from<T: Element>(
+        &self,
+        gpu: &Gpu,
+        stream: &Arc<CudaStream>,
+        saved: Option<&FavorSaved>,
+        shape: &AttentionShape,
+        w: &DeviceProjection,
+        q: &Rows<'_, T>,
+        k: &Rows<'_, T>,
+        v: &Rows<'_, T>,
+        dout: &Rows<'_, T>,
+        dq: &mut RowsMut<'_, T>,
+        dk: &mut RowsMut<'_, T>,
+        dv: &mut RowsMut<'_, T>,
+        workspace: &mut Workspace,
+    ) -> Result<()> {
         let l = CudaLauncher::new(gpu, stream)?;
         let (wa, _w) = w.arg(gpu, stream)?;
         let (qa, _q) = q.arg(gpu, stream, "q")?;
@@ -1137,23 +1166,29 @@ impl Favor {
             dk: dka,
             dv: dva,
         };
+        // Validate before allocating: a plan against address 0 checks every shape.
         plan_favor_backward::<T>(self, &l, shape, &wa, &qa, &ka, &va, &args, 0)?;
-        saved.check(
-            &SavedCall::new::<T>(self, shape, &wa, &qa, &ka, &va),
-            workspace.use_mark(),
-        )?;
-        // forward_saved sized the workspace for this layout: it keeps its buffer.
         let len = favor_workspace_len(shape, w.features, true)?;
-        if !workspace.holds(gpu, len) {
-            return Err(Error::param(
-                "saved",
-                "the workspace no longer holds the saved forward's stages",
-            ));
+        if let Some(saved) = saved {
+            saved.check(
+                &SavedCall::new::<T>(self, shape, &wa, &qa, &ka, &va),
+                workspace.use_mark(),
+            )?;
+            // forward_saved sized the workspace for this layout: it keeps its buffer.
+            if !workspace.holds(gpu, len) {
+                return Err(Error::param(
+                    "saved",
+                    "the workspace no longer holds the saved forward's stages",
+                ));
+            }
         }
         let buf = workspace.get(gpu, stream, len)?;
         let (work, _ws) = buf.device_ptr_mut(stream);
-        plan_favor_backward::<T>(self, &l, shape, &wa, &qa, &ka, &va, &args, work)?
-            .run_after_forward(&l)
+        let plan = plan_favor_backward::<T>(self, &l, shape, &wa, &qa, &ka, &va, &args, work)?;
+        match saved {
+            Some(_) => plan.run_after_forward(&l),
+            None => plan.run(&l),
+        }
     }
 }
 
