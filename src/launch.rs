@@ -385,8 +385,10 @@ pub(crate) fn check_len(name: &'static str, v: &VecArg, expected: usize) -> Resu
 /// Device scratch memory of the calls that need it: the deterministic column sums of the
 /// hypersphere backward passes (dscale, dp, and the row coefficients of their column passes) and
 /// FAVOR+'s features, states and gradient stages. Owned by the caller, grown on demand on the
-/// stream it is used with, reused across calls; nothing in it outlives a call. One workspace
-/// must not be used by two streams at once.
+/// stream it is used with, reused across calls; nothing in it outlives a call, except the
+/// forward stages `Favor::forward_saved` leaves for `Favor::backward_saved` (which checks that
+/// no other call used the workspace between). One workspace must not be used by two streams
+/// at once.
 #[derive(Debug)]
 pub struct Workspace {
     buf: Option<CudaSlice<f64>>,
@@ -444,7 +446,10 @@ impl Workspace {
             // SAFETY: every element the kernels read from the workspace is written first by
             // a kernel of the same call, earlier on the stream: each worker writes its whole
             // partial row, a row pass the coefficients of every segment its column pass reads,
-            // a column pass every chunk's partial row, FAVOR+ each stage's whole region.
+            // a column pass every chunk's partial row, FAVOR+ each stage's whole region. A
+            // FAVOR+ backward_saved reads the forward regions of the forward_saved call its
+            // FavorSaved names, in this same buffer: it refuses one that grew (reallocated)
+            // or that another call used since.
             let buf = unsafe { stream.alloc::<f64>(len.max(1)) }
                 .map_err(|e| Error::driver("allocating workspace", e))?;
             self.buf = Some(buf);
