@@ -426,6 +426,48 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
 #endif
 }
 
+// f32 operands on the bf16 tensor cores. split_bf16x2 writes (x0, x1) (x0 the lower k, in the
+// low half) as P bf16x2 words whose sum is the pair: word j holds the roundings of what words
+// 0..j-1 leave. Each remainder of a round-to-nearest split is exact in f32, and each word holds
+// 8 significant bits, so three words carry any f32 exactly (outside the subnormal range), two an
+// f16, one a bf16. A remainder that is not finite (x infinite, or |x| above bf16's largest
+// value, which rounds to infinity) is dropped, so an infinite x stays infinite instead of
+// becoming inf - inf = NaN; a NaN stays NaN through the first word.
+template <int P>
+__device__ __forceinline__ void split_bf16x2(float x0, float x1, uint32_t (&w)[P]) {
+    using B = Elem<__nv_bfloat16>;
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+        const uint16_t b0 = B::bits(B::from_f32(x0)), b1 = B::bits(B::from_f32(x1));
+        w[j] = static_cast<uint32_t>(b0) | (static_cast<uint32_t>(b1) << 16);
+        if (j + 1 < P) {
+            x0 -= B::from_bits(b0);
+            x1 -= B::from_bits(b1);
+            x0 = fabsf(x0) <= FLT_MAX ? x0 : 0.0f;
+            x1 = fabsf(x1) <= FLT_MAX ? x1 : 0.0f;
+        }
+    }
+}
+
+// d += A B for A = sum_i a[i] and B = sum_j b[j] in split form (split_bf16x2), keeping the
+// products a[i] b[j] with i + j <= 2, smallest first: each dropped one is below about 2^-24
+// |A||B|, an f32 rounding, so the tile is an f32-accurate product (3 MMAs for a bf16 B, 5 for
+// an f16 B, 6 for an f32 B).
+template <int PA, int PB>
+__device__ __forceinline__ void mma_split(float (&d)[4], const uint32_t (&a)[PA][4], const uint32_t (&b)[PB][2]) {
+#pragma unroll
+    for (int s = 2; s >= 0; --s)
+#pragma unroll
+        for (int i = 0; i < PA; ++i)
+            if (s - i >= 0 && s - i < PB) mma_16816<__nv_bfloat16>(d, a[i], b[s - i]);
+}
+
+// Parts that carry a storage type exactly as bf16 words.
+template <class T>
+struct SplitParts {
+    static constexpr int value = std::is_same<T, float>::value ? 3 : std::is_same<T, __half>::value ? 2 : 1;
+};
+
 // ---- asynchronous copies, global to shared (cp.async, sm_80 and later) --------------------------
 // copy_async16 starts a copy of 16 bytes (both addresses 16-byte aligned) into shared memory that
 // bypasses the registers; with `valid` false it writes 16 zero bytes and reads nothing (src must

@@ -385,11 +385,16 @@ typedef struct sk_rf_features_params {
  * storage type). Segments of `segment` rows: SK_FAVOR_STATE writes each segment's
  * S = sum phik_j [v_j, 1]^T (features x (value_dim + 1), f32) to states[head][segment];
  * SK_FAVOR_PREFIX turns them into exclusive prefix sums (causal) or puts the total in segment 0;
- * SK_FAVOR_OUTPUT (a warp per row) writes out_i = phiq_i (S + intra_i)[:, :dv] /
- * (phiq_i (S + intra_i)[:, dv] + guard), intra_i the causal part of the row's own segment.
+ * SK_FAVOR_OUTPUT (a warp per tile of SK_FAVOR_TILE_ROWS positions) writes
+ * out_i = phiq_i (S + intra_i)[:, :dv] / (phiq_i (S + intra_i)[:, dv] + guard), intra_i the
+ * causal part of the row's own segment. Both products run on the tensor cores, the state sums
+ * as a warp per (head, segment, SK_FAVOR_TASK_FEATURES features, SK_FAVOR_TASK_COLUMNS columns).
  * With `reverse` set, SK_FAVOR_PREFIX makes exclusive suffix sums instead (the gradient). */
 #define SK_FAVOR_THREADS 256u
 #define SK_FAVOR_SEGMENT 64u
+#define SK_FAVOR_TILE_ROWS 16u
+#define SK_FAVOR_TASK_FEATURES 32u
+#define SK_FAVOR_TASK_COLUMNS 72u
 #define SK_FAVOR_MAX_VALUE_DIM 255u
 #define SK_FAVOR_STATE 0u
 #define SK_FAVOR_PREFIX 1u

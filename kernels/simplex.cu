@@ -465,43 +465,90 @@ namespace favor {
 constexpr int THREADS = static_cast<int>(SK_FAVOR_THREADS);
 constexpr uint32_t SEGMENT = SK_FAVOR_SEGMENT;
 constexpr int SLOTS = (static_cast<int>(SK_FAVOR_MAX_VALUE_DIM) + 1 + 31) / 32;  // columns per lane
-constexpr int ENTRIES = 16;  // state entries per thread per pass
 
-// sum over the rows of one segment of a_row[t] b(row, c), for every (head, segment): the
-// forward states S = sum_j phik_j [v_j, 1]^T, and the gradient states sum_i phiq_i G_i^T. A
-// block per (head, segment), a thread per state entry e = t (value_dim + 1) + c, ENTRIES of
-// them per pass. A warp's entries share a few t (broadcast loads of a) and span consecutive c
-// (coalesced loads of b).
-template <class RightFactor>
+constexpr uint32_t COLS = SK_FAVOR_TASK_COLUMNS;  // 72: value_dim 64 and the ones column in one task
+constexpr int COL_TILES = static_cast<int>(COLS) / 8;  // n-tiles of 8 columns
+constexpr uint32_t TILE_ROWS = SK_FAVOR_TILE_ROWS;
+static_assert(COLS % 8 == 0 && SK_FAVOR_TASK_FEATURES == 32 && TILE_ROWS == 16 && SEGMENT % 16 == 0,
+              "the tensor-core tasks: two m-tiles of features, n-tiles of columns, one m-tile of rows, "
+              "whole k-steps of keys per segment");
+
+// The state tiles on the tensor cores: S[t][c] = sum over the rows of one segment of
+// a[row][t] b(row, c), for every (head, segment): the forward states S = sum_j phik_j [v_j, 1]^T
+// and the gradient states sum_i phiq_i G_i^T. As one MMA product per task: M = the features t,
+// N = the columns c, K = the segment's rows, a and b split into bf16 parts (a: 3, b: PB) so the
+// products carry f32 accuracy (mma_split). A warp per task (head, segment, 32 features, COLS
+// columns), grid-stride; rows past the segment and entries past the matrix read as zero.
+// Fragment a[r8 + 2h] holds features f0 + 16 mt + g + 8 r8 at rows 2q + 8h (+1).
+template <int PB, class RightFactor>
 __device__ void segment_sums(const sk_favor_params &p, const float *a, float *states, RightFactor b) {
     const uint32_t width = p.value_dim + 1;
     const uint64_t entries = static_cast<uint64_t>(p.features) * width;
-    const uint64_t blocks = p.heads * p.segments;
-    for (uint64_t blk = blockIdx.x; blk < blocks; blk += gridDim.x) {
+    const uint32_t ftasks = (p.features + 31) / 32, ctasks = (width + COLS - 1) / COLS;
+    const uint64_t tasks = p.heads * p.segments * ftasks * ctasks;
+    const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4, q = lane % 4;
+    const uint64_t warps = static_cast<uint64_t>(gridDim.x) * (THREADS / 32);
+    for (uint64_t task = static_cast<uint64_t>(blockIdx.x) * (THREADS / 32) + threadIdx.x / 32; task < tasks;
+         task += warps) {
+        const uint64_t blk = task / (ftasks * ctasks);  // head * segments + segment
+        const uint32_t sub = static_cast<uint32_t>(task % (ftasks * ctasks));
+        const uint32_t f0 = 32 * (sub / ctasks), c0 = COLS * (sub % ctasks);
         const uint64_t head = blk / p.segments, seg = blk % p.segments;
         const uint64_t first = head * p.len + seg * SEGMENT;
-        const uint64_t last = head * p.len + min(static_cast<uint64_t>((seg + 1) * SEGMENT), p.len);
-        float *state = states + blk * entries;
-        for (uint64_t base = 0; base < entries; base += static_cast<uint64_t>(THREADS) * ENTRIES) {
-            float acc[ENTRIES];
+        const uint32_t count = static_cast<uint32_t>(min(static_cast<uint64_t>(SEGMENT), p.len - seg * SEGMENT));
+        float acc[2][COL_TILES][4];
 #pragma unroll
-            for (int q = 0; q < ENTRIES; ++q) acc[q] = 0.0f;
-            for (uint64_t row = first; row < last; ++row) {
+        for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-                for (int q = 0; q < ENTRIES; ++q) {
-                    const uint64_t e = base + threadIdx.x + static_cast<uint64_t>(q) * THREADS;
-                    if (e < entries) {
-                        const uint32_t t = static_cast<uint32_t>(e / width), c = static_cast<uint32_t>(e % width);
-                        acc[q] = fmaf(a[row * p.features + t], b(row, c), acc[q]);
-                    }
+            for (int nt = 0; nt < COL_TILES; ++nt)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.0f;
+        for (uint32_t k0 = 0; k0 < count; k0 += 16) {
+            uint32_t af[2][3][4];
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+                for (int f = 0; f < 4; ++f) {
+                    const int r8 = f % 2, h = f / 2;
+                    const uint32_t t = f0 + 16 * mt + g + 8 * r8, r = k0 + 2 * q + 8 * h;
+                    const bool in = t < p.features;
+                    const float x0 = in && r < count ? a[(first + r) * p.features + t] : 0.0f;
+                    const float x1 = in && r + 1 < count ? a[(first + r + 1) * p.features + t] : 0.0f;
+                    uint32_t w[3];
+                    split_bf16x2(x0, x1, w);
+#pragma unroll
+                    for (int j = 0; j < 3; ++j) af[mt][j][f] = w[j];
                 }
-            }
 #pragma unroll
-            for (int q = 0; q < ENTRIES; ++q) {
-                const uint64_t e = base + threadIdx.x + static_cast<uint64_t>(q) * THREADS;
-                if (e < entries) state[e] = acc[q];
+            for (int nt = 0; nt < COL_TILES; ++nt) {
+                if (c0 + 8 * nt >= width) continue;  // warp-uniform
+                const uint32_t c = c0 + 8 * nt + g;
+                uint32_t bf[PB][2];
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const uint32_t r = k0 + 2 * q + 8 * h;
+                    const float y0 = c < width && r < count ? b(first + r, c) : 0.0f;
+                    const float y1 = c < width && r + 1 < count ? b(first + r + 1, c) : 0.0f;
+                    uint32_t w[PB];
+                    split_bf16x2(y0, y1, w);
+#pragma unroll
+                    for (int j = 0; j < PB; ++j) bf[j][h] = w[j];
+                }
+#pragma unroll
+                for (int mt = 0; mt < 2; ++mt) mma_split(acc[mt][nt], af[mt], bf);
             }
         }
+        // acc[mt][nt][i]: feature f0 + 16 mt + g + 8 (i / 2), column c0 + 8 nt + 2q + i % 2.
+        float *state = states + blk * entries;
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < COL_TILES; ++nt)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const uint32_t t = f0 + 16 * mt + g + 8 * (i / 2), c = c0 + 8 * nt + 2 * q + i % 2;
+                    if (t < p.features && c < width) state[static_cast<uint64_t>(t) * width + c] = acc[mt][nt][i];
+                }
     }
 }
 
@@ -513,7 +560,8 @@ __device__ __forceinline__ float value_or_one(const sk_favor_params &p, uint64_t
 
 template <class T>
 __device__ void segment_state(const sk_favor_params &p) {
-    segment_sums(p, p.phik, p.states, [&](uint64_t row, uint32_t c) { return value_or_one<T>(p, row, c); });
+    segment_sums<SplitParts<T>::value>(p, p.phik, p.states,
+                                       [&](uint64_t row, uint32_t c) { return value_or_one<T>(p, row, c); });
 }
 
 // Causal: exclusive prefix sums over the segments of each head, in place (exclusive suffix sums
@@ -589,23 +637,148 @@ __device__ __forceinline__ float column(const float (&acc)[SLOTS], uint32_t c) {
     return __shfl_sync(0xffffffffu, v, static_cast<int>(c % 32));
 }
 
-// A warp per row i: out_i = columns [0, value_dim) of phiq_i (S + intra_i) over column
-// value_dim (the denominator) plus the guard.
+// The column at position l of the output kernel's order: value_dim first, then 0, 1, ...
+__device__ __forceinline__ uint32_t column_at(const sk_favor_params &p, uint32_t l) {
+    return l == 0 ? p.value_dim : l - 1;
+}
+
+// The outputs on the tensor cores, a warp per tile of 16 positions of one head (tiles never
+// straddle a segment: 16 divides SEGMENT), grid-stride. For each chunk of COLS columns:
+//   acc = phiq S                 (M = the tile's rows, N = columns, K = features), and when causal
+//   P = phiq phik^T              (N = the segment's keys up to the tile's last row), masked to
+//   acc += P [v, 1]              keys <= row, with P's accumulators reused as A fragments (K = keys),
+// every f32 operand split into bf16 parts (mma_split), so the products carry f32 accuracy.
+// The columns run in the order value_dim, 0, 1, .. (position l holds column l - 1): the
+// denominator lands in the first chunk's first tile, where each row's quad reads it by a
+// shuffle (a column picked by a runtime index would put acc in local memory).
+// Fragment a[r8 + 2h] holds rows g + 8 r8 at k 2q + 8h (+1); acc[nt][i] row g + 8 (i / 2),
+// position c0 + 8 nt + 2q + i % 2.
 template <class T>
 __device__ void output(const sk_favor_params &p) {
+    constexpr int PV = SplitParts<T>::value;
+    constexpr int KEY_TILES = static_cast<int>(SEGMENT) / 8;  // n-tiles of P: the keys of a segment
     T *out = static_cast<T *>(p.out);
-    const int lane = static_cast<int>(threadIdx.x) % 32;
-    const uint64_t rows = p.heads * p.len;
+    const uint32_t width = p.value_dim + 1;
+    const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4, q = lane % 4;
+    const uint64_t per_head = (p.len + TILE_ROWS - 1) / TILE_ROWS, tiles = p.heads * per_head;
     const uint64_t warps = static_cast<uint64_t>(gridDim.x) * (THREADS / 32);
-    for (uint64_t row = static_cast<uint64_t>(blockIdx.x) * (THREADS / 32) + threadIdx.x / 32; row < rows;
-         row += warps) {
-        float acc[SLOTS];
-        row_numerators<T>(p, row, lane, acc);
-        const float den = column(acc, p.value_dim) + p.guard;
+    for (uint64_t tile = static_cast<uint64_t>(blockIdx.x) * (THREADS / 32) + threadIdx.x / 32; tile < tiles;
+         tile += warps) {
+        const uint64_t base = (tile / per_head) * p.len;  // the head's first row
+        const uint64_t i0 = (tile % per_head) * TILE_ROWS;  // the tile's first position
+        const uint64_t s0 = i0 - i0 % SEGMENT;            // its segment's first position
+        const float *state = row_state(p, p.states, base + i0);
+        // Causal: P's n-tiles cover keys s0 .. i0 + 15 (the diagonal tile included).
+        const int key_tiles = p.causal ? static_cast<int>((i0 - s0) / 8) + 2 : 0;
+        float den[2] = {0.0f, 0.0f};  // rows g and g + 8
+        for (uint32_t c0 = 0; c0 < width; c0 += COLS) {
+            float acc[COL_TILES][4], pk[KEY_TILES][4];
 #pragma unroll
-        for (int k = 0; k < SLOTS; ++k) {
-            const uint32_t c = lane + 32 * k;
-            if (c < p.value_dim) out[row * p.out_stride + c] = Elem<T>::from_f32(acc[k] / den);
+            for (int i = 0; i < 4; ++i) {
+#pragma unroll
+                for (int nt = 0; nt < COL_TILES; ++nt) acc[nt][i] = 0.0f;
+#pragma unroll
+                for (int n = 0; n < KEY_TILES; ++n) pk[n][i] = 0.0f;
+            }
+            for (uint32_t t0 = 0; t0 < p.features; t0 += 16) {
+                uint32_t af[3][4];
+#pragma unroll
+                for (int f = 0; f < 4; ++f) {
+                    const uint64_t i = i0 + g + 8 * (f % 2);
+                    const uint32_t t = t0 + 2 * q + 8 * (f / 2);
+                    const float *qi = p.phiq + (base + i) * p.features;
+                    const float x0 = i < p.len && t < p.features ? qi[t] : 0.0f;
+                    const float x1 = i < p.len && t + 1 < p.features ? qi[t + 1] : 0.0f;
+                    uint32_t w[3];
+                    split_bf16x2(x0, x1, w);
+#pragma unroll
+                    for (int j = 0; j < 3; ++j) af[j][f] = w[j];
+                }
+#pragma unroll
+                for (int nt = 0; nt < COL_TILES; ++nt) {
+                    if (c0 + 8 * nt >= width) continue;  // warp-uniform
+                    const uint32_t l = c0 + 8 * nt + g, c = column_at(p, l);
+                    uint32_t bf[3][2];
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        const uint32_t t = t0 + 2 * q + 8 * h;
+                        const float y0 = l < width && t < p.features ? state[static_cast<uint64_t>(t) * width + c] : 0.0f;
+                        const float y1 =
+                            l < width && t + 1 < p.features ? state[static_cast<uint64_t>(t + 1) * width + c] : 0.0f;
+                        uint32_t w[3];
+                        split_bf16x2(y0, y1, w);
+#pragma unroll
+                        for (int j = 0; j < 3; ++j) bf[j][h] = w[j];
+                    }
+                    mma_split(acc[nt], af, bf);
+                }
+#pragma unroll
+                for (int n = 0; n < KEY_TILES; ++n) {
+                    if (n >= key_tiles) continue;  // warp-uniform
+                    const uint64_t j = s0 + 8 * n + g;
+                    const float *kj = p.phik + (base + j) * p.features;
+                    uint32_t bf[3][2];
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        const uint32_t t = t0 + 2 * q + 8 * h;
+                        const float y0 = j < p.len && t < p.features ? kj[t] : 0.0f;
+                        const float y1 = j < p.len && t + 1 < p.features ? kj[t + 1] : 0.0f;
+                        uint32_t w[3];
+                        split_bf16x2(y0, y1, w);
+#pragma unroll
+                        for (int jj = 0; jj < 3; ++jj) bf[jj][h] = w[jj];
+                    }
+                    mma_split(pk[n], af, bf);
+                }
+            }
+            // Causal: acc += P [v, 1] over the keys up to each row (16 keys per k-step: P's
+            // n-tiles 2kk and 2kk + 1 are the A fragment's two k halves).
+#pragma unroll
+            for (int kk = 0; kk < KEY_TILES / 2; ++kk) {
+                if (2 * kk >= key_tiles) continue;  // warp-uniform
+                uint32_t af[3][4];
+#pragma unroll
+                for (int f = 0; f < 4; ++f) {
+                    const int r8 = f % 2, h = f / 2;
+                    const uint64_t i = i0 + g + 8 * r8, j = s0 + 16 * kk + 8 * h + 2 * q;
+                    const float x0 = j <= i ? pk[2 * kk + h][2 * r8] : 0.0f;
+                    const float x1 = j + 1 <= i ? pk[2 * kk + h][2 * r8 + 1] : 0.0f;
+                    uint32_t w[3];
+                    split_bf16x2(x0, x1, w);
+#pragma unroll
+                    for (int jj = 0; jj < 3; ++jj) af[jj][f] = w[jj];
+                }
+#pragma unroll
+                for (int nt = 0; nt < COL_TILES; ++nt) {
+                    if (c0 + 8 * nt >= width) continue;  // warp-uniform
+                    const uint32_t l = c0 + 8 * nt + g, c = column_at(p, l);
+                    uint32_t bf[PV][2];
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        const uint64_t j = s0 + 16 * kk + 2 * q + 8 * h;
+                        const float y0 = l < width && j < p.len ? value_or_one<T>(p, base + j, c) : 0.0f;
+                        const float y1 = l < width && j + 1 < p.len ? value_or_one<T>(p, base + j + 1, c) : 0.0f;
+                        uint32_t w[PV];
+                        split_bf16x2(y0, y1, w);
+#pragma unroll
+                        for (int jj = 0; jj < PV; ++jj) bf[jj][h] = w[jj];
+                    }
+                    mma_split(acc[nt], af, bf);
+                }
+            }
+            if (c0 == 0) {  // the denominators: position 0, lane 4g (elements 0 and 2)
+                den[0] = __shfl_sync(0xffffffffu, acc[0][0], lane & ~3) + p.guard;
+                den[1] = __shfl_sync(0xffffffffu, acc[0][2], lane & ~3) + p.guard;
+            }
+#pragma unroll
+            for (int nt = 0; nt < COL_TILES; ++nt)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const uint64_t row = i0 + g + 8 * (i / 2);
+                    const uint32_t l = c0 + 8 * nt + 2 * q + i % 2;
+                    if (row < p.len && l >= 1 && l < width)
+                        out[(base + row) * p.out_stride + (l - 1)] = Elem<T>::from_f32(acc[nt][i] / den[i / 2]);
+                }
         }
     }
 }
@@ -676,7 +849,7 @@ __device__ void grad_query(const sk_favor_backward_params &b) {
 __device__ void grad_state(const sk_favor_backward_params &b) {
     const sk_favor_params &p = b.f;
     const uint32_t width = p.value_dim + 1;
-    segment_sums(p, p.phiq, b.dstates, [&](uint64_t row, uint32_t c) { return b.g[row * width + c]; });
+    segment_sums<3>(p, p.phiq, b.dstates, [&](uint64_t row, uint32_t c) { return b.g[row * width + c]; });
 }
 
 // A warp per key row j: with D_j its suffix state (or the total) plus, when causal, the queries

@@ -1683,13 +1683,17 @@ fn check_favor<T: Element, B: Backend>(
 fn favor_cases<B: Backend>(b: &B) {
     let mut rng = Rng::new();
     for causal in [false, true] {
-        // Lengths around the 64-row segments; value_dim around the 32-column lane slots.
+        // Lengths around the 64-row segments and 16-row tiles; value_dim around the 32-column
+        // lane slots and the 72-column tensor-core tasks (dv 72 and 100: two tasks, the
+        // second of one and of 29 columns); m around the 16-feature k-steps.
         for (heads, len, dim, dv, m) in [
             (1, 1, 4, 1, 8),
             (2, 64, 8, 31, 16),
             (3, 65, 16, 32, 40),
             (1, 150, 8, 64, 130),
             (2, 129, 12, 5, 24),
+            (2, 70, 8, 72, 20),
+            (1, 80, 8, 100, 33),
         ] {
             check_favor::<f32, B>(b, &mut rng, heads, len, dim, dv, m, causal);
         }
@@ -2125,13 +2129,17 @@ fn favor_backward_cases<B: Backend>(b: &B) {
     let mut rng = Rng::new();
     let mut worst: f64 = 0.0;
     for causal in [false, true] {
-        // Lengths around the 64-row segments; value_dim around the 32-column lane slots.
+        // Lengths around the 64-row segments and 16-row tiles; value_dim around the 32-column
+        // lane slots and the 72-column tensor-core tasks (dv 72 and 100: two tasks, the
+        // second of one and of 29 columns); m around the 16-feature k-steps.
         for (heads, len, dim, dv, m) in [
             (1, 1, 4, 1, 8),
             (2, 64, 8, 31, 16),
             (3, 65, 16, 32, 40),
             (1, 150, 8, 64, 130),
             (2, 129, 12, 5, 24),
+            (2, 70, 8, 72, 20),
+            (1, 80, 8, 100, 33),
         ] {
             worst = worst.max(check_favor_backward::<f32, B>(
                 b, &mut rng, heads, len, dim, dv, m, causal,

@@ -15,10 +15,11 @@ use crate::launch::{
     slice_arg, vec_arg, vec_arg_mut,
 };
 use crate::params::{
-    SK_FAVOR_MAX_VALUE_DIM, SK_FAVOR_SEGMENT, SK_FAVOR_THREADS, SK_RF_ROWS, SK_RF_SHIFT_GIVEN,
-    SK_RF_SHIFT_MAX_ONLY, SK_RF_SHIFT_NONE, SK_RF_SHIFT_ROW, SK_RF_TC_PASS, SK_RF_TC_ROWS,
-    SK_RF_TC_THREADS, SK_RF_THREADS, sk_favor_backward_params, sk_favor_params,
-    sk_rf_backward_params, sk_rf_estimate_params, sk_rf_features_params,
+    SK_FAVOR_MAX_VALUE_DIM, SK_FAVOR_SEGMENT, SK_FAVOR_TASK_COLUMNS, SK_FAVOR_TASK_FEATURES,
+    SK_FAVOR_THREADS, SK_FAVOR_TILE_ROWS, SK_RF_ROWS, SK_RF_SHIFT_GIVEN, SK_RF_SHIFT_MAX_ONLY,
+    SK_RF_SHIFT_NONE, SK_RF_SHIFT_ROW, SK_RF_TC_PASS, SK_RF_TC_ROWS, SK_RF_TC_THREADS,
+    SK_RF_THREADS, sk_favor_backward_params, sk_favor_params, sk_rf_backward_params,
+    sk_rf_estimate_params, sk_rf_features_params,
 };
 
 /// Dynamic shared memory the fused row shift may use: the exponents of a block's rows stay
@@ -601,8 +602,9 @@ struct FavorStages {
     rows: usize,
 }
 
-/// Grids of the FAVOR+ kernels: a block per (head, segment), a thread per (head, state entry),
-/// a warp per row; each capped at `per_sm` blocks per SM (grid-stride loops).
+/// Grids of the FAVOR+ kernels: the blocks their tasks need (a warp per state task or output
+/// tile, a thread per (head, state entry), a warp per gradient row), capped at `per_sm` blocks
+/// per SM (grid-stride loops).
 fn favor_grid(l: &impl Launcher, blocks: u64, per_sm: u64) -> u32 {
     blocks
         .min(u64::from(l.sm_count()) * per_sm)
@@ -702,7 +704,7 @@ fn plan_favor_stages<T: Element>(
         params,
         state: launch(
             format!("sk_favor_state_{}", T::DTYPE.name()),
-            favor_grid(l, (shape.heads * segments) as u64, 8),
+            favor_grid(l, favor_state_tasks(shape, m, segments), 8),
         ),
         prefix: launch(
             "sk_favor_prefix".to_string(),
@@ -717,7 +719,23 @@ fn plan_favor_stages<T: Element>(
     })
 }
 
-/// A warp per row: the grid of the output and gradient row kernels.
+/// Blocks for the state kernels (forward and gradient): a warp per (head, segment, 32
+/// features, 72 columns).
+fn favor_state_tasks(shape: &AttentionShape, m: usize, segments: usize) -> u64 {
+    let tasks = shape.heads as u64
+        * segments as u64
+        * m.div_ceil(SK_FAVOR_TASK_FEATURES as usize) as u64
+        * (shape.value_dim + 1).div_ceil(SK_FAVOR_TASK_COLUMNS as usize) as u64;
+    tasks.div_ceil(u64::from(SK_FAVOR_THREADS / 32))
+}
+
+/// A warp per tile of `SK_FAVOR_TILE_ROWS` positions of one head: the grid of the output kernel.
+fn favor_tile_grid(l: &impl Launcher, shape: &AttentionShape) -> u32 {
+    let tiles = shape.heads as u64 * shape.len.div_ceil(SK_FAVOR_TILE_ROWS as usize) as u64;
+    favor_grid(l, tiles.div_ceil(u64::from(SK_FAVOR_THREADS / 32)), 16)
+}
+
+/// A warp per row: the grid of the gradient row kernels.
 fn favor_row_grid(l: &impl Launcher, rows: usize) -> u32 {
     favor_grid(
         l,
@@ -744,7 +762,7 @@ pub(crate) fn plan_favor<T: Element>(
     check_attention_rows("out", out, st.rows, shape.value_dim, shape)?;
     let output = Launch {
         kernel: format!("sk_favor_output_{}", T::DTYPE.name()),
-        grid: favor_row_grid(l, st.rows),
+        grid: favor_tile_grid(l, shape),
         block: SK_FAVOR_THREADS,
         shared_mem_bytes: 0,
         params: sk_favor_params {
@@ -975,7 +993,10 @@ impl Favor {
     /// stored one after another; W is shared by every head. Features are computed in f32 into
     /// `workspace` (2 · heads · len · m floats, plus one (m x (value_dim + 1)) state per 64
     /// positions per head), then the per-segment states, their prefix sums (causal) or total,
-    /// and the outputs, all in f32 with deterministic summation orders.
+    /// and the outputs, all in f32 with deterministic summation orders. The state sums and the
+    /// outputs (φ(q) S, and causally the masked φ(q) φ(k)ᵀ [v, 1] within a 64-row segment) run
+    /// on the bf16 tensor cores with every f32 operand split into three bf16 parts (exact) and
+    /// every partial product above 2^-24 relative kept: f32 accuracy, a warp per 16-row tile.
     ///
     /// Errors: shapes that disagree with `shape` or W, zero heads or length, value_dim above
     /// 255, a negative or non-finite guard or eps, buffers from another context.
@@ -1002,6 +1023,7 @@ impl Favor {
     /// are recomputed into `workspace`, which also holds G = [dout, −dout·out]/den (rows x
     /// (value_dim + 1)), the gradient states and dφ(q), dφ(k) in f32. Then, all in f32:
     /// dφ(q_i) = S_i G_i (a warp per query), the gradient states Σ φ(q_i) G_iᵀ per segment
+    /// (on the tensor cores, as the forward states)
     /// and their suffix sums (causal) or total, dφ(k_j) = D_j [v_j, 1] and dv_j = D_j[:, :dv]ᵀ
     /// φ(k_j) (a warp per key), and the two feature-map gradients
     /// ([`FeatureMap::features_backward`] from f32). Deterministic summation orders.
