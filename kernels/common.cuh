@@ -449,6 +449,15 @@ __device__ __forceinline__ void split_bf16x2(float x0, float x1, uint32_t (&w)[P
     }
 }
 
+// split_bf16x2 into word f of each part's fragment: frag[j][f] = word j.
+template <int P, int N>
+__device__ __forceinline__ void split_into(float x0, float x1, uint32_t (&frag)[P][N], int f) {
+    uint32_t w[P];
+    split_bf16x2(x0, x1, w);
+#pragma unroll
+    for (int j = 0; j < P; ++j) frag[j][f] = w[j];
+}
+
 // d += A B for A = sum_i a[i] and B = sum_j b[j] in split form (split_bf16x2), keeping the
 // products a[i] b[j] with i + j <= 2, smallest first: each dropped one is below about 2^-24
 // |A||B|, an f32 rounding, so the tile is an f32-accurate product (3 MMAs for a bf16 B, 5 for

@@ -514,10 +514,7 @@ __device__ void segment_sums(const sk_favor_params &p, const float *a, float *st
                     const bool in = t < p.features;
                     const float x0 = in && r < count ? a[(first + r) * p.features + t] : 0.0f;
                     const float x1 = in && r + 1 < count ? a[(first + r + 1) * p.features + t] : 0.0f;
-                    uint32_t w[3];
-                    split_bf16x2(x0, x1, w);
-#pragma unroll
-                    for (int j = 0; j < 3; ++j) af[mt][j][f] = w[j];
+                    split_into(x0, x1, af[mt], f);
                 }
 #pragma unroll
             for (int nt = 0; nt < COL_TILES; ++nt) {
@@ -529,10 +526,7 @@ __device__ void segment_sums(const sk_favor_params &p, const float *a, float *st
                     const uint32_t r = k0 + 2 * q + 8 * h;
                     const float y0 = c < width && r < count ? b(first + r, c) : 0.0f;
                     const float y1 = c < width && r + 1 < count ? b(first + r + 1, c) : 0.0f;
-                    uint32_t w[PB];
-                    split_bf16x2(y0, y1, w);
-#pragma unroll
-                    for (int j = 0; j < PB; ++j) bf[j][h] = w[j];
+                    split_into(y0, y1, bf, h);
                 }
 #pragma unroll
                 for (int mt = 0; mt < 2; ++mt) mma_split(acc[mt][nt], af[mt], bf);
@@ -689,10 +683,7 @@ __device__ void output(const sk_favor_params &p) {
                     const float *qi = p.phiq + (base + i) * p.features;
                     const float x0 = i < p.len && t < p.features ? qi[t] : 0.0f;
                     const float x1 = i < p.len && t + 1 < p.features ? qi[t + 1] : 0.0f;
-                    uint32_t w[3];
-                    split_bf16x2(x0, x1, w);
-#pragma unroll
-                    for (int j = 0; j < 3; ++j) af[j][f] = w[j];
+                    split_into(x0, x1, af, f);
                 }
 #pragma unroll
                 for (int nt = 0; nt < COL_TILES; ++nt) {
@@ -705,10 +696,7 @@ __device__ void output(const sk_favor_params &p) {
                         const float y0 = l < width && t < p.features ? state[static_cast<uint64_t>(t) * width + c] : 0.0f;
                         const float y1 =
                             l < width && t + 1 < p.features ? state[static_cast<uint64_t>(t + 1) * width + c] : 0.0f;
-                        uint32_t w[3];
-                        split_bf16x2(y0, y1, w);
-#pragma unroll
-                        for (int j = 0; j < 3; ++j) bf[j][h] = w[j];
+                        split_into(y0, y1, bf, h);
                     }
                     mma_split(acc[nt], af, bf);
                 }
@@ -723,10 +711,7 @@ __device__ void output(const sk_favor_params &p) {
                         const uint32_t t = t0 + 2 * q + 8 * h;
                         const float y0 = j < p.len && t < p.features ? kj[t] : 0.0f;
                         const float y1 = j < p.len && t + 1 < p.features ? kj[t + 1] : 0.0f;
-                        uint32_t w[3];
-                        split_bf16x2(y0, y1, w);
-#pragma unroll
-                        for (int jj = 0; jj < 3; ++jj) bf[jj][h] = w[jj];
+                        split_into(y0, y1, bf, h);
                     }
                     mma_split(pk[n], af, bf);
                 }
@@ -743,10 +728,7 @@ __device__ void output(const sk_favor_params &p) {
                     const uint64_t i = i0 + g + 8 * r8, j = s0 + 16 * kk + 8 * h + 2 * q;
                     const float x0 = j <= i ? pk[2 * kk + h][2 * r8] : 0.0f;
                     const float x1 = j + 1 <= i ? pk[2 * kk + h][2 * r8 + 1] : 0.0f;
-                    uint32_t w[3];
-                    split_bf16x2(x0, x1, w);
-#pragma unroll
-                    for (int jj = 0; jj < 3; ++jj) af[jj][f] = w[jj];
+                    split_into(x0, x1, af, f);
                 }
 #pragma unroll
                 for (int nt = 0; nt < COL_TILES; ++nt) {
@@ -758,10 +740,7 @@ __device__ void output(const sk_favor_params &p) {
                         const uint64_t j = s0 + 16 * kk + 2 * q + 8 * h;
                         const float y0 = l < width && j < p.len ? value_or_one<T>(p, base + j, c) : 0.0f;
                         const float y1 = l < width && j + 1 < p.len ? value_or_one<T>(p, base + j + 1, c) : 0.0f;
-                        uint32_t w[PV];
-                        split_bf16x2(y0, y1, w);
-#pragma unroll
-                        for (int jj = 0; jj < PV; ++jj) bf[jj][h] = w[jj];
+                        split_into(y0, y1, bf, h);
                     }
                     mma_split(acc[nt], af, bf);
                 }
