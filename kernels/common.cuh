@@ -433,18 +433,21 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
 // f16, one a bf16. A remainder that is not finite (x infinite, or |x| above bf16's largest
 // value, which rounds to infinity) is dropped, so an infinite x stays infinite instead of
 // becoming inf - inf = NaN; a NaN stays NaN through the first word.
+// (Only the first remainder needs the check: the later ones are remainders of finite values.)
 template <int P>
 __device__ __forceinline__ void split_bf16x2(float x0, float x1, uint32_t (&w)[P]) {
-    using B = Elem<__nv_bfloat16>;
 #pragma unroll
     for (int j = 0; j < P; ++j) {
-        const uint16_t b0 = B::bits(B::from_f32(x0)), b1 = B::bits(B::from_f32(x1));
-        w[j] = static_cast<uint32_t>(b0) | (static_cast<uint32_t>(b1) << 16);
+        const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);  // one packed conversion
+        w[j] = static_cast<uint32_t>(__bfloat16_as_ushort(h.x)) |
+               (static_cast<uint32_t>(__bfloat16_as_ushort(h.y)) << 16);
         if (j + 1 < P) {
-            x0 -= B::from_bits(b0);
-            x1 -= B::from_bits(b1);
-            x0 = fabsf(x0) <= FLT_MAX ? x0 : 0.0f;
-            x1 = fabsf(x1) <= FLT_MAX ? x1 : 0.0f;
+            x0 -= Elem<__nv_bfloat16>::from_bits(static_cast<uint16_t>(w[j] & 0xffffu));
+            x1 -= Elem<__nv_bfloat16>::from_bits(static_cast<uint16_t>(w[j] >> 16));
+            if (j == 0) {
+                x0 = fabsf(x0) <= FLT_MAX ? x0 : 0.0f;
+                x1 = fabsf(x1) <= FLT_MAX ? x1 : 0.0f;
+            }
         }
     }
 }

@@ -456,14 +456,15 @@ typedef struct sk_rf_backward_params {
 /* FAVOR+ gradient of sum dout . out with respect to q, k and v, the feature shifts held
  * constant, after the forward stages (features, states and their prefix sums) in the same
  * workspace. With width = value_dim + 1 and den_i = phiq_i (S + intra_i)[:, dv] + guard:
- * SK_FAVOR_GRAD_QUERY (a warp per row i) recomputes out_i in f32 and writes
- *   G_i = [dout_i / den_i, -(dout_i . out_i) / den_i]  ([rows, width] f32, to g) and
- *   dphiq_i = (S + intra_i) G_i                         ([rows, features] f32);
- * SK_FAVOR_GRAD_STATE sums phiq_i G_i^T over each segment into dstates (like states), which
+ * sk_favor_grad_g_* recomputes out_i in f32 and writes
+ *   G_i = [dout_i / den_i, -(dout_i . out_i) / den_i]  ([rows, width] f32, to g);
+ * sk_favor_grad_query_* writes dphiq_i = (S + intra_i) G_i ([rows, features] f32);
+ * sk_favor_grad_state sums phiq_i G_i^T over each segment into dstates (like states), which
  *   SK_FAVOR_PREFIX with reverse = 1 turns into exclusive suffix sums (causal) or the total;
- * SK_FAVOR_GRAD_KEY (a warp per row j), with D_j the row's suffix state (or the total) plus
- *   the causal part of its own segment (i >= j): dphik_j = D_j [v_j, 1] (f32) and
- *   dv_j = D_j[:, :dv]^T phik_j (storage type).
+ * sk_favor_grad_key_* and sk_favor_grad_value_*, with D_j the row's suffix state (or the
+ *   total) plus the causal part of its own segment (i >= j), write dphik_j = D_j [v_j, 1]
+ *   (f32) and dv_j = D_j[:, :dv]^T phik_j (storage type).
+ * All but the prefix sums run on the tensor cores, a warp per SK_FAVOR_TILE_ROWS rows.
  * The feature-map gradients (sk_rf_features_backward_*_from_f32) then give dq and dk. */
 typedef struct sk_favor_backward_params {
     sk_favor_params f;        /* the forward stages' parameters (out unused)           */

@@ -464,7 +464,6 @@ namespace favor {
 
 constexpr int THREADS = static_cast<int>(SK_FAVOR_THREADS);
 constexpr uint32_t SEGMENT = SK_FAVOR_SEGMENT;
-constexpr int SLOTS = (static_cast<int>(SK_FAVOR_MAX_VALUE_DIM) + 1 + 31) / 32;  // columns per lane
 
 constexpr uint32_t COLS = SK_FAVOR_TASK_COLUMNS;  // 72: value_dim 64 and the ones column in one task
 constexpr int COL_TILES = static_cast<int>(COLS) / 8;  // n-tiles of 8 columns
@@ -586,180 +585,237 @@ __device__ __forceinline__ const float *row_state(const sk_favor_params &p, cons
     return states + (head * p.segments + (p.causal ? seg : 0)) * entries;
 }
 
-// acc[k] = column c = lane + 32 k of phiq_row (S + intra_row), S the row's state and intra_row
-// (causal only) sum_{j in segment, j <= row} phik_j [v_j, 1]^T. Column value_dim is the
-// denominator before the guard.
-template <class T>
-__device__ __forceinline__ void row_numerators(const sk_favor_params &p, uint64_t row, int lane,
-                                               float (&acc)[SLOTS]) {
-    const uint32_t width = p.value_dim + 1;
-    const float *state = row_state(p, p.states, row);
-    const float *q = p.phiq + row * p.features;
-#pragma unroll
-    for (int k = 0; k < SLOTS; ++k) acc[k] = 0.0f;
-    for (uint32_t t = 0; t < p.features; ++t) {
-        const float qt = q[t];
-#pragma unroll
-        for (int k = 0; k < SLOTS; ++k) {
-            const uint32_t c = lane + 32 * k;
-            if (c < width) acc[k] = fmaf(qt, state[static_cast<uint64_t>(t) * width + c], acc[k]);
-        }
-    }
-    if (p.causal) {
-        const uint64_t pos = row % p.len;
-        for (uint64_t j = row - pos % SEGMENT; j <= row; ++j) {
-            const float *kj = p.phik + j * p.features;
-            float a = 0.0f;
-            for (uint32_t t = lane; t < p.features; t += 32) a = fmaf(q[t], kj[t], a);
-            a = butterfly_sum<32>(a, 0xffffffffu);
-#pragma unroll
-            for (int k = 0; k < SLOTS; ++k) {
-                const uint32_t c = lane + 32 * k;
-                if (c < width) acc[k] = fmaf(a, value_or_one<T>(p, j, c), acc[k]);
-            }
-        }
-    }
+// ---- FAVOR+ row products on the tensor cores ------------------------------------------------
+// Every row-side product of FAVOR+ and of its gradient has one form. For a tile of 16 rows i of
+// one head (tiles never straddle a segment: 16 divides SEGMENT),
+//   acc_i = A_i B + sum over the keys j of i's segment that i sees of (A_i . C_j) D_j,
+// with B the tile's state (K x N), A and C rows of K entries and D rows of N entries; i sees
+// j <= i (causal forward and query gradient), j >= i (key and value gradients: LATER), or
+// nothing (non-causal: B holds every key):
+//   output  A = phiq    B = S              C = phik    D = [v, 1]     K = m      N = dv + 1
+//   dphiq   A = G       B = S^T            C = [v, 1]  D = phik       K = dv + 1 N = m
+//   dphik   A = [v, 1]  B = D^T            C = G       D = phiq       K = dv + 1 N = m
+//   dv      A = phik    B = D[:, :dv]      C = phiq    D = G[:, :dv]  K = m      N = dv
+// (S the forward states, D the gradient states). On the tensor cores, per chunk of 8 NT
+// output columns: acc = A B (M = rows, N = columns, K), P = A C^T (N = the keys of the
+// segment in reach), then acc += P D with P's accumulators reused as A fragments (its
+// n-tiles 2kk and 2kk + 1 are the two k halves of key step kk) for the key steps the whole
+// tile sees, and as f32 FMAs over each row's own keys for the diagonal step (diagonal_step:
+// a masked zero times a non-finite D would be NaN in an MMA). Every operand is split
+// into bf16 parts (3 for f32, SplitParts for the storage type) and mma_split keeps the
+// products down to 2^-24: f32 accuracy. Fragment a[r8 + 2h] holds rows g + 8 r8 at k 2q + 8h
+// (+1); acc[nt][i] is row g + 8 (i / 2), column c0 + 8 nt + 2q + i % 2. Operand accessors are
+// called only inside the matrices (rows < len, k < K, columns < N).
+// P's 8-key n-tiles hold the diagonal keys i0 .. i0 + 15 first (n-tiles 0 and 1), then the
+// others in reach: s0 .. i0 - 1 (causal) or i0 + 16 .. the segment's end (LATER).
+struct Tile {
+    uint64_t base;      // the head's first row
+    uint64_t i0;        // the tile's first position
+    uint64_t s0;        // its segment's first position
+    int key_tiles;      // 8-key n-tiles of P in reach (even; 0 when not causal)
+    const float *state;
+};
+
+// The first key of P's n-tile n.
+template <bool LATER>
+__device__ __forceinline__ uint64_t tile_key(const Tile &tl, int n) {
+    return LATER || n < 2 ? tl.i0 + 8 * n : tl.s0 + 8 * (n - 2);
 }
 
-// Column c of a warp's acc (lane c % 32, slot c / 32), broadcast to every lane. The slot is
-// picked by a select chain: indexing acc with a runtime value would put it in local memory.
-__device__ __forceinline__ float column(const float (&acc)[SLOTS], uint32_t c) {
-    const int slot = static_cast<int>(c / 32);
-    float v = 0.0f;
-#pragma unroll
-    for (int k = 0; k < SLOTS; ++k) v = k == slot ? acc[k] : v;
-    return __shfl_sync(0xffffffffu, v, static_cast<int>(c % 32));
+template <bool LATER>
+__device__ __forceinline__ Tile tile_at(const sk_favor_params &p, const float *states, uint64_t tile) {
+    const uint64_t per_head = (p.len + TILE_ROWS - 1) / TILE_ROWS;
+    Tile tl;
+    tl.base = (tile / per_head) * p.len;
+    tl.i0 = (tile % per_head) * TILE_ROWS;
+    tl.s0 = tl.i0 - tl.i0 % SEGMENT;
+    tl.state = row_state(p, states, tl.base + tl.i0);
+    // keys s0 .. i0 + 15 (the diagonal tile included), or i0 .. the segment's end
+    tl.key_tiles = !p.causal ? 0 : LATER ? static_cast<int>((tl.s0 + SEGMENT - tl.i0) / 8)
+                                         : static_cast<int>((tl.i0 - tl.s0) / 8) + 2;
+    return tl;
 }
 
-// The column at position l of the output kernel's order: value_dim first, then 0, 1, ...
-__device__ __forceinline__ uint32_t column_at(const sk_favor_params &p, uint32_t l) {
-    return l == 0 ? p.value_dim : l - 1;
-}
-
-// The outputs on the tensor cores, a warp per tile of 16 positions of one head (tiles never
-// straddle a segment: 16 divides SEGMENT), grid-stride. For each chunk of COLS columns:
-//   acc = phiq S                 (M = the tile's rows, N = columns, K = features), and when causal
-//   P = phiq phik^T              (N = the segment's keys up to the tile's last row), masked to
-//   acc += P [v, 1]              keys <= row, with P's accumulators reused as A fragments (K = keys),
-// every f32 operand split into bf16 parts (mma_split), so the products carry f32 accuracy.
-// The columns run in the order value_dim, 0, 1, .. (position l holds column l - 1): the
-// denominator lands in the first chunk's first tile, where each row's quad reads it by a
-// shuffle (a column picked by a runtime index would put acc in local memory).
-// Fragment a[r8 + 2h] holds rows g + 8 r8 at k 2q + 8h (+1); acc[nt][i] row g + 8 (i / 2),
-// position c0 + 8 nt + 2q + i % 2.
-template <class T>
-__device__ void output(const sk_favor_params &p) {
-    constexpr int PV = SplitParts<T>::value;
-    constexpr int KEY_TILES = static_cast<int>(SEGMENT) / 8;  // n-tiles of P: the keys of a segment
-    T *out = static_cast<T *>(p.out);
-    const uint32_t width = p.value_dim + 1;
-    const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4, q = lane % 4;
-    const uint64_t per_head = (p.len + TILE_ROWS - 1) / TILE_ROWS, tiles = p.heads * per_head;
+// Calls f(tile) for each of the warp's tiles (a warp per tile, grid-stride).
+template <class F>
+__device__ __forceinline__ void for_each_tile(const sk_favor_params &p, F f) {
+    const uint64_t tiles = p.heads * ((p.len + TILE_ROWS - 1) / TILE_ROWS);
     const uint64_t warps = static_cast<uint64_t>(gridDim.x) * (THREADS / 32);
     for (uint64_t tile = static_cast<uint64_t>(blockIdx.x) * (THREADS / 32) + threadIdx.x / 32; tile < tiles;
-         tile += warps) {
-        const uint64_t base = (tile / per_head) * p.len;  // the head's first row
-        const uint64_t i0 = (tile % per_head) * TILE_ROWS;  // the tile's first position
-        const uint64_t s0 = i0 - i0 % SEGMENT;            // its segment's first position
-        const float *state = row_state(p, p.states, base + i0);
-        // Causal: P's n-tiles cover keys s0 .. i0 + 15 (the diagonal tile included).
-        const int key_tiles = p.causal ? static_cast<int>((i0 - s0) / 8) + 2 : 0;
-        float den[2] = {0.0f, 0.0f};  // rows g and g + 8
-        for (uint32_t c0 = 0; c0 < width; c0 += COLS) {
-            float acc[COL_TILES][4], pk[KEY_TILES][4];
+         tile += warps)
+        f(tile);
+}
+
+// The diagonal key step of a causal tile product: keys i0 .. i0 + 15, each seen by only some of
+// the tile's rows. An MMA would multiply P's masked zeros by D, and 0 x inf or 0 x NaN is NaN: a
+// non-finite value would reach rows that do not see its key. So this step runs as f32 FMAs over
+// the keys each row sees. p0 and p1 are P's n-tiles for keys i0 .. +7 and i0 + 8 .. +15 (C
+// fragments: row g + 8 (i / 2), key 2q + i % 2); the quad holding a key's pair shares it by shuffles.
+template <class Ops>
+__device__ __forceinline__ void diagonal_step(const Ops &o, const Tile &tl, uint32_t c0, const float (&p0)[4],
+                                              const float (&p1)[4], float (&acc)[Ops::NT][4]) {
+    const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4, q = lane % 4;
+    const uint64_t r0 = tl.i0 + g, r1 = r0 + 8;  // the lane's rows
+    // A rolled loop over the keys: unrolled, ptxas would keep every key's loads in flight and
+    // spill. The pair is picked by selects, so p0 and p1 stay in registers.
+#pragma unroll 1
+    for (int jj = 0; jj < 16; ++jj) {
+        const bool second = jj >= 8, odd = jj % 2;
+        const float mine0 = second ? (odd ? p1[1] : p1[0]) : (odd ? p0[1] : p0[0]);
+        const float mine1 = second ? (odd ? p1[3] : p1[2]) : (odd ? p0[3] : p0[2]);
+        const int src = 4 * g + (jj % 8) / 2;
+        const float pr0 = __shfl_sync(0xffffffffu, mine0, src);
+        const float pr1 = __shfl_sync(0xffffffffu, mine1, src);
+        const uint64_t j = tl.i0 + jj;
+        if (j >= o.p.len) continue;  // warp-uniform
+        const bool see0 = Ops::LATER ? j >= r0 : j <= r0, see1 = Ops::LATER ? j >= r1 : j <= r1;
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
+        for (int nt = 0; nt < Ops::NT; ++nt) {
+            if (c0 + 8 * nt >= o.n) continue;  // warp-uniform
 #pragma unroll
-                for (int nt = 0; nt < COL_TILES; ++nt) acc[nt][i] = 0.0f;
-#pragma unroll
-                for (int n = 0; n < KEY_TILES; ++n) pk[n][i] = 0.0f;
+            for (int e = 0; e < 2; ++e) {
+                const uint32_t l = c0 + 8 * nt + 2 * q + e;
+                if (l >= o.n) continue;
+                const float d = o.d(tl.base + j, l);
+                if (see0) acc[nt][e] = fmaf(pr0, d, acc[nt][e]);
+                if (see1) acc[nt][2 + e] = fmaf(pr1, d, acc[nt][2 + e]);
             }
-            for (uint32_t t0 = 0; t0 < p.features; t0 += 16) {
-                uint32_t af[3][4];
+        }
+    }
+}
+
+template <class Ops>
+__device__ __forceinline__ void tile_product(const Ops &o, const Tile &tl, uint32_t c0, float (&acc)[Ops::NT][4]) {
+    constexpr int KEY_TILES = static_cast<int>(SEGMENT) / 8;
+    const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4, q = lane % 4;
+    const uint64_t len = o.p.len;
+    float pk[KEY_TILES][4];
 #pragma unroll
-                for (int f = 0; f < 4; ++f) {
-                    const uint64_t i = i0 + g + 8 * (f % 2);
-                    const uint32_t t = t0 + 2 * q + 8 * (f / 2);
-                    const float *qi = p.phiq + (base + i) * p.features;
-                    const float x0 = i < p.len && t < p.features ? qi[t] : 0.0f;
-                    const float x1 = i < p.len && t + 1 < p.features ? qi[t + 1] : 0.0f;
-                    split_into(x0, x1, af, f);
-                }
+    for (int i = 0; i < 4; ++i) {
 #pragma unroll
-                for (int nt = 0; nt < COL_TILES; ++nt) {
-                    if (c0 + 8 * nt >= width) continue;  // warp-uniform
-                    const uint32_t l = c0 + 8 * nt + g, c = column_at(p, l);
-                    uint32_t bf[3][2];
+        for (int nt = 0; nt < Ops::NT; ++nt) acc[nt][i] = 0.0f;
 #pragma unroll
-                    for (int h = 0; h < 2; ++h) {
-                        const uint32_t t = t0 + 2 * q + 8 * h;
-                        const float y0 = l < width && t < p.features ? state[static_cast<uint64_t>(t) * width + c] : 0.0f;
-                        const float y1 =
-                            l < width && t + 1 < p.features ? state[static_cast<uint64_t>(t + 1) * width + c] : 0.0f;
-                        split_into(y0, y1, bf, h);
-                    }
-                    mma_split(acc[nt], af, bf);
-                }
+        for (int n = 0; n < KEY_TILES; ++n) pk[n][i] = 0.0f;
+    }
+    for (uint32_t k0 = 0; k0 < o.k; k0 += 16) {
+        uint32_t af[Ops::PA][4];
 #pragma unroll
-                for (int n = 0; n < KEY_TILES; ++n) {
-                    if (n >= key_tiles) continue;  // warp-uniform
-                    const uint64_t j = s0 + 8 * n + g;
-                    const float *kj = p.phik + (base + j) * p.features;
-                    uint32_t bf[3][2];
+        for (int f = 0; f < 4; ++f) {
+            const uint64_t i = tl.i0 + g + 8 * (f % 2);
+            const uint32_t k = k0 + 2 * q + 8 * (f / 2);
+            const float x0 = i < len && k < o.k ? o.a(tl.base + i, k) : 0.0f;
+            const float x1 = i < len && k + 1 < o.k ? o.a(tl.base + i, k + 1) : 0.0f;
+            split_into(x0, x1, af, f);
+        }
 #pragma unroll
-                    for (int h = 0; h < 2; ++h) {
-                        const uint32_t t = t0 + 2 * q + 8 * h;
-                        const float y0 = j < p.len && t < p.features ? kj[t] : 0.0f;
-                        const float y1 = j < p.len && t + 1 < p.features ? kj[t + 1] : 0.0f;
-                        split_into(y0, y1, bf, h);
-                    }
-                    mma_split(pk[n], af, bf);
-                }
+        for (int nt = 0; nt < Ops::NT; ++nt) {
+            if (c0 + 8 * nt >= o.n) continue;  // warp-uniform
+            const uint32_t l = c0 + 8 * nt + g;
+            uint32_t bf[Ops::PB][2];
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const uint32_t k = k0 + 2 * q + 8 * h;
+                const float y0 = l < o.n && k < o.k ? o.b(tl.state, k, l) : 0.0f;
+                const float y1 = l < o.n && k + 1 < o.k ? o.b(tl.state, k + 1, l) : 0.0f;
+                split_into(y0, y1, bf, h);
             }
-            // Causal: acc += P [v, 1] over the keys up to each row (16 keys per k-step: P's
-            // n-tiles 2kk and 2kk + 1 are the A fragment's two k halves).
+            mma_split(acc[nt], af, bf);
+        }
 #pragma unroll
-            for (int kk = 0; kk < KEY_TILES / 2; ++kk) {
-                if (2 * kk >= key_tiles) continue;  // warp-uniform
-                uint32_t af[3][4];
+        for (int n = 0; n < KEY_TILES; ++n) {
+            if (n >= tl.key_tiles) continue;  // warp-uniform
+            const uint64_t j = tile_key<Ops::LATER>(tl, n) + g;
+            uint32_t bf[Ops::PC][2];
 #pragma unroll
-                for (int f = 0; f < 4; ++f) {
-                    const int r8 = f % 2, h = f / 2;
-                    const uint64_t i = i0 + g + 8 * r8, j = s0 + 16 * kk + 8 * h + 2 * q;
-                    const float x0 = j <= i ? pk[2 * kk + h][2 * r8] : 0.0f;
-                    const float x1 = j + 1 <= i ? pk[2 * kk + h][2 * r8 + 1] : 0.0f;
-                    split_into(x0, x1, af, f);
-                }
-#pragma unroll
-                for (int nt = 0; nt < COL_TILES; ++nt) {
-                    if (c0 + 8 * nt >= width) continue;  // warp-uniform
-                    const uint32_t l = c0 + 8 * nt + g, c = column_at(p, l);
-                    uint32_t bf[PV][2];
-#pragma unroll
-                    for (int h = 0; h < 2; ++h) {
-                        const uint64_t j = s0 + 16 * kk + 2 * q + 8 * h;
-                        const float y0 = l < width && j < p.len ? value_or_one<T>(p, base + j, c) : 0.0f;
-                        const float y1 = l < width && j + 1 < p.len ? value_or_one<T>(p, base + j + 1, c) : 0.0f;
-                        split_into(y0, y1, bf, h);
-                    }
-                    mma_split(acc[nt], af, bf);
-                }
+            for (int h = 0; h < 2; ++h) {
+                const uint32_t k = k0 + 2 * q + 8 * h;
+                const float y0 = j < len && k < o.k ? o.c(tl.base + j, k) : 0.0f;
+                const float y1 = j < len && k + 1 < o.k ? o.c(tl.base + j, k + 1) : 0.0f;
+                split_into(y0, y1, bf, h);
             }
-            if (c0 == 0) {  // the denominators: position 0, lane 4g (elements 0 and 2)
-                den[0] = __shfl_sync(0xffffffffu, acc[0][0], lane & ~3) + p.guard;
-                den[1] = __shfl_sync(0xffffffffu, acc[0][2], lane & ~3) + p.guard;
+            mma_split(pk[n], af, bf);
+        }
+    }
+#pragma unroll
+    for (int kk = 0; kk < KEY_TILES / 2; ++kk) {
+        if (2 * kk >= tl.key_tiles) continue;  // warp-uniform
+        // Step 0, the keys i0 .. i0 + 15, is seen by some rows only; every other step's keys
+        // are seen by the whole tile.
+        if (kk == 0) {
+            diagonal_step(o, tl, c0, pk[0], pk[1], acc);
+            continue;
+        }
+        uint32_t af[3][4];
+#pragma unroll
+        for (int f = 0; f < 4; ++f) split_into(pk[2 * kk + f / 2][2 * (f % 2)], pk[2 * kk + f / 2][2 * (f % 2) + 1], af, f);
+#pragma unroll
+        for (int nt = 0; nt < Ops::NT; ++nt) {
+            if (c0 + 8 * nt >= o.n) continue;  // warp-uniform
+            const uint32_t l = c0 + 8 * nt + g;
+            uint32_t bf[Ops::PD][2];
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const uint64_t j = tile_key<Ops::LATER>(tl, 2 * kk) + 2 * q + 8 * h;
+                const float y0 = l < o.n && j < len ? o.d(tl.base + j, l) : 0.0f;
+                const float y1 = l < o.n && j + 1 < len ? o.d(tl.base + j + 1, l) : 0.0f;
+                split_into(y0, y1, bf, h);
             }
+            mma_split(acc[nt], af, bf);
+        }
+    }
+}
+
+// The forward rows (and the gradient's G): output columns in the order value_dim, 0, 1, ..
+// (position l holds column l - 1), so the denominator lands in the first chunk's first tile,
+// where each row's quad reads it by a shuffle (a column picked by a runtime index would put acc
+// in local memory).
+template <class T>
+struct ForwardOps {
+    static constexpr int NT = COL_TILES;  // dv + 1 = 65 in one chunk
+    static constexpr int PA = 3, PB = 3, PC = 3, PD = SplitParts<T>::value;
+    static constexpr bool LATER = false;
+    const sk_favor_params &p;
+    uint32_t k, n;
+    __device__ ForwardOps(const sk_favor_params &p_) : p(p_), k(p_.features), n(p_.value_dim + 1) {}
+    __device__ uint32_t column(uint32_t l) const { return l == 0 ? p.value_dim : l - 1; }
+    __device__ float a(uint64_t row, uint32_t t) const { return p.phiq[row * p.features + t]; }
+    __device__ float b(const float *st, uint32_t t, uint32_t l) const {
+        return st[static_cast<uint64_t>(t) * n + column(l)];
+    }
+    __device__ float c(uint64_t row, uint32_t t) const { return p.phik[row * p.features + t]; }
+    __device__ float d(uint64_t row, uint32_t l) const { return value_or_one<T>(p, row, column(l)); }
+};
+
+// The denominators den + guard of rows g and g + 8 from the first chunk's acc (position 0,
+// lane 4g, elements 0 and 2).
+__device__ __forceinline__ void denominators(const float (&acc)[COL_TILES][4], float guard, float (&den)[2]) {
+    const int lane = static_cast<int>(threadIdx.x) % 32;
+    den[0] = __shfl_sync(0xffffffffu, acc[0][0], lane & ~3) + guard;
+    den[1] = __shfl_sync(0xffffffffu, acc[0][2], lane & ~3) + guard;
+}
+
+template <class T>
+__device__ void output(const sk_favor_params &p) {
+    const ForwardOps<T> o(p);
+    T *out = static_cast<T *>(p.out);
+    const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4, q = lane % 4;
+    for_each_tile(p, [&](uint64_t tile) {
+        const Tile tl = tile_at<false>(p, p.states, tile);
+        float den[2], acc[COL_TILES][4];
+        for (uint32_t c0 = 0; c0 < o.n; c0 += COLS) {
+            tile_product(o, tl, c0, acc);
+            if (c0 == 0) denominators(acc, p.guard, den);
 #pragma unroll
             for (int nt = 0; nt < COL_TILES; ++nt)
 #pragma unroll
                 for (int i = 0; i < 4; ++i) {
-                    const uint64_t row = i0 + g + 8 * (i / 2);
+                    const uint64_t row = tl.i0 + g + 8 * (i / 2);
                     const uint32_t l = c0 + 8 * nt + 2 * q + i % 2;
-                    if (row < p.len && l >= 1 && l < width)
-                        out[(base + row) * p.out_stride + (l - 1)] = Elem<T>::from_f32(acc[nt][i] / den[i / 2]);
+                    if (row < p.len && l >= 1 && l < o.n)
+                        out[(tl.base + row) * p.out_stride + (l - 1)] = Elem<T>::from_f32(acc[nt][i] / den[i / 2]);
                 }
         }
-    }
+    });
 }
 
 // ---- FAVOR+ gradients ---------------------------------------------------------------------
@@ -769,59 +825,135 @@ __device__ void output(const sk_favor_params &p) {
 // phiq_i G_i^T: dphik_j = D_j [v_j, 1] and dv_j = D_j[:, :dv]^T phik_j with
 // D_j = sum_{i sees j} phiq_i G_i^T (a suffix sum over positions when causal).
 
-// A warp per row i: G_i (to g and the warp's shared slice), then dphiq_i with a lane per feature.
+// G from the forward rows, a warp per tile, in one pass over the column chunks: the columns
+// dout_i / den_i as soon as den_i is known (the first chunk), and column value_dim,
+// -(dout_i . out_i) / den_i, after the last (the quad's lanes hold a row's columns).
+template <class T>
+__device__ void grad_g(const sk_favor_backward_params &b) {
+    const sk_favor_params &p = b.f;
+    const ForwardOps<T> o(p);
+    const T *dout = static_cast<const T *>(b.dout);
+    const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4, q = lane % 4;
+    for_each_tile(p, [&](uint64_t tile) {
+        const Tile tl = tile_at<false>(p, p.states, tile);
+        float den[2], dot[2] = {0.0f, 0.0f}, acc[COL_TILES][4];
+        for (uint32_t c0 = 0; c0 < o.n; c0 += COLS) {
+            tile_product(o, tl, c0, acc);
+            if (c0 == 0) denominators(acc, p.guard, den);
+#pragma unroll
+            for (int nt = 0; nt < COL_TILES; ++nt)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const uint64_t row = tl.i0 + g + 8 * (i / 2);
+                    const uint32_t l = c0 + 8 * nt + 2 * q + i % 2;
+                    if (row < p.len && l >= 1 && l < o.n) {
+                        const float d = Elem<T>::to_f32(dout[(tl.base + row) * b.dout_stride + (l - 1)]);
+                        dot[i / 2] = fmaf(d, acc[nt][i] / den[i / 2], dot[i / 2]);
+                        b.g[(tl.base + row) * o.n + (l - 1)] = d / den[i / 2];
+                    }
+                }
+        }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            dot[h] += __shfl_xor_sync(0xffffffffu, dot[h], 1);
+            dot[h] += __shfl_xor_sync(0xffffffffu, dot[h], 2);
+            const uint64_t row = tl.i0 + g + 8 * h;
+            if (q == 0 && row < p.len) b.g[(tl.base + row) * o.n + p.value_dim] = -dot[h] / den[h];
+        }
+    });
+}
+
+// dphiq_i = S_i G_i + sum_{j <= i} (G_i . [v_j, 1]) phik_j.
+template <class T>
+struct QueryOps {
+    static constexpr int NT = 8;  // m = 256 in four chunks, dv = 64 in one
+    static constexpr int PA = 3, PB = 3, PC = SplitParts<T>::value, PD = 3;
+    static constexpr bool LATER = false;
+    const sk_favor_params &p;
+    const float *g;
+    uint32_t k, n;
+    __device__ QueryOps(const sk_favor_backward_params &b)
+        : p(b.f), g(b.g), k(b.f.value_dim + 1), n(b.f.features) {}
+    __device__ float a(uint64_t row, uint32_t c) const { return g[row * k + c]; }
+    __device__ float b(const float *st, uint32_t c, uint32_t t) const { return st[static_cast<uint64_t>(t) * k + c]; }
+    __device__ float c(uint64_t row, uint32_t col) const { return value_or_one<T>(p, row, col); }
+    __device__ float d(uint64_t row, uint32_t t) const { return p.phik[row * p.features + t]; }
+};
+
+// dphik_j = D_j [v_j, 1] + sum_{i >= j} ([v_j, 1] . G_i) phiq_i.
+template <class T>
+struct KeyOps {
+    static constexpr int NT = 8;  // m = 256 in four chunks, dv = 64 in one
+    static constexpr int PA = SplitParts<T>::value, PB = 3, PC = 3, PD = 3;
+    static constexpr bool LATER = true;
+    const sk_favor_params &p;
+    const float *g;
+    uint32_t k, n;
+    __device__ KeyOps(const sk_favor_backward_params &b)
+        : p(b.f), g(b.g), k(b.f.value_dim + 1), n(b.f.features) {}
+    __device__ float a(uint64_t row, uint32_t col) const { return value_or_one<T>(p, row, col); }
+    __device__ float b(const float *st, uint32_t c, uint32_t t) const { return st[static_cast<uint64_t>(t) * k + c]; }
+    __device__ float c(uint64_t row, uint32_t col) const { return g[row * k + col]; }
+    __device__ float d(uint64_t row, uint32_t t) const { return p.phiq[row * p.features + t]; }
+};
+
+// dv_j = D_j[:, :dv]^T phik_j + sum_{i >= j} (phik_j . phiq_i) G_i[:dv].
+struct ValueOps {
+    static constexpr int NT = 8;  // m = 256 in four chunks, dv = 64 in one
+    static constexpr int PA = 3, PB = 3, PC = 3, PD = 3;
+    static constexpr bool LATER = true;
+    const sk_favor_params &p;
+    const float *g;
+    uint32_t k, n, width;
+    __device__ ValueOps(const sk_favor_backward_params &b)
+        : p(b.f), g(b.g), k(b.f.features), n(b.f.value_dim), width(b.f.value_dim + 1) {}
+    __device__ float a(uint64_t row, uint32_t t) const { return p.phik[row * p.features + t]; }
+    __device__ float b(const float *st, uint32_t t, uint32_t c) const {
+        return st[static_cast<uint64_t>(t) * width + c];
+    }
+    __device__ float c(uint64_t row, uint32_t t) const { return p.phiq[row * p.features + t]; }
+    __device__ float d(uint64_t row, uint32_t col) const { return g[row * width + col]; }
+};
+
+// Runs Ops over every tile and stores acc through store(row, column, value).
+template <class Ops, class Store>
+__device__ __forceinline__ void row_products(const Ops &o, const float *states, Store store) {
+    const sk_favor_params &p = o.p;
+    const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4, q = lane % 4;
+    for_each_tile(p, [&](uint64_t tile) {
+        const Tile tl = tile_at<Ops::LATER>(p, states, tile);
+        float acc[Ops::NT][4];
+        for (uint32_t c0 = 0; c0 < o.n; c0 += 8 * Ops::NT) {
+            tile_product(o, tl, c0, acc);
+#pragma unroll
+            for (int nt = 0; nt < Ops::NT; ++nt)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const uint64_t row = tl.i0 + g + 8 * (i / 2);
+                    const uint32_t l = c0 + 8 * nt + 2 * q + i % 2;
+                    if (row < p.len && l < o.n) store(tl.base + row, l, acc[nt][i]);
+                }
+        }
+    });
+}
+
 template <class T>
 __device__ void grad_query(const sk_favor_backward_params &b) {
-    const sk_favor_params &p = b.f;
-    __shared__ float g_all[THREADS / 32][SLOTS * 32];
-    __shared__ float coef_all[THREADS / 32][SEGMENT];
-    const T *dout = static_cast<const T *>(b.dout);
-    const uint32_t width = p.value_dim + 1;
-    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-    float *gs = g_all[warp], *coef = coef_all[warp];
-    const uint64_t rows = p.heads * p.len;
-    const uint64_t warps = static_cast<uint64_t>(gridDim.x) * (THREADS / 32);
-    for (uint64_t row = static_cast<uint64_t>(blockIdx.x) * (THREADS / 32) + warp; row < rows; row += warps) {
-        float acc[SLOTS];
-        row_numerators<T>(p, row, lane, acc);
-        const float den = column(acc, p.value_dim) + p.guard;
-        float dl[SLOTS], dot = 0.0f;
-#pragma unroll
-        for (int k = 0; k < SLOTS; ++k) {
-            const uint32_t c = lane + 32 * k;
-            dl[k] = c < p.value_dim ? Elem<T>::to_f32(dout[row * b.dout_stride + c]) : 0.0f;
-            if (c < p.value_dim) dot = fmaf(dl[k], acc[k] / den, dot);
-        }
-        dot = butterfly_sum<32>(dot, 0xffffffffu);
-#pragma unroll
-        for (int k = 0; k < SLOTS; ++k) {
-            const uint32_t c = lane + 32 * k;
-            if (c < width) {
-                const float gc = c < p.value_dim ? dl[k] / den : -dot / den;
-                gs[c] = gc;
-                b.g[row * width + c] = gc;
-            }
-        }
-        __syncwarp();  // gs is complete before any lane reads it
-        // Causal: coef_j = G_i . [v_j, 1] for the keys j <= i of the row's own segment.
-        const uint64_t first = p.causal ? row - (row % p.len) % SEGMENT : row + 1;
-        for (uint64_t j = first; j <= row && p.causal; ++j) {
-            float s = 0.0f;
-            for (uint32_t c = lane; c < width; c += 32) s = fmaf(gs[c], value_or_one<T>(p, j, c), s);
-            s = butterfly_sum<32>(s, 0xffffffffu);
-            if (lane == 0) coef[j - first] = s;
-        }
-        __syncwarp();  // coef is complete
-        const float *state = row_state(p, p.states, row);
-        for (uint32_t t = lane; t < p.features; t += 32) {
-            const float *st = state + static_cast<uint64_t>(t) * width;
-            float s = 0.0f;
-            for (uint32_t c = 0; c < width; ++c) s = fmaf(st[c], gs[c], s);
-            for (uint64_t j = first; j <= row && p.causal; ++j) s = fmaf(coef[j - first], p.phik[j * p.features + t], s);
-            b.dphiq[row * p.features + t] = s;
-        }
-        __syncwarp();  // every lane is done with gs and coef before the next row
-    }
+    row_products(QueryOps<T>(b), b.f.states,
+                 [&](uint64_t row, uint32_t t, float v) { b.dphiq[row * b.f.features + t] = v; });
+}
+
+template <class T>
+__device__ void grad_key(const sk_favor_backward_params &b) {
+    row_products(KeyOps<T>(b), b.dstates,
+                 [&](uint64_t row, uint32_t t, float v) { b.dphik[row * b.f.features + t] = v; });
+}
+
+template <class T>
+__device__ void grad_value(const sk_favor_backward_params &b) {
+    T *dv = static_cast<T *>(b.dv);
+    row_products(ValueOps(b), b.dstates,
+                 [&](uint64_t row, uint32_t c, float v) { dv[row * b.dv_stride + c] = Elem<T>::from_f32(v); });
 }
 
 // The gradient states: sum_i phiq_i G_i^T per segment.
@@ -829,77 +961,6 @@ __device__ void grad_state(const sk_favor_backward_params &b) {
     const sk_favor_params &p = b.f;
     const uint32_t width = p.value_dim + 1;
     segment_sums<3>(p, p.phiq, b.dstates, [&](uint64_t row, uint32_t c) { return b.g[row * width + c]; });
-}
-
-// A warp per key row j: with D_j its suffix state (or the total) plus, when causal, the queries
-// i >= j of its own segment: dv_j with a lane per column, dphik_j with a lane per feature.
-template <class T>
-__device__ void grad_key(const sk_favor_backward_params &b) {
-    const sk_favor_params &p = b.f;
-    __shared__ float vv_all[THREADS / 32][SLOTS * 32];
-    __shared__ float qk_all[THREADS / 32][SEGMENT];
-    __shared__ float gv_all[THREADS / 32][SEGMENT];
-    T *dv = static_cast<T *>(b.dv);
-    const uint32_t width = p.value_dim + 1;
-    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-    float *vv = vv_all[warp], *qk = qk_all[warp], *gv = gv_all[warp];
-    const uint64_t rows = p.heads * p.len;
-    const uint64_t warps = static_cast<uint64_t>(gridDim.x) * (THREADS / 32);
-    for (uint64_t row = static_cast<uint64_t>(blockIdx.x) * (THREADS / 32) + warp; row < rows; row += warps) {
-        const uint64_t pos = row % p.len;
-        for (uint32_t c = lane; c < width; c += 32) vv[c] = value_or_one<T>(p, row, c);
-        __syncwarp();  // vv is complete
-        // Causal: the queries i >= j of the row's segment, with qk_i = phiq_i . phik_j and
-        // gv_i = G_i . [v_j, 1].
-        const uint64_t seg_end = min((pos / SEGMENT + 1) * SEGMENT, p.len);
-        const uint64_t count = p.causal ? seg_end - pos : 0;
-        const float *kj = p.phik + row * p.features;
-        for (uint64_t n = 0; n < count; ++n) {
-            const uint64_t i = row + n;
-            float a = 0.0f, s = 0.0f;
-            for (uint32_t t = lane; t < p.features; t += 32) a = fmaf(p.phiq[i * p.features + t], kj[t], a);
-            for (uint32_t c = lane; c < width; c += 32) s = fmaf(b.g[i * width + c], vv[c], s);
-            a = butterfly_sum<32>(a, 0xffffffffu);
-            s = butterfly_sum<32>(s, 0xffffffffu);
-            if (lane == 0) {
-                qk[n] = a;
-                gv[n] = s;
-            }
-        }
-        __syncwarp();  // qk and gv are complete
-        const float *state = row_state(p, b.dstates, row);
-        float acc[SLOTS];
-#pragma unroll
-        for (int k = 0; k < SLOTS; ++k) acc[k] = 0.0f;
-        for (uint32_t t = 0; t < p.features; ++t) {
-            const float kt = kj[t];
-#pragma unroll
-            for (int k = 0; k < SLOTS; ++k) {
-                const uint32_t c = lane + 32 * k;
-                if (c < p.value_dim) acc[k] = fmaf(kt, state[static_cast<uint64_t>(t) * width + c], acc[k]);
-            }
-        }
-        for (uint64_t n = 0; n < count; ++n) {
-#pragma unroll
-            for (int k = 0; k < SLOTS; ++k) {
-                const uint32_t c = lane + 32 * k;
-                if (c < p.value_dim) acc[k] = fmaf(qk[n], b.g[(row + n) * width + c], acc[k]);
-            }
-        }
-#pragma unroll
-        for (int k = 0; k < SLOTS; ++k) {
-            const uint32_t c = lane + 32 * k;
-            if (c < p.value_dim) dv[row * b.dv_stride + c] = Elem<T>::from_f32(acc[k]);
-        }
-        for (uint32_t t = lane; t < p.features; t += 32) {
-            const float *st = state + static_cast<uint64_t>(t) * width;
-            float s = 0.0f;
-            for (uint32_t c = 0; c < width; ++c) s = fmaf(st[c], vv[c], s);
-            for (uint64_t n = 0; n < count; ++n) s = fmaf(gv[n], p.phiq[(row + n) * p.features + t], s);
-            b.dphik[row * p.features + t] = s;
-        }
-        __syncwarp();  // every lane is done with vv, qk and gv before the next row
-    }
 }
 
 }  // namespace favor
@@ -1033,7 +1094,11 @@ SK_KERNEL(sk_rf_estimate_bf16, sk_rf_estimate_params, SK_RF_THREADS, 1,
     SK_KERNEL(sk_favor_grad_query_##suffix, sk_favor_backward_params, SK_FAVOR_THREADS, 1,         \
               (sk::rf::favor::grad_query<T>(p)))                                                   \
     SK_KERNEL(sk_favor_grad_key_##suffix, sk_favor_backward_params, SK_FAVOR_THREADS, 1,           \
-              (sk::rf::favor::grad_key<T>(p)))
+              (sk::rf::favor::grad_key<T>(p)))                                                     \
+    SK_KERNEL(sk_favor_grad_g_##suffix, sk_favor_backward_params, SK_FAVOR_THREADS, 1,             \
+              (sk::rf::favor::grad_g<T>(p)))                                                       \
+    SK_KERNEL(sk_favor_grad_value_##suffix, sk_favor_backward_params, SK_FAVOR_THREADS, 1,         \
+              (sk::rf::favor::grad_value<T>(p)))
 SK_FAVOR_KERNELS(f32, float)
 SK_FAVOR_KERNELS(f16, __half)
 SK_FAVOR_KERNELS(bf16, __nv_bfloat16)

@@ -1699,6 +1699,85 @@ fn favor_cases<B: Backend>(b: &B) {
         }
         check_favor::<bf16, B>(b, &mut rng, 2, 100, 16, 16, 32, causal);
         check_favor::<f16, B>(b, &mut rng, 2, 100, 16, 16, 32, causal);
+        favor_non_finite_rows(b, &mut rng, causal);
+    }
+}
+
+/// Non-finite inputs spoil only the outputs that depend on them: a NaN in one query row only
+/// that row's output; a NaN in one column of a value row exactly that column of the outputs
+/// that see its key (every row of its head when non-causal; when causal, the rows at or after
+/// it, while the earlier rows of its own segment, in the same masked tile product, stay clean).
+/// Every other output keeps the bits of the clean run, the other head's in particular.
+fn favor_non_finite_rows<B: Backend>(b: &B, rng: &mut Rng, causal: bool) {
+    let (heads, len, dim, dv, m) = (2, 130, 8, 16, 32);
+    let shape = AttentionShape {
+        heads,
+        len,
+        dim,
+        value_dim: dv,
+    };
+    let opts = Favor {
+        input_scale: (dim as f64).powf(-0.25),
+        eps: 1e-6,
+        guard: 1e-6,
+        causal,
+    };
+    let rows = heads * len;
+    let w = ProjectionSpec::new(Coupling::Simplex, m, dim, rng.seed)
+        .unwrap()
+        .draw(3);
+    let mut values = |cols: usize| (0..rows * cols).map(|_| rng.normal()).collect::<Vec<_>>();
+    let (qv, kv, vv) = (values(dim), values(dim), values(dv));
+    let mat = |data: &[f64], cols: usize, nan_row: Option<usize>| {
+        Mat::<f32>::from_fn(rows, cols, cols, 0, |r, c| {
+            if Some(r) == nan_row && c == 1 {
+                f64::NAN
+            } else {
+                data[r * cols + c]
+            }
+        })
+    };
+    let k = mat(&kv, dim, None);
+    let run = |q: &Mat<f32>, v: &Mat<f32>| {
+        let mut out = Mat::<f32>::poisoned(rows, dv, dv, 0);
+        b.favor(&opts, &shape, &w, q, &k, v, &mut out).unwrap();
+        out.to_f64()
+    };
+    let clean = run(&mat(&qv, dim, None), &mat(&vv, dv, None));
+    assert!(
+        clean.iter().all(|x| x.is_finite()),
+        "causal={causal}: clean run"
+    );
+    // Head 0, position 70: the second segment, not at a tile edge.
+    let bad = 70;
+    let spoiled_q = run(&mat(&qv, dim, Some(bad)), &mat(&vv, dv, None));
+    let spoiled_v = run(&mat(&qv, dim, None), &mat(&vv, dv, Some(bad)));
+    for r in 0..rows {
+        let sees_bad = r < len && (!causal || r >= bad);
+        for c in 0..dv {
+            // The NaN sits in column 1 of the value row: only that output column sees it.
+            let sees_bad = sees_bad && c == 1;
+            let i = r * dv + c;
+            let what = format!("causal={causal}: out[{r}][{c}]");
+            if r == bad {
+                assert!(spoiled_q[i].is_nan(), "{what} with its query NaN");
+            } else {
+                assert_eq!(
+                    spoiled_q[i].to_bits(),
+                    clean[i].to_bits(),
+                    "{what}, query {bad} NaN"
+                );
+            }
+            if sees_bad {
+                assert!(spoiled_v[i].is_nan(), "{what} sees value row {bad} (NaN)");
+            } else {
+                assert_eq!(
+                    spoiled_v[i].to_bits(),
+                    clean[i].to_bits(),
+                    "{what}, value {bad} NaN"
+                );
+            }
+        }
     }
 }
 

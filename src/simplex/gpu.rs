@@ -38,6 +38,8 @@ pub(crate) fn kernel_names() -> Vec<String> {
         names.push(format!("sk_favor_output_{}", t.name()));
         names.push(format!("sk_favor_grad_query_{}", t.name()));
         names.push(format!("sk_favor_grad_key_{}", t.name()));
+        names.push(format!("sk_favor_grad_g_{}", t.name()));
+        names.push(format!("sk_favor_grad_value_{}", t.name()));
         if t != DType::F32 {
             names.push(format!("sk_rf_features_{}_to_f32", t.name()));
             names.push(format!("sk_rf_features_backward_{}_from_f32", t.name()));
@@ -735,15 +737,6 @@ fn favor_tile_grid(l: &impl Launcher, shape: &AttentionShape) -> u32 {
     favor_grid(l, tiles.div_ceil(u64::from(SK_FAVOR_THREADS / 32)), 16)
 }
 
-/// A warp per row: the grid of the gradient row kernels.
-fn favor_row_grid(l: &impl Launcher, rows: usize) -> u32 {
-    favor_grid(
-        l,
-        (rows as u64).div_ceil(u64::from(SK_FAVOR_THREADS / 32)),
-        16,
-    )
-}
-
 /// Plans FAVOR+ forward: query and key features into the workspace (f32), segment states,
 /// their prefix sums (or total), and the outputs.
 #[allow(clippy::too_many_arguments)]
@@ -777,14 +770,14 @@ pub(crate) fn plan_favor<T: Element>(
     })
 }
 
-/// The launches of one FAVOR+ gradient: the forward stages, the query and key gradients with
-/// the gradient states between them, and the two feature-map gradients.
+/// The launches of one FAVOR+ gradient: the forward stages, G and the query gradient, the
+/// gradient states, the key and value gradients, and the two feature-map gradients.
 pub(crate) struct FavorBackwardPlan {
     forward: FavorPlan,
-    query: Launch<sk_favor_backward_params>,
+    query: [Launch<sk_favor_backward_params>; 2],
     grad_state: Launch<sk_favor_backward_params>,
     grad_prefix: Launch<sk_favor_params>,
-    key: Launch<sk_favor_backward_params>,
+    key: [Launch<sk_favor_backward_params>; 2],
     inputs: [Launch<sk_rf_backward_params>; 2],
 }
 
@@ -797,10 +790,10 @@ impl FavorBackwardPlan {
     /// The gradient stages alone, for a workspace that already holds the forward stages of
     /// the same call (the forward's regions are at the same offsets in both layouts).
     pub(crate) fn run_after_forward(&self, l: &impl Launcher) -> Result<()> {
-        l.launch(&self.query)?;
+        self.query.iter().try_for_each(|f| l.launch(f))?;
         l.launch(&self.grad_state)?;
         l.launch(&self.grad_prefix)?;
-        l.launch(&self.key)?;
+        self.key.iter().try_for_each(|f| l.launch(f))?;
         self.inputs.iter().try_for_each(|f| l.launch(f))
     }
 }
@@ -846,9 +839,9 @@ pub(crate) fn plan_favor_backward<T: Element>(
         dv_stride: grads.dv.stride as u64,
     };
     let t = T::DTYPE.name();
-    let row_launch = |kernel: String| Launch {
+    let tile_launch = |kernel: String| Launch {
         kernel,
-        grid: favor_row_grid(l, rows),
+        grid: favor_tile_grid(l, shape),
         block: SK_FAVOR_THREADS,
         shared_mem_bytes: 0,
         params: bp,
@@ -905,10 +898,16 @@ pub(crate) fn plan_favor_backward<T: Element>(
             features: st.features,
             favor: vec![st.state, st.prefix],
         },
-        query: row_launch(format!("sk_favor_grad_query_{t}")),
+        query: [
+            tile_launch(format!("sk_favor_grad_g_{t}")),
+            tile_launch(format!("sk_favor_grad_query_{t}")),
+        ],
         grad_state,
         grad_prefix,
-        key: row_launch(format!("sk_favor_grad_key_{t}")),
+        key: [
+            tile_launch(format!("sk_favor_grad_key_{t}")),
+            tile_launch(format!("sk_favor_grad_value_{t}")),
+        ],
         inputs,
     })
 }
@@ -1022,11 +1021,12 @@ impl Favor {
     /// are held constant (see [`super`]). The forward stages (features, states, prefix sums)
     /// are recomputed into `workspace`, which also holds G = [dout, −dout·out]/den (rows x
     /// (value_dim + 1)), the gradient states and dφ(q), dφ(k) in f32. Then, all in f32:
-    /// dφ(q_i) = S_i G_i (a warp per query), the gradient states Σ φ(q_i) G_iᵀ per segment
-    /// (on the tensor cores, as the forward states)
-    /// and their suffix sums (causal) or total, dφ(k_j) = D_j [v_j, 1] and dv_j = D_j[:, :dv]ᵀ
-    /// φ(k_j) (a warp per key), and the two feature-map gradients
-    /// ([`FeatureMap::features_backward`] from f32). Deterministic summation orders.
+    /// G, dφ(q_i) = S_i G_i, the gradient states D = Σ φ(q_i) G_iᵀ per segment and their
+    /// suffix sums (causal) or total, dφ(k_j) = D_j [v_j, 1] and dv_j = D_j[:, :dv]ᵀ φ(k_j),
+    /// and the two feature-map gradients ([`FeatureMap::features_backward`] from f32).
+    /// Deterministic summation orders. Every product but the feature-map gradients runs on
+    /// the tensor cores as the forward's do (f32 operands in three bf16 parts, f32 accuracy),
+    /// a warp per 16-row tile, with the segment's own keys (causal) as a masked tile product.
     ///
     /// Errors: as [`Favor::forward`], `dout`, `dq`, `dk` or `dv` of the wrong shape, and m
     /// above 1536 (the feature-map gradient's limit).
