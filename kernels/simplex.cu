@@ -794,10 +794,11 @@ __device__ __forceinline__ void denominators(const float (&acc)[COL_TILES][4], f
     den[1] = __shfl_sync(0xffffffffu, acc[0][2], lane & ~3) + guard;
 }
 
-template <class T>
-__device__ void output(const sk_favor_params &p) {
+// The forward rows over every tile: entry(row, column, numerator, den + guard, h) for each
+// output entry (column < value_dim; h: the lane's row g or g + 8), then done(tile, den).
+template <class T, class Entry, class Done>
+__device__ __forceinline__ void forward_rows(const sk_favor_params &p, Entry entry, Done done) {
     const ForwardOps<T> o(p);
-    T *out = static_cast<T *>(p.out);
     const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4, q = lane % 4;
     for_each_tile(p, [&](uint64_t tile) {
         const Tile tl = tile_at<false>(p, p.states, tile);
@@ -811,11 +812,22 @@ __device__ void output(const sk_favor_params &p) {
                 for (int i = 0; i < 4; ++i) {
                     const uint64_t row = tl.i0 + g + 8 * (i / 2);
                     const uint32_t l = c0 + 8 * nt + 2 * q + i % 2;
-                    if (row < p.len && l >= 1 && l < o.n)
-                        out[(tl.base + row) * p.out_stride + (l - 1)] = Elem<T>::from_f32(acc[nt][i] / den[i / 2]);
+                    if (row < p.len && l >= 1 && l < o.n) entry(tl.base + row, l - 1, acc[nt][i], den[i / 2], i / 2);
                 }
         }
+        done(tl, den);
     });
+}
+
+template <class T>
+__device__ void output(const sk_favor_params &p) {
+    T *out = static_cast<T *>(p.out);
+    forward_rows<T>(
+        p,
+        [&](uint64_t row, uint32_t c, float num, float den, int) {
+            out[row * p.out_stride + c] = Elem<T>::from_f32(num / den);
+        },
+        [](const Tile &, const float (&)[2]) {});
 }
 
 // ---- FAVOR+ gradients ---------------------------------------------------------------------
@@ -831,36 +843,27 @@ __device__ void output(const sk_favor_params &p) {
 template <class T>
 __device__ void grad_g(const sk_favor_backward_params &b) {
     const sk_favor_params &p = b.f;
-    const ForwardOps<T> o(p);
+    const uint32_t width = p.value_dim + 1;
     const T *dout = static_cast<const T *>(b.dout);
     const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4, q = lane % 4;
-    for_each_tile(p, [&](uint64_t tile) {
-        const Tile tl = tile_at<false>(p, p.states, tile);
-        float den[2], dot[2] = {0.0f, 0.0f}, acc[COL_TILES][4];
-        for (uint32_t c0 = 0; c0 < o.n; c0 += COLS) {
-            tile_product(o, tl, c0, acc);
-            if (c0 == 0) denominators(acc, p.guard, den);
+    float dot[2] = {0.0f, 0.0f};  // the lane's share of dout_i . out_i, rows g and g + 8
+    forward_rows<T>(
+        p,
+        [&](uint64_t row, uint32_t c, float num, float den, int h) {
+            const float d = Elem<T>::to_f32(dout[row * b.dout_stride + c]);
+            dot[h] = fmaf(d, num / den, dot[h]);
+            b.g[row * width + c] = d / den;
+        },
+        [&](const Tile &tl, const float (&den)[2]) {
 #pragma unroll
-            for (int nt = 0; nt < COL_TILES; ++nt)
-#pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const uint64_t row = tl.i0 + g + 8 * (i / 2);
-                    const uint32_t l = c0 + 8 * nt + 2 * q + i % 2;
-                    if (row < p.len && l >= 1 && l < o.n) {
-                        const float d = Elem<T>::to_f32(dout[(tl.base + row) * b.dout_stride + (l - 1)]);
-                        dot[i / 2] = fmaf(d, acc[nt][i] / den[i / 2], dot[i / 2]);
-                        b.g[(tl.base + row) * o.n + (l - 1)] = d / den[i / 2];
-                    }
-                }
-        }
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            dot[h] += __shfl_xor_sync(0xffffffffu, dot[h], 1);
-            dot[h] += __shfl_xor_sync(0xffffffffu, dot[h], 2);
-            const uint64_t row = tl.i0 + g + 8 * h;
-            if (q == 0 && row < p.len) b.g[(tl.base + row) * o.n + p.value_dim] = -dot[h] / den[h];
-        }
-    });
+            for (int h = 0; h < 2; ++h) {
+                dot[h] += __shfl_xor_sync(0xffffffffu, dot[h], 1);
+                dot[h] += __shfl_xor_sync(0xffffffffu, dot[h], 2);
+                const uint64_t row = tl.i0 + g + 8 * h;
+                if (q == 0 && row < p.len) b.g[(tl.base + row) * width + p.value_dim] = -dot[h] / den[h];
+                dot[h] = 0.0f;
+            }
+        });
 }
 
 // dphiq_i = S_i G_i + sum_{j <= i} (G_i . [v_j, 1]) phik_j.

@@ -1616,6 +1616,16 @@ fn gpu_feature_errors_are_values() {
     }
 }
 
+/// Performer's FAVOR+ options: input scale dim^-1/4, eps and guard 1e-6.
+fn performer(dim: usize, causal: bool) -> Favor {
+    Favor {
+        input_scale: (dim as f64).powf(-0.25),
+        eps: 1e-6,
+        guard: 1e-6,
+        causal,
+    }
+}
+
 /// One FAVOR+ case against the f64 reference on the rounded inputs (W rounded to f32).
 /// Tolerance: one ulp of T plus 5e-5 max|v| (the output is a weighted mean of the values, and
 /// the f32 weights carry relative errors near 1e-5).
@@ -1636,12 +1646,7 @@ fn check_favor<T: Element, B: Backend>(
         dim,
         value_dim,
     };
-    let opts = Favor {
-        input_scale: (dim as f64).powf(-0.25),
-        eps: 1e-6,
-        guard: 1e-6,
-        causal,
-    };
+    let opts = performer(dim, causal);
     let rows = heads * len;
     let w = ProjectionSpec::new(Coupling::Simplex, m, dim, rng.seed)
         .unwrap()
@@ -1716,12 +1721,7 @@ fn favor_non_finite_rows<B: Backend>(b: &B, rng: &mut Rng, causal: bool) {
         dim,
         value_dim: dv,
     };
-    let opts = Favor {
-        input_scale: (dim as f64).powf(-0.25),
-        eps: 1e-6,
-        guard: 1e-6,
-        causal,
-    };
+    let opts = performer(dim, causal);
     let rows = heads * len;
     let w = ProjectionSpec::new(Coupling::Simplex, m, dim, rng.seed)
         .unwrap()
@@ -2095,12 +2095,7 @@ fn favor_case<T: Element>(
             dim,
             value_dim,
         },
-        opts: Favor {
-            input_scale: (dim as f64).powf(-0.25),
-            eps: 1e-6,
-            guard: 1e-6,
-            causal,
-        },
+        opts: performer(dim, causal),
         w,
         q,
         k,
