@@ -472,6 +472,19 @@ static_assert(COLS % 8 == 0 && SK_FAVOR_TASK_FEATURES == 32 && TILE_ROWS == 16 &
               "the tensor-core tasks: two m-tiles of features, n-tiles of columns, one m-tile of rows, "
               "whole k-steps of keys per segment");
 
+// A B fragment in split form (bf[j][h]: part j, k half h): the pair at k = k0 + 2q + 8h and
+// k + 1 of the lane's column, value(k) where `in` and k < kmax, zero elsewhere.
+// Index: uint32_t for features and columns, uint64_t for positions.
+template <int P, class Index, class Value>
+__device__ __forceinline__ void b_fragment(Index k0, Index kmax, bool in, Value value, uint32_t (&bf)[P][2]) {
+    const Index q = threadIdx.x % 4;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const Index k = k0 + 2 * q + 8 * h;
+        split_into(in && k < kmax ? value(k) : 0.0f, in && k + 1 < kmax ? value(k + 1) : 0.0f, bf, h);
+    }
+}
+
 // The state tiles on the tensor cores: S[t][c] = sum over the rows of one segment of
 // a[row][t] b(row, c), for every (head, segment): the forward states S = sum_j phik_j [v_j, 1]^T
 // and the gradient states sum_i phiq_i G_i^T. As one MMA product per task: M = the features t,
@@ -520,13 +533,7 @@ __device__ void segment_sums(const sk_favor_params &p, const float *a, float *st
                 if (c0 + 8 * nt >= width) continue;  // warp-uniform
                 const uint32_t c = c0 + 8 * nt + g;
                 uint32_t bf[PB][2];
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    const uint32_t r = k0 + 2 * q + 8 * h;
-                    const float y0 = c < width && r < count ? b(first + r, c) : 0.0f;
-                    const float y1 = c < width && r + 1 < count ? b(first + r + 1, c) : 0.0f;
-                    split_into(y0, y1, bf, h);
-                }
+                b_fragment(k0, count, c < width, [&](uint32_t r) { return b(first + r, c); }, bf);
 #pragma unroll
                 for (int mt = 0; mt < 2; ++mt) mma_split(acc[mt][nt], af[mt], bf);
             }
@@ -712,13 +719,7 @@ __device__ __forceinline__ void tile_product(const Ops &o, const Tile &tl, uint3
             if (c0 + 8 * nt >= o.n) continue;  // warp-uniform
             const uint32_t l = c0 + 8 * nt + g;
             uint32_t bf[Ops::PB][2];
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const uint32_t k = k0 + 2 * q + 8 * h;
-                const float y0 = l < o.n && k < o.k ? o.b(tl.state, k, l) : 0.0f;
-                const float y1 = l < o.n && k + 1 < o.k ? o.b(tl.state, k + 1, l) : 0.0f;
-                split_into(y0, y1, bf, h);
-            }
+            b_fragment(k0, o.k, l < o.n, [&](uint32_t k) { return o.b(tl.state, k, l); }, bf);
             mma_split(acc[nt], af, bf);
         }
 #pragma unroll
@@ -726,13 +727,7 @@ __device__ __forceinline__ void tile_product(const Ops &o, const Tile &tl, uint3
             if (n >= tl.key_tiles) continue;  // warp-uniform
             const uint64_t j = tile_key<Ops::LATER>(tl, n) + g;
             uint32_t bf[Ops::PC][2];
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const uint32_t k = k0 + 2 * q + 8 * h;
-                const float y0 = j < len && k < o.k ? o.c(tl.base + j, k) : 0.0f;
-                const float y1 = j < len && k + 1 < o.k ? o.c(tl.base + j, k + 1) : 0.0f;
-                split_into(y0, y1, bf, h);
-            }
+            b_fragment(k0, o.k, j < len, [&](uint32_t k) { return o.c(tl.base + j, k); }, bf);
             mma_split(pk[n], af, bf);
         }
     }
@@ -753,13 +748,8 @@ __device__ __forceinline__ void tile_product(const Ops &o, const Tile &tl, uint3
             if (c0 + 8 * nt >= o.n) continue;  // warp-uniform
             const uint32_t l = c0 + 8 * nt + g;
             uint32_t bf[Ops::PD][2];
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const uint64_t j = tile_key<Ops::LATER>(tl, 2 * kk) + 2 * q + 8 * h;
-                const float y0 = l < o.n && j < len ? o.d(tl.base + j, l) : 0.0f;
-                const float y1 = l < o.n && j + 1 < len ? o.d(tl.base + j + 1, l) : 0.0f;
-                split_into(y0, y1, bf, h);
-            }
+            b_fragment(tile_key<Ops::LATER>(tl, 2 * kk), len, l < o.n,
+                       [&](uint64_t j) { return o.d(tl.base + j, l); }, bf);
             mma_split(acc[nt], af, bf);
         }
     }
